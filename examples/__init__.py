@@ -1,0 +1,1 @@
+"""Runnable examples for trio_durable."""

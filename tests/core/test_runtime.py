@@ -1,0 +1,132 @@
+"""open_runtime: validation, statistics, shutdown."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+import trio
+import trio.testing
+
+import trio_durable as td
+
+from .conftest import OBJECTS
+from .objects import Counter
+
+
+async def test_statistics_count_activations_events_and_live_objects(runtime: td.Runtime) -> None:
+    ns = runtime.namespace("counters")
+    await ns.get_by_name("a").increment()
+    await ns.get_by_name("a").increment()
+    await ns.get_by_name("b").increment()
+    stats = runtime.statistics()
+    assert stats == td.RuntimeStatistics(
+        live_objects=2, activations=2, evictions=0, resets=0, events_dispatched=3
+    ), f"unexpected {stats}"
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        stats.activations = 0  # type: ignore[misc]
+
+
+async def test_calls_after_close_raise_closed_resource_error(runtime_factory) -> None:  # type: ignore[no-untyped-def]
+    async with runtime_factory(objects=OBJECTS) as rt:
+        stub = rt.namespace("counters").get_by_name("a")
+        await stub.increment()
+    assert rt.closed
+    with pytest.raises(trio.ClosedResourceError, match="runtime is closed"):
+        await stub.increment()
+
+
+async def test_call_in_flight_when_runtime_closes_gets_closed_resource_error(
+    runtime_factory, autojump_clock: trio.testing.MockClock
+) -> None:  # type: ignore[no-untyped-def]
+    errors: list[BaseException] = []
+    async with trio.open_nursery() as nursery, runtime_factory(objects=OBJECTS) as rt:
+        stub = rt.namespace("counters").get_by_name("a")
+
+        async def call() -> None:
+            try:
+                await stub.sleep_forever()
+            except trio.ClosedResourceError as exc:
+                errors.append(exc)
+
+        nursery.start_soon(call)
+        await trio.testing.wait_all_tasks_blocked()
+    assert len(errors) == 1, "the caller must be told, not left hanging"
+    assert "runtime closed" in str(errors[0])
+
+
+async def test_user_exception_inside_block_is_not_wrapped(runtime_factory) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(LookupError, match="mine") as info:
+        async with runtime_factory(objects=OBJECTS) as rt:
+            await rt.namespace("counters").get_by_name("a").increment()
+            raise LookupError("mine")
+    assert type(info.value) is LookupError, "no ExceptionGroup may leak to the user"
+
+
+async def test_no_task_leaks_after_close(runtime_factory) -> None:  # type: ignore[no-untyped-def]
+    root = trio.lowlevel.current_root_task()
+
+    def count_tasks(task: trio.lowlevel.Task) -> int:
+        return 1 + sum(
+            count_tasks(child) for nursery in task.child_nurseries for child in nursery.child_tasks
+        )
+
+    before = count_tasks(root)
+    async with runtime_factory(objects=OBJECTS) as rt:
+        ns = rt.namespace("workers")
+        for n in range(20):
+            await ns.get_by_name(str(n)).start(1_000)
+        assert count_tasks(root) > before + 20
+    assert count_tasks(root) == before, "every task of the runtime must end with it"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"objects": {}}, TypeError, "non-empty mapping"),
+        ({"objects": {"x": int}}, TypeError, "must be a DurableObject subclass"),
+        ({"objects": {"_x": Counter}}, ValueError, "do not start with '_'"),
+        (
+            {"objects": OBJECTS, "hibernate_after": 0},
+            ValueError,
+            "hibernate_after must be a positive",
+        ),
+        ({"objects": OBJECTS, "evict_after": "5"}, TypeError, "evict_after must be a number"),
+        ({"objects": OBJECTS, "hibernate_after": float("inf")}, ValueError, "finite"),
+    ],
+)
+async def test_bad_options_are_refused(kwargs, error, message) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(error, match=message):
+        async with td.open_runtime(**kwargs):
+            pass
+
+
+async def test_non_attrs_subclass_is_refused() -> None:
+    class Plain(td.DurableObject):
+        pass
+
+    with pytest.raises(TypeError, match="must be an attrs class"):
+        async with td.open_runtime(objects={"p": Plain}):
+            pass
+
+
+async def test_unwritable_data_dir_is_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(OSError, match="cannot create data_dir"):
+        async with td.open_runtime(objects=OBJECTS, data_dir=blocker / "sub"):
+            pass
+
+
+async def test_in_memory_runtime_needs_no_data_dir() -> None:
+    async with td.open_runtime(objects=OBJECTS) as rt:
+        assert await rt.namespace("counters").get_by_name("a").increment() == 1
+
+
+async def test_env_is_shared_by_objects() -> None:
+    @attrs.define(eq=False)
+    class Reader(td.DurableObject):
+        async def read(self) -> object:
+            return self.env
+
+    async with td.open_runtime(objects={"r": Reader}, env={"region": "eu"}) as rt:
+        assert await rt.namespace("r").get_by_name("a").read() == {"region": "eu"}

@@ -1,0 +1,23 @@
+"""trio_durable: Cloudflare-style Durable Objects for Python, on Trio.
+
+The public API is exactly the set of names re-exported here.
+"""
+
+from ._exceptions import CommitFailedError as CommitFailedError
+from ._exceptions import LimitExceededError as LimitExceededError
+from ._exceptions import ObjectResetError as ObjectResetError
+from ._exceptions import StorageError as StorageError
+from ._exceptions import TrioDurableError as TrioDurableError
+from ._http import Headers as Headers
+from ._http import Request as Request
+from ._http import Response as Response
+from ._ids import DurableObjectId as DurableObjectId
+from ._ids import Namespace as Namespace
+from ._ids import Stub as Stub
+from ._object import DurableObject as DurableObject
+from ._object import ObjectContext as ObjectContext
+from ._runtime import Runtime as Runtime
+from ._runtime import RuntimeStatistics as RuntimeStatistics
+from ._runtime import open_runtime as open_runtime
+
+__version__ = "0.1.0"

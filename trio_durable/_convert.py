@@ -1,0 +1,64 @@
+"""The runtime's one private cattrs converter.
+
+Attachments and stored values cross it on the way to bytes and back. It is
+built from cattrs' JSON preset and never touches the global converter, so a
+user's own cattrs hooks cannot change what we store (and vice versa).
+
+Evolution rules (cattrs ``docs/customizing.md``): unknown keys are ignored
+on load and new attrs fields take their defaults, so a class may gain
+fields between deploys without breaking stored data. No pickle anywhere:
+stored bytes are JSON and can never run code.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from cattrs.preconf.json import JsonConverter, make_converter
+
+__all__ = ["Converter", "make_runtime_converter"]
+
+T = TypeVar("T")
+
+
+class Converter:
+    """Turns values into JSON bytes and back, through one private cattrs converter."""
+
+    __slots__ = ("_cattrs",)
+
+    def __init__(self) -> None:
+        self._cattrs: JsonConverter = make_converter(forbid_extra_keys=False)
+
+    def dumps(self, value: Any) -> bytes:
+        """Serialize ``value`` (an attrs instance or plain JSON-able data).
+
+        Raises:
+            TypeError: ``value`` cannot be represented (a set of objects, a
+                socket, ...); the message names the type.
+        """
+        try:
+            unstructured = self._cattrs.unstructure(value)
+            return json.dumps(
+                unstructured, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+            ).encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"cannot serialize a value of type {type(value).__name__}: {exc}"
+            ) from exc
+
+    def loads(self, data: bytes, type: type[T] | None = None) -> Any:
+        """Parse bytes made by :meth:`dumps`; structure into ``type`` when given."""
+        raw = json.loads(data)
+        if type is None:
+            return raw
+        return self._cattrs.structure(raw, type)
+
+    def structure(self, raw: Any, type: type[T]) -> T:
+        """Structure already-parsed JSON data into ``type``."""
+        return self._cattrs.structure(raw, type)
+
+
+def make_runtime_converter() -> Converter:
+    """A fresh converter for one runtime."""
+    return Converter()

@@ -1,0 +1,62 @@
+"""The exceptions trio_durable raises.
+
+::
+
+    TrioDurableError                 base of everything below
+    ├── ObjectResetError             the object was reset (abort, failed commit,
+    │                                failure in the constructor, in
+    │                                block_concurrency_while or in wait_until work)
+    │                                while this call was waiting on it
+    ├── StorageError                 the storage backend failed (our side)
+    │   └── CommitFailedError        a commit did not reach the disk
+    └── LimitExceededError (also ValueError)
+                                     a documented limit was exceeded; the message
+                                     names the limit and the value
+
+Errors that Python or Trio already name are reused rather than wrapped:
+
+* ``ValueError`` for malformed input (a forged or foreign object ID, a bad
+  close code), ``TypeError`` for a value of the wrong type, ``AttributeError``
+  for a stub method that does not exist;
+* ``trio.ClosedResourceError`` for using something we closed (a runtime after
+  ``open_runtime`` exited, a WebSocket after ``close()``);
+* ``trio.BrokenResourceError`` when the other side failed (a WebSocket peer
+  went away).
+
+An exception raised by user code inside an object reaches the caller with its
+original type.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CommitFailedError",
+    "LimitExceededError",
+    "ObjectResetError",
+    "StorageError",
+    "TrioDurableError",
+]
+
+
+class TrioDurableError(Exception):
+    """Base class of the errors defined by trio_durable."""
+
+
+class ObjectResetError(TrioDurableError):
+    """The object was reset while this call was waiting on it.
+
+    The instance was dropped; the next call builds a fresh one. ``__cause__``
+    holds the error that caused the reset, when there was one.
+    """
+
+
+class StorageError(TrioDurableError):
+    """The storage backend failed."""
+
+
+class CommitFailedError(StorageError):
+    """A commit did not reach durable storage; the object was reset."""
+
+
+class LimitExceededError(TrioDurableError, ValueError):
+    """A documented limit was exceeded; the message names the limit and the value."""

@@ -1,0 +1,233 @@
+"""Input and output gates: the two rules that make an object's events safe.
+
+Input gate
+    Every event (RPC, fetch, WebSocket event, alarm) *passes* the gate before
+    its handler starts, in arrival order. Handlers do not hold the gate while
+    they run, so they interleave at awaits on outside I/O. A storage call or
+    ``block_concurrency_while`` *holds* the gate: while it is held, no event
+    starts and no handler returning from runtime-mediated I/O resumes.
+
+    Trio may run ready tasks in any order (it reverses its run batch at
+    random), so "arrival order" cannot rest on wake-up order. Waiters queue
+    in a deque and the gate hands over one at a time: a woken passer wakes
+    the next waiter itself, after it has become the running task.
+
+    The holder may re-enter (a storage call inside ``block_concurrency_while``,
+    or a call chain that starts there and comes back to the same object);
+    anything else waits.
+
+Output gate
+    A message that leaves the object after a storage write must wait until
+    that write is committed. Storage registers each pending commit with
+    :meth:`OutputGate.hold`; senders ``await gate.wait()`` which returns once
+    every commit registered *before* the wait began has finished, or raises
+    :class:`~trio_durable.ObjectResetError` when one of them failed (the
+    object is reset and the message is dropped).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import attrs
+import trio
+
+from ._exceptions import ObjectResetError
+
+__all__ = ["InputGate", "OutputGate", "PendingCommit"]
+
+
+_ACTIVATING = object()
+
+
+@attrs.define(eq=False, slots=True)
+class _Waiter:
+    event: trio.Event
+    wants_hold: bool
+    task: trio.lowlevel.Task
+    woken: bool = False
+
+
+class InputGate:
+    """FIFO gate that events pass through and that storage/``bcw`` can hold."""
+
+    __slots__ = ("_depth", "_handing_off", "_holder", "_waiters")
+
+    def __init__(self) -> None:
+        # A task, or _ACTIVATING while the object is not built yet.
+        self._holder: object | None = None
+        self._depth = 0
+        self._waiters: deque[_Waiter] = deque()
+        # True between waking a waiter and that waiter running: the gate is
+        # neither held nor free, so newcomers must queue behind.
+        self._handing_off = False
+
+    @property
+    def is_held(self) -> bool:
+        """True while a storage call or ``block_concurrency_while`` holds the gate."""
+        return self._holder is not None
+
+    def _is_free(self) -> bool:
+        return self._holder is None and not self._waiters and not self._handing_off
+
+    def _wake_next(self) -> None:
+        if self._holder is None and not self._handing_off and self._waiters:
+            waiter = self._waiters.popleft()
+            waiter.woken = True
+            self._handing_off = True
+            waiter.event.set()
+
+    async def _wait_turn(self, wants_hold: bool) -> None:
+        task = trio.lowlevel.current_task()
+        waiter = _Waiter(trio.Event(), wants_hold, task)
+        self._waiters.append(waiter)
+        try:
+            await waiter.event.wait()
+        except BaseException:
+            if waiter.woken:
+                # We were handed the gate but got cancelled before running:
+                # pass it on so the queue does not stall.
+                self._handing_off = False
+                self._wake_next()
+            else:
+                self._waiters.remove(waiter)
+            raise
+        self._handing_off = False
+        if wants_hold:
+            self._holder = task
+            self._depth = 1
+        else:
+            self._wake_next()
+
+    async def pass_through(self) -> None:
+        """Wait for this event's turn, then let it start.
+
+        Returns at once, without a checkpoint, when the gate is free: the
+        common case costs nothing. Cancellation while waiting leaves the
+        queue intact.
+        """
+        holder = self._holder
+        if holder is None:
+            if not self._waiters and not self._handing_off:
+                return
+        elif holder is trio.lowlevel.current_task():
+            return
+        await self._wait_turn(wants_hold=False)
+
+    def try_hold(self) -> bool:
+        """Hold the gate without waiting when that is possible (re-entrant)."""
+        task = trio.lowlevel.current_task()
+        if self._holder is task:
+            self._depth += 1
+            return True
+        if self._is_free():
+            self._holder = task
+            self._depth = 1
+            return True
+        return False
+
+    async def acquire(self) -> None:
+        """Hold the gate, waiting in line behind earlier events if needed."""
+        if not self.try_hold():
+            await self._wait_turn(wants_hold=True)
+
+    def release(self) -> None:
+        """Undo one :meth:`acquire`/:meth:`try_hold` by the holder."""
+        if self._holder is None:
+            return  # force_open() dropped the hold when the object was reset
+        if self._holder is not trio.lowlevel.current_task():
+            raise RuntimeError("the input gate is released by a task that does not hold it")
+        self._depth -= 1
+        if self._depth == 0:
+            self._holder = None
+            self._wake_next()
+
+    @asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        """``async with gate.hold():`` — no event starts inside the block."""
+        await self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+    def close_for_activation(self) -> None:
+        """Shut the gate until :meth:`open_after_activation`: events queue in order."""
+        self._holder = _ACTIVATING
+        self._depth = 1
+
+    def open_after_activation(self) -> None:
+        """Let queued events in, in arrival order, once the instance exists."""
+        if self._holder is _ACTIVATING:
+            self._holder = None
+            self._depth = 0
+            self._wake_next()
+
+    def force_open(self) -> None:
+        """Drop any holder (used when the object is reset): waiters go on."""
+        self._holder = None
+        self._depth = 0
+        self._wake_next()
+
+
+@attrs.define(eq=False, slots=True)
+class PendingCommit:
+    """One commit the output gate waits for; storage resolves it exactly once."""
+
+    done: trio.Event = attrs.field(factory=trio.Event)
+    error: BaseException | None = None
+
+    def resolve(self, error: BaseException | None = None) -> None:
+        """Mark the commit finished, successfully when ``error`` is ``None``."""
+        if not self.done.is_set():
+            self.error = error
+            self.done.set()
+
+
+class OutputGate:
+    """Holds outgoing messages until the writes made before them are committed."""
+
+    __slots__ = ("_pending",)
+
+    def __init__(self) -> None:
+        self._pending: list[PendingCommit] = []
+
+    def hold(self) -> PendingCommit:
+        """Register a commit in progress; call ``resolve()`` on it when done."""
+        commit = PendingCommit()
+        self._pending.append(commit)
+        return commit
+
+    @property
+    def is_open(self) -> bool:
+        """True when nothing is waiting to be committed."""
+        self._forget_committed()
+        return not self._pending
+
+    def _forget_committed(self) -> None:
+        # Failed commits stay: the object is being reset and every later
+        # message must be dropped too.
+        self._pending = [c for c in self._pending if not (c.done.is_set() and c.error is None)]
+
+    async def wait(self) -> None:
+        """Wait for every commit registered before this call.
+
+        Returns without a checkpoint when nothing is pending.
+
+        Raises:
+            ObjectResetError: one of those commits failed; the message that was
+                waiting must be dropped.
+        """
+        if not self._pending:
+            return
+        snapshot = list(self._pending)
+        for commit in snapshot:
+            await commit.done.wait()
+            if commit.error is not None:
+                raise ObjectResetError(
+                    f"a storage commit failed ({commit.error!r}); "
+                    "the object was reset and the held message was dropped"
+                ) from commit.error
+        self._forget_committed()

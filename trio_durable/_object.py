@@ -1,0 +1,127 @@
+"""The :class:`DurableObject` base class and its :class:`ObjectContext`.
+
+A durable object is an attrs class that subclasses :class:`DurableObject`.
+The runtime builds it as ``cls(ctx=..., env=...)`` on activation and again
+after every eviction or reset, so every field of its own must have a
+default: those fields are in-memory state and go back to their defaults
+each time. What must survive goes to ``self.ctx.storage`` (or into a
+WebSocket attachment).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import attrs
+
+from ._exceptions import ObjectResetError
+
+if TYPE_CHECKING:
+    from ._ids import DurableObjectId, Namespace
+    from ._registry import LiveObject
+    from ._runtime import Runtime
+
+__all__ = ["DurableObject", "ObjectContext"]
+
+T = TypeVar("T")
+
+logger = logging.getLogger("trio_durable")
+
+
+class ObjectContext:
+    """What an object knows about itself: ``self.ctx``.
+
+    Built by the runtime, one per activation; not publicly constructible.
+    Storage (``storage``) and the WebSocket registry (``accept_websocket``,
+    ``get_websockets``, ...) are attached by their own layers through
+    :attr:`_services`, so adding them never changes the lifecycle code.
+    """
+
+    __slots__ = ("_record", "_runtime", "id")
+
+    def __init__(self, record: LiveObject, runtime: Runtime, object_id: DurableObjectId) -> None:
+        self._record = record
+        self._runtime = runtime
+        self.id = object_id
+
+    def __repr__(self) -> str:
+        return f"<ObjectContext {self.id!r}>"
+
+    def namespace(self, name: str) -> Namespace:
+        """Another namespace of the same runtime, to call other objects."""
+        return self._runtime.namespace(name)
+
+    async def block_concurrency_while(self, async_fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run ``await async_fn(*args)`` while no other event may start.
+
+        No other event starts and no handler resumes from runtime-mediated
+        I/O (calls to other objects, storage) until it returns. A call chain
+        that starts inside ``async_fn`` and comes back to this object is let
+        in rather than deadlocked.
+
+        If ``async_fn`` raises, the object is reset (as in Durable Objects)
+        and the exception propagates to the caller with its type.
+        Cancellation propagates without resetting the object.
+        """
+        record = self._record
+        record.check_alive()
+        await record.input_gate.acquire()
+        try:
+            return await async_fn(*args)
+        except Exception as exc:
+            record.reset(exc, origin="block_concurrency_while")
+            raise
+        finally:
+            record.input_gate.release()
+
+    def wait_until(self, async_fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run ``async_fn(*args)`` in the background, in the object's nursery.
+
+        The object stays awake while the work runs, up to ``evict_after``
+        seconds after its last event; eviction or reset cancels the work. If
+        the work raises, the error is logged and the object is reset.
+        """
+        self._record.check_alive()
+        self._record.spawn_background(async_fn, args)
+
+    def abort(self, reason: str | None = None) -> None:
+        """Reset the object at once.
+
+        Handlers in flight are cancelled and their callers get
+        :class:`~trio_durable.ObjectResetError`; background work is
+        cancelled; every WebSocket of the object, hibernated ones too, is
+        disconnected. The next event builds a fresh instance.
+        """
+        message = f"the object was aborted: {reason}" if reason else "the object was aborted"
+        self._record.reset(ObjectResetError(message), origin="abort", abort=True)
+
+
+@attrs.define(eq=False)
+class DurableObject:
+    """Base class for durable objects; subclass it as an attrs class.
+
+    ::
+
+        @attrs.define(eq=False)
+        class Counter(td.DurableObject):
+            hits: int = 0          # in-memory: back to 0 after hibernation
+
+            async def increment(self) -> int:
+                self.hits += 1
+                return self.hits
+
+    Any public ``async def`` is callable through a stub. The runtime calls
+    these handlers itself when defined: ``fetch(request)``, ``alarm(info)``,
+    ``websocket_message(ws, message)``, ``websocket_close(ws, code, reason,
+    was_clean)`` and ``websocket_error(ws, error)``.
+
+    Attributes:
+        ctx: The object's :class:`ObjectContext`.
+        env: The ``env`` value given to ``open_runtime`` (configuration,
+            bindings), shared by all objects.
+    """
+
+    ctx: ObjectContext = attrs.field(kw_only=True, repr=False)
+    env: Any = attrs.field(kw_only=True, default=None, repr=False)

@@ -1,0 +1,266 @@
+"""The :class:`Runtime` and :func:`open_runtime`.
+
+A runtime owns the registry of live objects, the storage backend, and (once
+the gateway runs) the connection nursery of hibernatable sockets. Leaving
+``open_runtime`` cancels every object, records what must be recorded and
+closes the backend; no ExceptionGroup of ours reaches the caller.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import os
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+import attrs
+import trio
+
+from ._ids import DurableObjectId, Namespace
+from ._object import DurableObject
+from ._registry import Registry
+from ._storage._backend import Backend, ObjectEntry
+from ._storage.sqlite import SqliteBackend
+
+__all__ = ["Runtime", "RuntimeStatistics", "open_runtime"]
+
+logger = logging.getLogger("trio_durable")
+
+
+@contextmanager
+def _unwrap_single_exception() -> Iterator[None]:
+    """Re-raise a lone exception out of a nursery's ExceptionGroup.
+
+    The user's own exception from inside ``async with open_runtime()`` comes
+    back with its own type, not wrapped in a group of ours.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = _leaves(group)
+        if len(leaves) != 1:
+            raise
+        leaf = leaves[0]
+        context = leaf.__context__
+        try:
+            raise leaf
+        finally:
+            leaf.__context__ = context
+            del leaf
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    result: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            result.extend(_leaves(exc))
+        else:
+            result.append(exc)
+    return result
+
+
+@attrs.frozen
+class RuntimeStatistics:
+    """A snapshot of a runtime's counters (:meth:`Runtime.statistics`).
+
+    Attributes:
+        live_objects: Activations currently in memory.
+        activations: Instances built since the runtime opened.
+        evictions: Instances dropped because they were idle (hibernation).
+        resets: Instances dropped because of a failure or ``abort()``.
+        events_dispatched: Events (calls, fetches, socket events, alarms) that
+            reached a handler.
+    """
+
+    live_objects: int
+    activations: int
+    evictions: int
+    resets: int
+    events_dispatched: int
+
+
+class Runtime:
+    """A running set of durable object namespaces. Made by :func:`open_runtime`.
+
+    Attributes:
+        env: The ``env`` given to :func:`open_runtime`; every object sees it
+            as ``self.env``.
+    """
+
+    def __init__(
+        self,
+        *,
+        objects: Mapping[str, type[DurableObject]],
+        backend: Backend,
+        env: Any,
+        hibernate_after: float,
+        evict_after: float,
+    ) -> None:
+        self.env = env
+        self.backend = backend
+        self.registry = Registry(self, hibernate_after=hibernate_after, evict_after=evict_after)
+        self._object_classes = dict(objects)
+        self._namespaces: dict[str, Namespace] = {}
+        self._closed = False
+
+    def _bind(self, secret: bytes) -> None:
+        for name, cls in self._object_classes.items():
+            self._namespaces[name] = Namespace(name, cls, secret, self.registry)
+
+    def __repr__(self) -> str:
+        return f"<Runtime namespaces={sorted(self._namespaces)}>"
+
+    @property
+    def closed(self) -> bool:
+        """True once ``open_runtime`` has exited."""
+        return self._closed
+
+    def namespace(self, name: str) -> Namespace:
+        """The namespace registered as ``name`` in ``open_runtime(objects=...)``.
+
+        Raises:
+            KeyError: no such namespace; the message lists the known ones.
+        """
+        try:
+            return self._namespaces[name]
+        except KeyError:
+            known = ", ".join(sorted(self._namespaces)) or "none"
+            raise KeyError(f"no namespace {name!r}; this runtime has: {known}") from None
+
+    def statistics(self) -> RuntimeStatistics:
+        """A snapshot of the runtime's counters."""
+        counters = self.registry.counters
+        return RuntimeStatistics(
+            live_objects=len(self.registry),
+            activations=counters.activations,
+            evictions=counters.evictions,
+            resets=counters.resets,
+            events_dispatched=counters.events_dispatched,
+        )
+
+    async def list_object_ids(self, namespace: str) -> list[DurableObjectId]:
+        """Every ID of ``namespace`` ever activated or holding data, ordered by ID."""
+        ns = self.namespace(namespace)
+        await self._record_new_objects()
+        entries = await self.backend.list_objects(namespace)
+        return [DurableObjectId(ns.name, entry.hex_id, entry.name) for entry in entries]
+
+    async def _record_new_objects(self) -> None:
+        pending = self.registry.unrecorded
+        if not pending:
+            return
+        self.registry.unrecorded = {}
+        entries = [ObjectEntry(ns, hex_id, oid.name) for (ns, hex_id), oid in pending.items()]
+        try:
+            await self.backend.record_objects(entries)
+        except BaseException:
+            # Keep them for the next attempt: losing them would hide objects.
+            self.registry.unrecorded.update(pending)
+            raise
+
+    async def _run_recorder(self) -> None:
+        # Activations are recorded in batches, off the activation path.
+        registry = self.registry
+        while True:
+            await registry.unrecorded_added.wait()
+            registry.unrecorded_added = trio.Event()
+            await trio.sleep(0.05)  # gather a batch
+            try:
+                await self._record_new_objects()
+            except Exception:
+                logger.exception("could not record new object IDs; will retry")
+
+
+def _check_objects(objects: Mapping[str, type[DurableObject]]) -> None:
+    if not isinstance(objects, Mapping) or not objects:
+        raise TypeError("objects must be a non-empty mapping of namespace name to class")
+    for name, cls in objects.items():
+        if not isinstance(name, str) or not name or name.startswith("_"):
+            raise ValueError(
+                f"namespace names are non-empty and do not start with '_'; got {name!r}"
+            )
+        if not (inspect.isclass(cls) and issubclass(cls, DurableObject)):
+            raise TypeError(f"objects[{name!r}] must be a DurableObject subclass, got {cls!r}")
+        if "__attrs_attrs__" not in vars(cls):  # the subclass itself must be decorated
+            raise TypeError(
+                f"objects[{name!r}]: {cls.__name__} must be an attrs class "
+                "(decorate it with @attrs.define(eq=False))"
+            )
+
+
+def _check_seconds(name: str, value: float) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a positive, finite number of seconds, got {value!r}")
+    return float(value)
+
+
+@asynccontextmanager
+async def open_runtime(
+    objects: Mapping[str, type[DurableObject]],
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    env: Any = None,
+    hibernate_after: float = 10.0,
+    evict_after: float = 70.0,
+    backend: Backend | None = None,
+) -> AsyncIterator[Runtime]:
+    """Open a runtime serving the given object classes.
+
+    ::
+
+        async with td.open_runtime(objects={"counters": Counter}, data_dir="data") as runtime:
+            stub = runtime.namespace("counters").get_by_name("home")
+            await stub.increment()
+
+    Args:
+        objects: Namespace name → :class:`DurableObject` subclass.
+        data_dir: Where the embedded SQLite storage lives; ``None`` keeps
+            everything in memory (lost when the runtime closes).
+        env: Any value; objects see it as ``self.env``.
+        hibernate_after: Seconds an object may sit idle (no handler, no
+            background work, no standard socket) before it is evicted.
+        evict_after: Seconds without an event after which an object kept
+            awake only by background work is evicted anyway.
+        backend: A storage backend to use instead of SQLite in ``data_dir``.
+
+    On exit every object is cancelled and the backend is closed. Cancelling
+    the block cancels them the same way.
+    """
+    _check_objects(objects)
+    hibernate_after = _check_seconds("hibernate_after", hibernate_after)
+    evict_after = _check_seconds("evict_after", evict_after)
+    if backend is None:
+        backend = SqliteBackend(data_dir)
+    elif data_dir is not None:
+        raise TypeError("pass either data_dir or backend, not both")
+    await backend.open()
+    runtime = Runtime(
+        objects=objects,
+        backend=backend,
+        env=env,
+        hibernate_after=hibernate_after,
+        evict_after=evict_after,
+    )
+    try:
+        runtime._bind(await backend.load_secret())
+        with _unwrap_single_exception():
+            async with trio.open_nursery() as nursery:
+                runtime.registry.attach(nursery)
+                nursery.start_soon(runtime._run_recorder)
+                try:
+                    yield runtime
+                finally:
+                    runtime._closed = True
+                    runtime.registry.shutdown()
+                    nursery.cancel_scope.cancel()
+        with trio.CancelScope(shield=True):
+            await runtime._record_new_objects()
+    finally:
+        runtime._closed = True
+        with trio.CancelScope(shield=True):
+            await backend.aclose()

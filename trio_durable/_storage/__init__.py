@@ -1,0 +1,1 @@
+"""Storage: the backend seam (``_backend``), the SQLite default (``sqlite``)."""

@@ -1,0 +1,142 @@
+"""The one seam between the runtime and durable storage.
+
+Everything the runtime persists goes through a :class:`Backend`. The
+embedded default is :class:`~trio_durable._storage.sqlite.SqliteBackend`; a
+PostgreSQL backend for several nodes will implement the same protocol. So no
+caller may assume a local file, a single process, or synchronous access: every
+method that touches data is async and may do network I/O.
+
+Writes reach the backend only through :meth:`Backend.commit`, one call per
+batch of many objects' writes, applied all or nothing. Reads never see
+uncommitted data; the storage engine overlays its own pending writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+import attrs
+
+if TYPE_CHECKING:
+    import sqlite3
+
+__all__ = [
+    "AlarmRecord",
+    "Backend",
+    "KeyRange",
+    "ObjectEntry",
+    "ObjectWrite",
+    "StoredAlarm",
+]
+
+
+@attrs.frozen
+class ObjectEntry:
+    """One object the backend knows about: it was activated or holds data."""
+
+    namespace: str
+    hex_id: str
+    name: str | None = None
+
+
+@attrs.frozen
+class AlarmRecord:
+    """An object's one alarm as stored.
+
+    Attributes:
+        time: When it runs next (epoch seconds); a retry moves it.
+        scheduled_time: The time the user asked for (``AlarmInfo.scheduled_time``).
+        retry_count: Failed attempts so far.
+    """
+
+    time: float
+    scheduled_time: float
+    retry_count: int = 0
+
+
+@attrs.frozen
+class StoredAlarm:
+    """An alarm with the object it belongs to (what the scheduler loads)."""
+
+    namespace: str
+    hex_id: str
+    name: str | None
+    alarm: AlarmRecord
+
+
+@attrs.frozen
+class KeyRange:
+    """A ``list()`` query in backend terms: ``[start, end)``, ordered by key bytes."""
+
+    start: str | None = None
+    end: str | None = None
+    reverse: bool = False
+    limit: int | None = None
+
+
+@attrs.define(eq=False, slots=True)
+class ObjectWrite:
+    """What one object changed since its last commit.
+
+    Attributes:
+        clear: Delete every key of the object (and its alarm) *before* ``puts``.
+        puts: Key → serialized value; ``None`` deletes the key.
+        alarm: ``None`` leaves the alarm alone, ``False`` deletes it, a record sets it.
+    """
+
+    namespace: str
+    hex_id: str
+    name: str | None
+    clear: bool = False
+    puts: dict[str, bytes | None] = attrs.field(factory=dict)
+    alarm: AlarmRecord | bool | None = None
+
+
+class Backend(Protocol):
+    """What the runtime needs from durable storage."""
+
+    async def open(self) -> None:
+        """Connect and create the runtime's own tables if missing."""
+
+    async def aclose(self) -> None:
+        """Flush and disconnect. Idempotent."""
+
+    async def load_secret(self) -> bytes:
+        """The deployment's ID secret, created on first use and then never changed."""
+
+    async def record_objects(self, entries: Sequence[ObjectEntry]) -> None:
+        """Remember that these objects exist (idempotent; names are kept)."""
+
+    async def list_objects(self, namespace: str) -> list[ObjectEntry]:
+        """Every object ever recorded in ``namespace``, ordered by ID."""
+
+    async def commit(self, writes: Sequence[ObjectWrite]) -> None:
+        """Apply every write, all or nothing, durably; record the objects as existing.
+
+        Cancellation must not leave a half-applied batch (an embedded backend
+        finishes the commit; a networked one rolls back).
+        """
+
+    async def read(self, namespace: str, hex_id: str, keys: Sequence[str]) -> Mapping[str, bytes]:
+        """The committed values of those keys that exist."""
+
+    async def read_range(
+        self, namespace: str, hex_id: str, key_range: KeyRange
+    ) -> list[tuple[str, bytes]]:
+        """Committed entries in ``key_range``, in key order (reversed if asked)."""
+
+    async def read_alarm(self, namespace: str, hex_id: str) -> AlarmRecord | None:
+        """The object's committed alarm, if any."""
+
+    async def load_alarms(self) -> list[StoredAlarm]:
+        """Every stored alarm (the scheduler loads them once at start)."""
+
+    def sql_database(
+        self, namespace: str, hex_id: str, setup: Callable[[sqlite3.Connection], None]
+    ) -> sqlite3.Connection:
+        """The object's own SQLite database for the synchronous SQL API.
+
+        Created on first use, when ``setup`` is called on it once. Backends
+        without a local SQL database raise ``NotImplementedError``.
+        """

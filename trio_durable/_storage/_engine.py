@@ -1,0 +1,228 @@
+"""The write buffer and the runtime-wide committer (the output gate's other half).
+
+A write lands at once in the object's cache and in its *batch*: the object's
+uncommitted changes. The first write of a batch registers one
+:class:`~trio_durable._gates.PendingCommit` on the object's output gate, so
+replies and messages that follow wait for the commit.
+
+One committer task per runtime turns batches into backend commits. It waits
+until an object has made no storage write for a full scheduling round (so
+``await put(a); await put(b)`` — writes with no other await between them —
+land in the same commit), then commits the batches of *every* ready object in
+one backend transaction. While a commit runs, new writes pile up for the next
+one: under load a commit carries thousands of writes, which is how the
+runtime acknowledges far more writes per second than SQLite can commit
+transactions.
+
+A failed commit resolves the held commits with the error (their messages are
+dropped), resets every object in the batch and drops their later buffered
+writes too. Committed data is never touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from .._exceptions import CommitFailedError
+from ._backend import AlarmRecord, Backend, ObjectWrite
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from .._gates import PendingCommit
+    from .._registry import LiveObject
+
+__all__ = ["MISSING", "Batch", "StorageEngine"]
+
+logger = logging.getLogger("trio_durable")
+
+#: Marker for "the overlay knows nothing about this key".
+MISSING: Any = object()
+
+#: Rounds an object may keep writing before its batch is committed anyway.
+MAX_COALESCE_ROUNDS = 32
+
+ObjectKey = tuple[str, str]
+
+
+@attrs.define(eq=False, slots=True)
+class Batch:
+    """One object's changes not yet handed to the backend."""
+
+    write: ObjectWrite
+    commits: dict[LiveObject, PendingCommit] = attrs.field(factory=dict)
+    sql: sqlite3.Connection | None = None
+    version: int = 0
+    rounds: int = 0
+
+
+class StorageEngine:
+    """Buffers every object's writes and commits them in batches (one per runtime)."""
+
+    def __init__(self, backend: Backend, *, max_value_bytes: int) -> None:
+        self.backend = backend
+        self.max_value_bytes = max_value_bytes
+        self.dirty: dict[ObjectKey, Batch] = {}
+        self.inflight: dict[ObjectKey, Batch] = {}
+        self._wake = trio.Event()
+        #: Called with each successful commit's writes (the alarm scheduler listens).
+        self.commit_listeners: list[Callable[[Sequence[ObjectWrite]], None]] = []
+        #: When a list, the loop-thread seconds spent per commit are appended (benchmarks).
+        self.block_times: list[float] | None = None
+        self.commits = 0
+        self.objects_committed = 0
+
+    # ------------------------------------------------------------- buffering
+
+    def batch_for(self, record: LiveObject) -> Batch:
+        """The open batch of ``record``'s object, holding its output gate."""
+        batch = self.dirty.get(record.key)
+        if batch is None:
+            oid = record.object_id
+            batch = Batch(ObjectWrite(oid.namespace, oid.hex, oid.name))
+            self.dirty[record.key] = batch
+            self._wake.set()
+        elif batch.write.name is None and record.object_id.name is not None:
+            batch.write.name = record.object_id.name
+        if record not in batch.commits:
+            batch.commits[record] = record.output_gate.hold()
+        batch.version += 1
+        return batch
+
+    def overlays(self, key: ObjectKey) -> list[ObjectWrite]:
+        """The object's uncommitted writes, oldest first."""
+        result = []
+        inflight = self.inflight.get(key)
+        if inflight is not None:
+            result.append(inflight.write)
+        dirty = self.dirty.get(key)
+        if dirty is not None:
+            result.append(dirty.write)
+        return result
+
+    def pending_value(self, key: ObjectKey, name: str) -> bytes | None:
+        """An uncommitted value (``None``: deleted), or :data:`MISSING`."""
+        for batch in (self.dirty.get(key), self.inflight.get(key)):
+            if batch is None:
+                continue
+            write = batch.write
+            if name in write.puts:
+                return write.puts[name]
+            if write.clear:
+                return None
+        return MISSING  # type: ignore[no-any-return]
+
+    def pending_alarm(self, key: ObjectKey) -> AlarmRecord | None:
+        """An uncommitted alarm change (``None``: deleted), or :data:`MISSING`."""
+        for batch in (self.dirty.get(key), self.inflight.get(key)):
+            if batch is None:
+                continue
+            write = batch.write
+            if isinstance(write.alarm, AlarmRecord):
+                return write.alarm
+            if write.alarm is False or write.clear:
+                return None
+        return MISSING  # type: ignore[no-any-return]
+
+    # -------------------------------------------------------------- commits
+
+    async def run(self) -> None:
+        """The committer task: commit ready batches until cancelled."""
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            ready = await self._gather()
+            await self._commit(ready)
+            if self.dirty:
+                self._wake.set()
+
+    async def _gather(self) -> dict[ObjectKey, Batch]:
+        # A write's checkpoint resumes its task in the next scheduling round,
+        # so two rounds without a change mean the object stopped writing.
+        while self.dirty:
+            versions = {key: batch.version for key, batch in self.dirty.items()}
+            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.checkpoint()
+            ready = {}
+            for key, batch in self.dirty.items():
+                batch.rounds += 1
+                if versions.get(key) == batch.version or batch.rounds >= MAX_COALESCE_ROUNDS:
+                    ready[key] = batch
+            if ready:
+                for key in ready:
+                    del self.dirty[key]
+                return ready
+        return {}
+
+    async def flush(self) -> None:
+        """Commit everything buffered now (used when the runtime closes)."""
+        while self.dirty:
+            ready, self.dirty = self.dirty, {}
+            await self._commit(ready)
+
+    async def _commit(self, ready: dict[ObjectKey, Batch]) -> None:
+        started = time.perf_counter()
+        writes = []
+        for key, batch in list(ready.items()):
+            if batch.sql is not None and not self._commit_sql(batch):
+                del ready[key]
+                continue
+            writes.append(batch.write)
+            self.inflight[key] = batch
+        blocked = time.perf_counter() - started
+        try:
+            await self.backend.commit(writes)
+        except Exception as exc:
+            logger.error("storage commit of %d object(s) failed", len(writes), exc_info=exc)
+            for batch in ready.values():
+                self._fail(batch, exc)
+            return
+        finally:
+            for key in ready:
+                self.inflight.pop(key, None)
+        started = time.perf_counter()
+        self.commits += 1
+        self.objects_committed += len(writes)
+        for batch in ready.values():
+            for commit in batch.commits.values():
+                commit.resolve()
+        for listener in self.commit_listeners:
+            listener(writes)
+        if self.block_times is not None:
+            self.block_times.append(blocked + time.perf_counter() - started)
+
+    def _commit_sql(self, batch: Batch) -> bool:
+        db = batch.sql
+        assert db is not None
+        try:
+            if db.in_transaction:
+                db.execute("COMMIT")
+        except Exception as exc:
+            logger.error("SQL commit of %s failed", batch.write.hex_id, exc_info=exc)
+            self._fail(batch, exc)
+            return False
+        return True
+
+    def _fail(self, batch: Batch, exc: BaseException) -> None:
+        """Drop a batch (and the object's later writes) and reset its objects."""
+        batches = [batch]
+        later = self.dirty.pop((batch.write.namespace, batch.write.hex_id), None)
+        if later is not None:
+            batches.append(later)
+        error = CommitFailedError(f"a storage commit failed: {exc!r}")
+        error.__cause__ = exc
+        for dropped in batches:
+            if dropped.sql is not None and dropped.sql.in_transaction:
+                try:
+                    dropped.sql.execute("ROLLBACK")
+                except Exception:  # the database is already unusable; the reset suffices
+                    logger.exception("SQL rollback failed")
+            for record, commit in dropped.commits.items():
+                commit.resolve(error)
+                record.reset(error, origin="commit")

@@ -1,0 +1,355 @@
+"""The embedded default backend: SQLite through the standard library.
+
+Layout (chosen by measurement, see ``docs/storage.md``):
+
+* ``<data_dir>/trio_durable.sqlite3`` — one shared database in WAL mode with
+  the runtime's own tables (names start with ``_td_``): the ID secret, the
+  object directory, every object's key-value pairs and every alarm. One
+  shared file lets the committer write the changes of many objects in one
+  transaction (one WAL append for a thousand objects).
+* ``<data_dir>/sql/<namespace>/<id>.sqlite3`` — an object's own database for
+  the SQL API, created only when the object first uses ``ctx.storage.sql``.
+
+Commits run in a worker thread (``trio.to_thread.run_sync``) so a slow disk
+never stalls other objects; reads use a second, read-only connection from
+the event loop (a point lookup takes microseconds, a thread hop costs more).
+With ``data_dir=None`` everything lives in memory on one connection and
+commits run inline.
+
+Durability: ``durability="process"`` (the default, ``synchronous=NORMAL``)
+survives a crash or ``kill -9`` of the process; ``durability="power"``
+(``synchronous=FULL``) also survives power loss, at the price of an fsync
+per commit.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import secrets
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+from urllib.parse import quote
+
+import trio
+
+from ._backend import AlarmRecord, KeyRange, ObjectEntry, ObjectWrite, StoredAlarm
+
+__all__ = ["DATABASE_NAME", "SqliteBackend"]
+
+DATABASE_NAME = "trio_durable.sqlite3"
+
+Durability = Literal["process", "power"]
+
+_SYNCHRONOUS: dict[str, str] = {"process": "NORMAL", "power": "FULL"}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS _td_meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS _td_objects (
+    namespace TEXT NOT NULL,
+    id TEXT NOT NULL,
+    name TEXT,
+    PRIMARY KEY (namespace, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS _td_kv (
+    namespace TEXT NOT NULL,
+    id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (namespace, id, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS _td_alarms (
+    namespace TEXT NOT NULL,
+    id TEXT NOT NULL,
+    name TEXT,
+    time REAL NOT NULL,
+    scheduled REAL NOT NULL,
+    retry INTEGER NOT NULL,
+    PRIMARY KEY (namespace, id)
+) WITHOUT ROWID;
+"""
+
+_RECORD_OBJECT = (
+    "INSERT INTO _td_objects (namespace, id, name) VALUES (?, ?, ?) "
+    "ON CONFLICT (namespace, id) DO UPDATE SET name = COALESCE(name, excluded.name)"
+)
+
+
+class SqliteBackend:
+    """SQLite storage in ``data_dir`` (or in memory when ``data_dir`` is ``None``).
+
+    Args:
+        data_dir: Directory of the databases (created if missing); ``None``
+            keeps everything in memory.
+        durability: ``"process"`` (default) survives a process crash;
+            ``"power"`` also survives power loss (fsync on every commit).
+        max_open_sql: How many per-object SQL databases stay open at once.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] | None,
+        *,
+        durability: Durability = "process",
+        max_open_sql: int = 256,
+    ) -> None:
+        if durability not in _SYNCHRONOUS:
+            raise ValueError(f"durability must be 'process' or 'power', got {durability!r}")
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        self.durability = durability
+        self.max_open_sql = max_open_sql
+        self._db: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._write_lock = trio.Lock()
+        self._sql: collections.OrderedDict[tuple[str, str], sqlite3.Connection] = (
+            collections.OrderedDict()
+        )
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The writing connection (raises if the backend is closed)."""
+        if self._db is None:
+            raise RuntimeError("the SQLite backend is not open")
+        return self._db
+
+    @property
+    def _read_db(self) -> sqlite3.Connection:
+        if self._reader is None:
+            raise RuntimeError("the SQLite backend is not open")
+        return self._reader
+
+    @property
+    def threaded(self) -> bool:
+        """True when commits run in a worker thread (a file database)."""
+        return self.data_dir is not None
+
+    def _connect(self, path: str) -> sqlite3.Connection:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        if path != ":memory:":
+            db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={_SYNCHRONOUS[self.durability]}")
+        return db
+
+    async def open(self) -> None:
+        """Open (creating) the database and the runtime's tables."""
+        if self._db is not None:
+            return
+        if self.data_dir is None:
+            db = self._connect(":memory:")
+            db.executescript(_SCHEMA)
+            self._db = self._reader = db
+            return
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OSError(f"cannot create data_dir {str(self.data_dir)!r}: {exc}") from exc
+        path = str(self.data_dir / DATABASE_NAME)
+        db = self._connect(path)
+        db.executescript(_SCHEMA)
+        reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        reader.execute("PRAGMA query_only=1")
+        self._db, self._reader = db, reader
+
+    async def aclose(self) -> None:
+        """Close every database. Idempotent."""
+        for db in self._sql.values():
+            db.close()
+        self._sql.clear()
+        if self._reader is not None and self._reader is not self._db:
+            self._reader.close()
+        self._reader = None
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    # ----------------------------------------------------------------- writes
+
+    async def _run_write(self, fn: Callable[[], None]) -> None:
+        async with self._write_lock:
+            if self.threaded:
+                # Not abandoned on cancel: a commit always finishes or rolls back.
+                await trio.to_thread.run_sync(fn)
+            else:
+                fn()
+
+    def _transaction(self, body: Callable[[sqlite3.Connection], None]) -> None:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            body(db)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    async def load_secret(self) -> bytes:
+        """The ID secret, created once per data dir."""
+        query = "SELECT value FROM _td_meta WHERE key = 'id_secret'"
+        row = self._read_db.execute(query).fetchone()
+        if row is not None:
+            return bytes(row[0])
+        secret = secrets.token_bytes(32)
+
+        def insert(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT OR IGNORE INTO _td_meta (key, value) VALUES ('id_secret', ?)", (secret,)
+            )
+
+        await self._run_write(lambda: self._transaction(insert))
+        row = self._read_db.execute(query).fetchone()
+        return bytes(row[0])
+
+    async def record_objects(self, entries: Sequence[ObjectEntry]) -> None:
+        """Remember objects; a name, once known, is kept."""
+        if not entries:
+            return
+        rows = [(e.namespace, e.hex_id, e.name) for e in entries]
+
+        def record(db: sqlite3.Connection) -> None:
+            db.executemany(_RECORD_OBJECT, rows)
+
+        await self._run_write(lambda: self._transaction(record))
+
+    async def commit(self, writes: Sequence[ObjectWrite]) -> None:
+        """Apply a batch of many objects' writes in one transaction."""
+        if not writes:
+            return
+        await self._run_write(lambda: self._transaction(lambda db: _apply(db, writes)))
+
+    # ------------------------------------------------------------------ reads
+
+    async def list_objects(self, namespace: str) -> list[ObjectEntry]:
+        """Every recorded object of ``namespace``, ordered by ID."""
+        rows = self._read_db.execute(
+            "SELECT id, name FROM _td_objects WHERE namespace = ? ORDER BY id", (namespace,)
+        ).fetchall()
+        return [ObjectEntry(namespace, hex_id, name) for hex_id, name in rows]
+
+    async def read(self, namespace: str, hex_id: str, keys: Sequence[str]) -> Mapping[str, bytes]:
+        """Committed values of the keys that exist."""
+        if not keys:
+            return {}
+        db = self._read_db
+        if len(keys) == 1:
+            row = db.execute(
+                "SELECT value FROM _td_kv WHERE namespace = ? AND id = ? AND key = ?",
+                (namespace, hex_id, keys[0]),
+            ).fetchone()
+            return {} if row is None else {keys[0]: row[0]}
+        marks = ",".join("?" * len(keys))
+        rows = db.execute(
+            f"SELECT key, value FROM _td_kv WHERE namespace = ? AND id = ? AND key IN ({marks})",
+            (namespace, hex_id, *keys),
+        ).fetchall()
+        return dict(rows)
+
+    async def read_range(
+        self, namespace: str, hex_id: str, key_range: KeyRange
+    ) -> list[tuple[str, bytes]]:
+        """Committed entries of one object within ``key_range``."""
+        query = ["SELECT key, value FROM _td_kv WHERE namespace = ? AND id = ?"]
+        params: list[object] = [namespace, hex_id]
+        if key_range.start is not None:
+            query.append("AND key >= ?")
+            params.append(key_range.start)
+        if key_range.end is not None:
+            query.append("AND key < ?")
+            params.append(key_range.end)
+        query.append("ORDER BY key DESC" if key_range.reverse else "ORDER BY key")
+        if key_range.limit is not None:
+            query.append("LIMIT ?")
+            params.append(key_range.limit)
+        return self._read_db.execute(" ".join(query), params).fetchall()
+
+    async def read_alarm(self, namespace: str, hex_id: str) -> AlarmRecord | None:
+        """The object's committed alarm."""
+        row = self._read_db.execute(
+            "SELECT time, scheduled, retry FROM _td_alarms WHERE namespace = ? AND id = ?",
+            (namespace, hex_id),
+        ).fetchone()
+        return None if row is None else AlarmRecord(row[0], row[1], row[2])
+
+    async def load_alarms(self) -> list[StoredAlarm]:
+        """Every stored alarm, with the object's name when it is known."""
+        rows = self._read_db.execute(
+            "SELECT a.namespace, a.id, COALESCE(a.name, o.name), a.time, a.scheduled, a.retry "
+            "FROM _td_alarms a LEFT JOIN _td_objects o ON a.namespace = o.namespace AND a.id = o.id"
+        ).fetchall()
+        return [StoredAlarm(ns, hx, name, AlarmRecord(t, s, r)) for ns, hx, name, t, s, r in rows]
+
+    # -------------------------------------------------------------------- sql
+
+    def sql_database(
+        self, namespace: str, hex_id: str, setup: Callable[[sqlite3.Connection], None]
+    ) -> sqlite3.Connection:
+        """The object's own database, opened (and created) on first use."""
+        key = (namespace, hex_id)
+        db = self._sql.get(key)
+        if db is not None:
+            self._sql.move_to_end(key)
+            return db
+        if self._db is None:
+            raise RuntimeError("the SQLite backend is not open")
+        if self.data_dir is None:
+            db = self._connect(":memory:")  # kept until the runtime closes
+        else:
+            folder = self.data_dir / "sql" / quote(namespace, safe="")
+            folder.mkdir(parents=True, exist_ok=True)
+            db = self._connect(str(folder / f"{hex_id}.sqlite3"))
+            self._close_idle_sql()
+        setup(db)
+        self._sql[key] = db
+        return db
+
+    def _close_idle_sql(self) -> None:
+        # Keep file descriptors bounded; a database with pending writes stays open.
+        excess = len(self._sql) + 1 - self.max_open_sql
+        for key in list(self._sql):
+            if excess <= 0:
+                break
+            if not self._sql[key].in_transaction:
+                self._sql.pop(key).close()
+                excess -= 1
+
+
+def _apply(db: sqlite3.Connection, writes: Sequence[ObjectWrite]) -> None:
+    objects = []
+    upserts: list[tuple[str, str, str, bytes]] = []
+    deletes: list[tuple[str, str, str]] = []
+    alarm_sets: list[tuple[str, str, str | None, float, float, int]] = []
+    alarm_deletes: list[tuple[str, str]] = []
+    for w in writes:
+        ns, hx = w.namespace, w.hex_id
+        objects.append((ns, hx, w.name))
+        if w.clear:
+            db.execute("DELETE FROM _td_kv WHERE namespace = ? AND id = ?", (ns, hx))
+            alarm_deletes.append((ns, hx))
+        for key, value in w.puts.items():
+            if value is None:
+                deletes.append((ns, hx, key))
+            else:
+                upserts.append((ns, hx, key, value))
+        if isinstance(w.alarm, AlarmRecord):
+            alarm_sets.append(
+                (ns, hx, w.name, w.alarm.time, w.alarm.scheduled_time, w.alarm.retry_count)
+            )
+        elif w.alarm is False:
+            alarm_deletes.append((ns, hx))
+    db.executemany(_RECORD_OBJECT, objects)
+    if deletes:
+        db.executemany("DELETE FROM _td_kv WHERE namespace = ? AND id = ? AND key = ?", deletes)
+    if upserts:
+        db.executemany(
+            "INSERT OR REPLACE INTO _td_kv (namespace, id, key, value) VALUES (?, ?, ?, ?)",
+            upserts,
+        )
+    if alarm_deletes:
+        db.executemany("DELETE FROM _td_alarms WHERE namespace = ? AND id = ?", alarm_deletes)
+    if alarm_sets:
+        db.executemany(
+            "INSERT OR REPLACE INTO _td_alarms (namespace, id, name, time, scheduled, retry) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            alarm_sets,
+        )

@@ -1,0 +1,1 @@
+"""The WebSocket connection layer: frame codec, parking of hibernated sockets, gateway."""

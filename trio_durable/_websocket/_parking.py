@@ -1,0 +1,233 @@
+"""One shared waiter for the sockets of hibernated WebSocket connections.
+
+A hibernated connection should cost almost nothing: no Trio task of its own,
+no codec, no buffer. `SocketParking` watches all of them at once. On Linux it
+owns one ``epoll`` object and one Trio task that sleeps on the epoll fd with
+`trio.lowlevel.wait_readable`; when any parked socket becomes readable (bytes,
+EOF or a half-close) it calls that socket's callback, once. The callback is
+synchronous and should only hand the socket to a reader, typically with
+``nursery.start_soon``; the reader builds a fresh codec, handles the frames,
+and parks the socket again when it is idle.
+
+Per parked socket we keep one dict entry (fd to callback) plus the kernel's
+epoll entry, which Python's allocator does not see.
+
+Where ``select.epoll`` is missing (macOS, Windows) the fallback runs one Trio
+task per parked fd, each in `trio.lowlevel.wait_readable`. It behaves the same
+but costs a task (a couple of KiB) per socket; ``use_epoll=False`` forces it,
+which the tests do.
+
+Rules for owners of parked fds:
+
+* ``unpark(fd)`` before closing a parked fd: the kernel forgets a closed fd
+  but our table would not, and a new socket with the same number could not
+  be parked.
+* A callback may be called for readiness that is gone by the time the reader
+  looks (another reader consumed the data, or the fd was unparked and parked
+  again within one batch); readers use non-blocking reads and re-park on
+  ``BlockingIOError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import select
+from collections.abc import Callable
+from typing import Final
+
+import trio
+
+__all__ = ["SocketParking"]
+
+logger: Final = logging.getLogger("trio_durable.websocket")
+
+# Level-triggered readability, peer half-close, and one-shot: a socket wakes
+# its owner once and stays quiet until parked again, so a client that keeps
+# sending while its reader starts does not make the waiter spin.
+_EPOLL_MASK: Final = (
+    (select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLONESHOT) if hasattr(select, "epoll") else 0
+)
+
+DEFAULT_BATCH_SIZE: Final = 256
+
+
+class SocketParking:
+    """Watches parked sockets and calls a callback when one becomes readable.
+
+    Create it, start `run` in a nursery (``await nursery.start(parking.run)``),
+    then `park` and `unpark` file descriptors from any task of that Trio run.
+    Fds may be parked before `run` starts; their callbacks fire once it runs.
+
+    Args:
+        use_epoll: ``True`` for the single-task epoll waiter, ``False`` for
+            the task-per-fd fallback, ``None`` (default) to use epoll where
+            ``select.epoll`` exists.
+        batch_size: Most ready fds handled before yielding to other tasks;
+            bounds how long one wake-up can hold the event loop.
+
+    Raises:
+        RuntimeError: ``use_epoll=True`` where ``select.epoll`` is missing.
+    """
+
+    __slots__ = (
+        "_batch_size",
+        "_callbacks",
+        "_closed",
+        "_epoll",
+        "_nursery",
+        "_running",
+        "_scopes",
+    )
+
+    def __init__(
+        self, *, use_epoll: bool | None = None, batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> None:
+        have_epoll = hasattr(select, "epoll")
+        if use_epoll is None:
+            use_epoll = have_epoll
+        if use_epoll and not have_epoll:
+            raise RuntimeError("select.epoll is not available on this platform")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, not {batch_size}")
+        self._batch_size = batch_size
+        # The whole per-fd state of a parked socket in epoll mode.
+        self._callbacks: dict[int, Callable[[], None]] = {}
+        # Created now so that fds can be parked before run() starts.
+        self._epoll: select.epoll | None = select.epoll() if use_epoll else None
+        # Fallback mode only: the cancel scope of each fd's watcher task.
+        self._scopes: dict[int, trio.CancelScope] = {}
+        self._nursery: trio.Nursery | None = None
+        self._running = False
+        self._closed = False
+
+    @property
+    def uses_epoll(self) -> bool:
+        """True for the single-task epoll waiter, False for the task-per-fd fallback."""
+        return self._epoll is not None
+
+    def __len__(self) -> int:
+        """Return the number of parked fds."""
+        return len(self._callbacks)
+
+    def park(self, fd: int, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once, from the waiter task, when ``fd`` becomes readable.
+
+        Readable includes EOF and a peer's half-close. After the call the fd
+        is no longer parked; park it again to be woken again.
+
+        Args:
+            fd: A socket's file descriptor. It stays owned by the caller.
+            callback: Synchronous and quick; exceptions are logged, not raised.
+
+        Raises:
+            ValueError: ``fd`` is already parked.
+            trio.ClosedResourceError: `run` has finished.
+        """
+        if self._closed:
+            raise trio.ClosedResourceError("the socket parking has stopped")
+        if fd in self._callbacks:
+            raise ValueError(f"fd {fd} is already parked")
+        if self._epoll is not None:
+            try:
+                self._epoll.register(fd, _EPOLL_MASK)
+            except FileExistsError:
+                # A one-shot registration stays in the kernel, disarmed,
+                # after it fired; re-arming it is a modify.
+                self._epoll.modify(fd, _EPOLL_MASK)
+            self._callbacks[fd] = callback
+            return
+        self._callbacks[fd] = callback
+        scope = trio.CancelScope()
+        self._scopes[fd] = scope
+        if self._nursery is not None:
+            self._nursery.start_soon(self._watch_one, fd, scope)
+
+    def unpark(self, fd: int) -> None:
+        """Forget ``fd`` without calling its callback; does nothing if it is not parked.
+
+        Args:
+            fd: The file descriptor given to `park`.
+        """
+        if self._callbacks.pop(fd, None) is None:
+            return
+        if self._epoll is not None:
+            # OSError: the fd was closed already and the kernel dropped it;
+            # ValueError: the epoll object is closed. Nothing left to forget.
+            with contextlib.suppress(OSError, ValueError):
+                # Also drops a readiness event not yet collected by the waiter.
+                self._epoll.unregister(fd)
+        else:
+            self._scopes.pop(fd).cancel()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Wait for parked fds and call their callbacks until cancelled.
+
+        Reports readiness with ``task_status.started()``. On exit (only by
+        cancellation or a crash) it closes the epoll fd, forgets every parked
+        fd and refuses new ones. It can run only once.
+
+        Raises:
+            RuntimeError: It is already running or has run.
+        """
+        if self._running or self._closed:
+            raise RuntimeError("SocketParking.run() can be called only once")
+        self._running = True
+        try:
+            if self._epoll is not None:
+                await self._run_epoll(self._epoll, task_status)
+            else:
+                await self._run_fallback(task_status)
+        finally:
+            self._closed = True
+            self._running = False
+            self._callbacks.clear()
+            self._scopes.clear()
+            self._nursery = None
+            if self._epoll is not None:
+                trio.lowlevel.notify_closing(self._epoll.fileno())
+                self._epoll.close()
+
+    async def _run_epoll(self, epoll: select.epoll, task_status: trio.TaskStatus[None]) -> None:
+        epoll_fd = epoll.fileno()
+        callbacks = self._callbacks
+        task_status.started()
+        while True:
+            await trio.lowlevel.wait_readable(epoll_fd)
+            # At most one batch per wake-up: if more fds are ready the epoll
+            # fd stays readable and wait_readable returns at once, after
+            # other tasks have had their turn.
+            for fd, _events in epoll.poll(0, self._batch_size):
+                callback = callbacks.pop(fd, None)
+                if callback is not None:  # None: unparked after the poll
+                    _call(fd, callback)
+
+    async def _run_fallback(self, task_status: trio.TaskStatus[None]) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            for fd, scope in list(self._scopes.items()):
+                nursery.start_soon(self._watch_one, fd, scope)
+            task_status.started()
+            await trio.sleep_forever()
+
+    async def _watch_one(self, fd: int, scope: trio.CancelScope) -> None:
+        # An unusable fd wakes its owner, whose read will see why, rather
+        # than crashing the waiters of all the other fds.
+        unusable = contextlib.suppress(OSError, trio.BusyResourceError, trio.ClosedResourceError)
+        with scope, unusable:
+            await trio.lowlevel.wait_readable(fd)
+        # The fd may have been unparked (scope cancelled) or unparked and
+        # parked again (a newer scope) while this task was waking up.
+        if scope.cancel_called or self._scopes.get(fd) is not scope:
+            return
+        del self._scopes[fd]
+        _call(fd, self._callbacks.pop(fd))
+
+
+def _call(fd: int, callback: Callable[[], None]) -> None:
+    # A broken callback belongs to one connection; it must not stop the
+    # waiter that serves all the others.
+    try:
+        callback()
+    except Exception:
+        logger.exception("callback for parked fd %d raised", fd)

@@ -1,0 +1,57 @@
+"""Async helpers that reach inside a runtime on behalf of a test."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from .._ids import DurableObjectId, Namespace, Stub
+from .._object import DurableObject, ObjectContext
+from .._runtime import Runtime
+
+__all__ = ["evict", "list_object_ids", "run_in_object"]
+
+T = TypeVar("T")
+
+
+async def run_in_object(stub: Stub, fn: Callable[[Any, ObjectContext], Awaitable[T]]) -> T:
+    """Run ``await fn(instance, ctx)`` inside the live object behind ``stub``.
+
+    It is an event like any other: it activates the object if needed, waits
+    its turn at the input gate, and its result waits for the output gate.
+    Exceptions from ``fn`` propagate with their type.
+    """
+    namespace = stub.namespace
+    record = namespace._registry.activate(namespace, stub.id)
+
+    async def handler(instance: DurableObject) -> T:
+        return await fn(instance, instance.ctx)
+
+    result: T = await record.run_event(handler)
+    return result
+
+
+async def evict(stub: Stub, close_websockets: bool = False) -> bool:
+    """Evict the object behind ``stub`` now, as hibernation would.
+
+    Waits for handlers in flight to finish first (new events meanwhile go to
+    the next instance). With ``close_websockets=True`` its hibernatable
+    WebSockets are closed too (code 1001, "going away"), as when a
+    Durable Object is redeployed.
+
+    Returns:
+        True if an instance was live and got evicted, False if none was.
+    """
+    namespace = stub.namespace
+    registry = namespace._registry
+    evicted = await registry.evict(namespace, stub.id)
+    if close_websockets:
+        for close_sockets in registry.socket_closers:
+            await close_sockets(namespace.name, stub.id.hex)
+    return evicted
+
+
+async def list_object_ids(namespace: Namespace) -> list[DurableObjectId]:
+    """Every ID of ``namespace`` ever activated or holding data, ordered by ID."""
+    runtime: Runtime = namespace._registry.runtime
+    return await runtime.list_object_ids(namespace.name)
