@@ -3,6 +3,7 @@
 The public API is exactly the set of names re-exported here.
 """
 
+from ._alarms import AlarmInfo as AlarmInfo
 from ._exceptions import CommitFailedError as CommitFailedError
 from ._exceptions import LimitExceededError as LimitExceededError
 from ._exceptions import ObjectResetError as ObjectResetError
@@ -19,5 +20,10 @@ from ._object import ObjectContext as ObjectContext
 from ._runtime import Runtime as Runtime
 from ._runtime import RuntimeStatistics as RuntimeStatistics
 from ._runtime import open_runtime as open_runtime
+from ._storage._kv import Storage as Storage
+from ._storage._kv import Transaction as Transaction
+from ._storage._sql import SqlCursor as SqlCursor
+from ._storage._sql import SqlError as SqlError
+from ._storage._sql import SqlStorage as SqlStorage
 
 __version__ = "0.1.0"

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ._ids import DurableObjectId, Namespace
     from ._registry import LiveObject
     from ._runtime import Runtime
+    from ._storage._kv import Storage
 
 __all__ = ["DurableObject", "ObjectContext"]
 
@@ -48,6 +49,16 @@ class ObjectContext:
 
     def __repr__(self) -> str:
         return f"<ObjectContext {self.id!r}>"
+
+    # --- storage (issue 4) ---
+    @property
+    def storage(self) -> Storage:
+        """The object's durable storage: key-value (async), ``sql`` (sync) and alarms."""
+        from ._storage._kv import storage_for
+
+        return storage_for(self._record)
+
+    # --- end storage ---
 
     def namespace(self, name: str) -> Namespace:
         """Another namespace of the same runtime, to call other objects."""

@@ -104,7 +104,7 @@ class LiveObject:
         "predecessor",
         "registry",
         "reset_reason",
-        "scope",
+        "_cancel_requested",
         "services",
         "state",
     )
@@ -126,7 +126,8 @@ class LiveObject:
         self.ctx = ObjectContext(self, registry.runtime, object_id)
         self.input_gate = InputGate()
         self.output_gate = OutputGate()
-        self.scope = trio.CancelScope()
+        # Set when the object is cancelled before its nursery exists.
+        self._cancel_requested = False
         self.nursery: trio.Nursery | None = None
         self.pending_background: list[tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]] = []
         self.handler_scopes: set[trio.CancelScope] = set()
@@ -251,10 +252,7 @@ class LiveObject:
         self.reset_reason = reason
         self.state = State.CLOSING
         self.registry.counters.resets += 1
-        for scope in list(self.handler_scopes):
-            scope.cancel()
-        self.scope.cancel()
-        self.input_gate.force_open()
+        self._cancel_everything()
         for listener in self.registry.reset_listeners:
             listener(self, abort)
 
@@ -265,9 +263,15 @@ class LiveObject:
         if self.reset_reason is None:
             self.reset_reason = trio.ClosedResourceError("the runtime closed")
         self.state = State.CLOSING
+        self._cancel_everything()
+
+    def _cancel_everything(self) -> None:
         for scope in list(self.handler_scopes):
             scope.cancel()
-        self.scope.cancel()
+        if self.nursery is not None:
+            self.nursery.cancel_scope.cancel()
+        else:
+            self._cancel_requested = True
         self.input_gate.force_open()
 
     # -------------------------------------------------------------- lifetime
@@ -276,22 +280,24 @@ class LiveObject:
         """The object's own task: its nursery, its cancel scope, its eviction timer."""
         registry = self.registry
         try:
-            with self.scope:
-                async with trio.open_nursery() as nursery:
-                    self.nursery = nursery
-                    if self.predecessor is not None:
-                        await self.predecessor.closed.wait()
-                        self.predecessor = None
-                        if not self._construct_after_wait():
-                            return
-                    for async_fn, args in self.pending_background:
-                        nursery.start_soon(self._run_background, async_fn, args)
-                    self.pending_background.clear()
-                    await self._wait_for_eviction()
-                    if self.reset_reason is None:
-                        registry.counters.evictions += 1
-                    self.state = State.CLOSING
-                    nursery.cancel_scope.cancel()
+            # The nursery's cancel scope is the object's cancel scope.
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                if self._cancel_requested:
+                    return
+                if self.predecessor is not None:
+                    await self.predecessor.closed.wait()
+                    self.predecessor = None
+                    if not self._construct_after_wait():
+                        return
+                for async_fn, args in self.pending_background:
+                    nursery.start_soon(self._run_background, async_fn, args)
+                self.pending_background.clear()
+                await self._wait_for_eviction()
+                if self.reset_reason is None:
+                    registry.counters.evictions += 1
+                self.state = State.CLOSING
+                nursery.cancel_scope.cancel()
         finally:
             self.state = State.CLOSED
             self.nursery = None

@@ -19,10 +19,14 @@ from typing import Any
 import attrs
 import trio
 
+from ._alarms import AlarmScheduler
+from ._convert import make_runtime_converter
 from ._ids import DurableObjectId, Namespace
 from ._object import DurableObject
 from ._registry import Registry
 from ._storage._backend import Backend, ObjectEntry
+from ._storage._engine import StorageEngine
+from ._storage._limits import DEFAULT_MAX_VALUE_BYTES
 from ._storage.sqlite import SqliteBackend
 
 __all__ = ["Runtime", "RuntimeStatistics", "open_runtime"]
@@ -98,10 +102,17 @@ class Runtime:
         env: Any,
         hibernate_after: float,
         evict_after: float,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
     ) -> None:
         self.env = env
         self.backend = backend
         self.registry = Registry(self, hibernate_after=hibernate_after, evict_after=evict_after)
+        # --- storage and alarms (issue 4) ---
+        self.converter = make_runtime_converter()
+        self.storage_engine = StorageEngine(backend, max_value_bytes=max_value_bytes)
+        self.alarms = AlarmScheduler(self)
+        self.storage_engine.commit_listeners.append(self.alarms.on_commit)
+        # --- end storage and alarms ---
         self._object_classes = dict(objects)
         self._namespaces: dict[str, Namespace] = {}
         self._closed = False
@@ -112,6 +123,15 @@ class Runtime:
 
     def __repr__(self) -> str:
         return f"<Runtime namespaces={sorted(self._namespaces)}>"
+
+    def wall_time(self) -> float:
+        """Now in epoch seconds, by the runtime's clock (Trio's clock plus a fixed offset).
+
+        Alarm times are compared with this clock, so under a Trio
+        ``MockClock`` ``set_alarm(runtime.wall_time() + 10)`` fires exactly
+        10 seconds of Trio time later.
+        """
+        return self.alarms.wall_time()
 
     @property
     def closed(self) -> bool:
@@ -191,6 +211,14 @@ def _check_objects(objects: Mapping[str, type[DurableObject]]) -> None:
             )
 
 
+def _check_size(name: str, value: int) -> int:  # storage and alarms (issue 4)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int number of bytes, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+    return value
+
+
 def _check_seconds(name: str, value: float) -> float:
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise TypeError(f"{name} must be a number of seconds, got {value!r}")
@@ -208,6 +236,7 @@ async def open_runtime(
     hibernate_after: float = 10.0,
     evict_after: float = 70.0,
     backend: Backend | None = None,
+    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
 ) -> AsyncIterator[Runtime]:
     """Open a runtime serving the given object classes.
 
@@ -227,6 +256,8 @@ async def open_runtime(
         evict_after: Seconds without an event after which an object kept
             awake only by background work is evicted anyway.
         backend: A storage backend to use instead of SQLite in ``data_dir``.
+        max_value_bytes: Largest serialized value ``ctx.storage.put`` accepts
+            (default 2 MiB).
 
     On exit every object is cancelled and the backend is closed. Cancelling
     the block cancels them the same way.
@@ -245,13 +276,18 @@ async def open_runtime(
         env=env,
         hibernate_after=hibernate_after,
         evict_after=evict_after,
+        max_value_bytes=_check_size("max_value_bytes", max_value_bytes),
     )
     try:
         runtime._bind(await backend.load_secret())
+        runtime.alarms.start_clock()  # storage and alarms (issue 4)
+        await runtime.alarms.load()  # storage and alarms (issue 4)
         with _unwrap_single_exception():
             async with trio.open_nursery() as nursery:
                 runtime.registry.attach(nursery)
                 nursery.start_soon(runtime._run_recorder)
+                nursery.start_soon(runtime.storage_engine.run)  # storage and alarms (issue 4)
+                nursery.start_soon(runtime.alarms.run)  # storage and alarms (issue 4)
                 try:
                     yield runtime
                 finally:
@@ -259,6 +295,7 @@ async def open_runtime(
                     runtime.registry.shutdown()
                     nursery.cancel_scope.cancel()
         with trio.CancelScope(shield=True):
+            await runtime.storage_engine.flush()  # storage and alarms (issue 4)
             await runtime._record_new_objects()
     finally:
         runtime._closed = True

@@ -132,6 +132,9 @@ class Backend(Protocol):
     async def load_alarms(self) -> list[StoredAlarm]:
         """Every stored alarm (the scheduler loads them once at start)."""
 
+    def has_sql_database(self, namespace: str, hex_id: str) -> bool:
+        """True if the object's SQL database exists (``delete_all`` empties it)."""
+
     def sql_database(
         self, namespace: str, hex_id: str, setup: Callable[[sqlite3.Connection], None]
     ) -> sqlite3.Connection:

@@ -71,7 +71,9 @@ def check_keys(keys: object) -> list[str]:
 def check_entries(entries: object) -> dict[str, Any]:
     """The entries of ``put(mapping)``, checked."""
     if not isinstance(entries, Mapping):
-        raise TypeError(f"put() takes a key and a value, or a mapping; got {type(entries).__name__}")
+        raise TypeError(
+            f"put() takes a key and a value, or a mapping; got {type(entries).__name__}"
+        )
     _check_count(len(entries))
     for key in entries:
         check_key(key)

@@ -126,7 +126,9 @@ class SqliteBackend:
         return self.data_dir is not None
 
     def _connect(self, path: str) -> sqlite3.Connection:
-        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        db = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, factory=_Connection
+        )
         if path != ":memory:":
             db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={_SYNCHRONOUS[self.durability]}")
@@ -281,6 +283,16 @@ class SqliteBackend:
 
     # -------------------------------------------------------------------- sql
 
+    def _sql_path(self, namespace: str, hex_id: str) -> Path:
+        assert self.data_dir is not None
+        return self.data_dir / "sql" / quote(namespace, safe="") / f"{hex_id}.sqlite3"
+
+    def has_sql_database(self, namespace: str, hex_id: str) -> bool:
+        """True if the object has used the SQL API (its database exists)."""
+        if (namespace, hex_id) in self._sql:
+            return True
+        return self.data_dir is not None and self._sql_path(namespace, hex_id).exists()
+
     def sql_database(
         self, namespace: str, hex_id: str, setup: Callable[[sqlite3.Connection], None]
     ) -> sqlite3.Connection:
@@ -295,9 +307,9 @@ class SqliteBackend:
         if self.data_dir is None:
             db = self._connect(":memory:")  # kept until the runtime closes
         else:
-            folder = self.data_dir / "sql" / quote(namespace, safe="")
-            folder.mkdir(parents=True, exist_ok=True)
-            db = self._connect(str(folder / f"{hex_id}.sqlite3"))
+            path = self._sql_path(namespace, hex_id)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = self._connect(str(path))
             self._close_idle_sql()
         setup(db)
         self._sql[key] = db
@@ -312,6 +324,10 @@ class SqliteBackend:
             if not self._sql[key].in_transaction:
                 self._sql.pop(key).close()
                 excess -= 1
+
+
+class _Connection(sqlite3.Connection):
+    """A connection that other layers may tag with attributes (the SQL authorizer)."""
 
 
 def _apply(db: sqlite3.Connection, writes: Sequence[ObjectWrite]) -> None:
