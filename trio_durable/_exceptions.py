@@ -9,9 +9,11 @@
     │                                while this call was waiting on it
     ├── StorageError                 the storage backend failed (our side)
     │   └── CommitFailedError        a commit did not reach the disk
-    └── LimitExceededError (also ValueError)
-                                     a documented limit was exceeded; the message
-                                     names the limit and the value
+    ├── LimitExceededError (also ValueError)
+    │                                a documented limit was exceeded; the message
+    │                                names the limit and the value
+    └── WebSocketClosedError         receive() on a WebSocket whose connection
+                                     ended; carries ``code`` and ``reason``
 
 Errors that Python or Trio already name are reused rather than wrapped:
 
@@ -35,6 +37,7 @@ __all__ = [
     "ObjectResetError",
     "StorageError",
     "TrioDurableError",
+    "WebSocketClosedError",
 ]
 
 
@@ -60,3 +63,12 @@ class CommitFailedError(StorageError):
 
 class LimitExceededError(TrioDurableError, ValueError):
     """A documented limit was exceeded; the message names the limit and the value."""
+
+
+class WebSocketClosedError(TrioDurableError):
+    """The WebSocket connection ended; ``code`` and ``reason`` say how."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"the WebSocket closed with code {code}: {reason!r}")
+        self.code = code
+        self.reason = reason

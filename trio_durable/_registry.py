@@ -84,6 +84,7 @@ class LiveObject:
     """One activation of one object ID (internal)."""
 
     __slots__ = (
+        "_cancel_requested",
         "_evict_requested",
         "_timer",
         "busy",
@@ -104,7 +105,6 @@ class LiveObject:
         "predecessor",
         "registry",
         "reset_reason",
-        "_cancel_requested",
         "services",
         "state",
     )

@@ -1,0 +1,118 @@
+"""Objects used by the WebSocket tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import trio
+
+import trio_durable as td
+
+constructed: dict[str, int] = {}
+events: list[tuple[Any, ...]] = []
+
+
+@attrs.define
+class Member:
+    name: str
+    joined_round: int = 0
+
+
+@attrs.define(eq=False)
+class Room(td.DurableObject):
+    """Echo/broadcast room with hibernatable sockets."""
+
+    seen: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        constructed["Room"] = constructed.get("Room", 0) + 1
+
+    async def fetch(self, request: td.Request) -> td.Response:
+        client, server = td.WebSocketPair()
+        tags = request.query.get("tags", "room").split(",")
+        self.ctx.accept_websocket(server, tags=tags)
+        name = request.query.get("name")
+        if name is not None:
+            server.serialize_attachment(Member(name=name))
+        return td.Response.websocket(client)
+
+    async def websocket_message(self, ws: td.WebSocket, message: str | bytes) -> None:
+        self.seen += 1
+        if message == "whoami":
+            member = ws.deserialize_attachment(Member)
+            await ws.send(f"{member.name} seen={self.seen} tags={self.ctx.get_tags(ws)}")
+        elif message == "broadcast":
+            for peer in self.ctx.get_websockets("room"):
+                await peer.send("hello room")
+        elif isinstance(message, str) and message.startswith("sleep "):
+            await trio.sleep(float(message.split()[1]))
+            await ws.send("woke")
+        elif isinstance(message, str) and message.startswith("close "):
+            _, code, reason = message.split(" ", 2)
+            await ws.close(int(code), reason)
+        elif message == "burst":
+            for n in range(100):
+                await ws.send(f"burst {n}")
+        elif message == "abort":
+            self.ctx.abort("asked to")
+        else:
+            await ws.send(message)  # echo, text or binary
+
+    async def websocket_close(
+        self, ws: td.WebSocket, code: int, reason: str, was_clean: bool
+    ) -> None:
+        events.append(("close", code, reason, was_clean))
+        await ws.close(1000, "closing too")  # calling close() here must be fine
+
+    async def websocket_error(self, ws: td.WebSocket, error: BaseException) -> None:
+        events.append(("error", repr(error)))
+
+    async def accept_standard(self) -> None:
+        raise NotImplementedError
+
+    async def set_auto(self, request: str | None, response: str = "") -> None:
+        pair = None if request is None else td.WebSocketRequestResponsePair(request, response)
+        self.ctx.set_websocket_auto_response(pair)
+
+    async def auto_info(self) -> tuple[Any, list[float | None]]:
+        stamps = [
+            self.ctx.get_websocket_auto_response_timestamp(ws) for ws in self.ctx.get_websockets()
+        ]
+        return self.ctx.get_websocket_auto_response(), stamps
+
+    async def set_timeout(self, seconds: float | None) -> float | None:
+        self.ctx.set_hibernatable_websocket_event_timeout(seconds)
+        return self.ctx.get_hibernatable_websocket_event_timeout()
+
+    async def count(self, tag: str | None = None) -> int:
+        return len(self.ctx.get_websockets(tag))
+
+    async def send_all(self, text: str) -> None:
+        for ws in self.ctx.get_websockets():
+            await ws.send(text)
+
+
+@attrs.define(eq=False)
+class Standard(td.DurableObject):
+    """Uses the standard API: server.accept() and async for, in wait_until."""
+
+    received: list[str] = attrs.field(factory=list)
+
+    def __attrs_post_init__(self) -> None:
+        constructed["Standard"] = constructed.get("Standard", 0) + 1
+
+    async def fetch(self, request: td.Request) -> td.Response:
+        client, server = td.WebSocketPair()
+        server.accept()
+
+        async def serve() -> None:
+            async for message in server:
+                self.received.append(str(message))
+                await server.send(f"got {message}")
+
+        self.ctx.wait_until(serve)
+        return td.Response.websocket(client)
+
+    async def log(self) -> list[str]:
+        return list(self.received)

@@ -1,0 +1,564 @@
+"""WebSocket handles: :class:`WebSocket`, :class:`WebSocketPair` and friends.
+
+A :class:`WebSocketPair` is two linked ends. An object keeps the *server*
+end and returns the *client* end in ``Response.websocket(client)``; the
+gateway then binds the client end to the network connection
+(:func:`bind_client_end`), and from then on the server end talks to that
+connection. Used in-process (tests, the in-memory client), the client end is
+itself a working WebSocket.
+
+A server end is used in one of two ways:
+
+* **hibernatable**: ``ctx.accept_websocket(server, tags)``. The socket belongs
+  to the runtime's socket hub, not to the object; its messages become
+  ``websocket_message``/``websocket_close``/``websocket_error`` events that
+  re-create the object when it hibernated.
+* **standard**: ``server.accept()`` then ``async for message in server``,
+  typically in ``ctx.wait_until`` work. The socket pins the object (no
+  hibernation) until it closes.
+
+Handles are small ``__slots__`` objects with only a few references: tens of
+thousands of parked ones must stay cheap.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import attrs
+import trio
+
+from .._exceptions import LimitExceededError, WebSocketClosedError
+from .._registry import current_object
+from ._codec import validate_close
+from ._transport import DISCONNECTED_REASON, MessageSink, Transport
+
+if TYPE_CHECKING:
+    from .._registry import LiveObject
+    from ._hub import ObjectSockets
+
+__all__ = [
+    "WebSocket",
+    "WebSocketPair",
+    "WebSocketRequestResponsePair",
+    "bind_client_end",
+]
+
+T = TypeVar("T")
+
+#: Messages a standard (non-hibernatable) end buffers before its reader waits.
+_INBOX_LIMIT = 256
+#: Messages sent to an end before its peer is connected (kept until then).
+_EARLY_LIMIT = 1024
+
+
+class _Mode(enum.Enum):
+    UNUSED = "unused"  # a fresh server end
+    HIBERNATABLE = "hibernatable"
+    STANDARD = "standard"  # server.accept(), or a client end used in-process
+    NETWORK_CLIENT = "network client"  # a client end handed to the gateway
+
+
+class WebSocket:
+    """One end of a WebSocket connection.
+
+    Get one from :class:`WebSocketPair`; not publicly constructible.
+
+    Attributes:
+        CONNECTING, OPEN, CLOSING, CLOSED: the values of :attr:`ready_state`,
+            as in the browser API.
+    """
+
+    CONNECTING = 0
+    OPEN = 1
+    CLOSING = 2
+    CLOSED = 3
+
+    __slots__ = (
+        "_attachment",
+        "_auto_response_at",
+        "_close_info",
+        "_early",
+        "_group",
+        "_inbox",
+        "_inbox_ready",
+        "_is_client",
+        "_mode",
+        "_peer",
+        "_pinned_by",
+        "_state",
+        "_tags",
+        "_transport",
+        "protocol",
+        "url",
+    )
+
+    def __init__(self, *, is_client: bool) -> None:
+        self._is_client = is_client
+        self._mode = _Mode.UNUSED
+        self._state = WebSocket.CONNECTING
+        self._peer: WebSocket | None = None
+        self._transport: Transport | None = None
+        # Messages sent before the peer was connected, in order.
+        self._early: deque[str | bytes] | None = None
+        self._group: ObjectSockets | None = None
+        self._tags: tuple[str, ...] = ()
+        self._attachment: bytes | None = None
+        self._auto_response_at: float | None = None
+        self._inbox: deque[str | bytes] | None = None
+        self._inbox_ready: trio.Event | None = None
+        self._close_info: tuple[int, str, bool] | None = None
+        self._pinned_by: LiveObject | None = None
+        #: The URL of the WebSocket request, when known.
+        self.url: str | None = None
+        #: The negotiated subprotocol, if any.
+        self.protocol: str | None = None
+
+    def __repr__(self) -> str:
+        end = "client" if self._is_client else "server"
+        states = ("CONNECTING", "OPEN", "CLOSING", "CLOSED")
+        return f"<WebSocket {end} {self._mode.value} {states[self._state]}>"
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def ready_state(self) -> int:
+        """``CONNECTING`` (0), ``OPEN`` (1), ``CLOSING`` (2) or ``CLOSED`` (3)."""
+        return self._state
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code once the connection ended (``None`` before)."""
+        return self._close_info[0] if self._close_info else None
+
+    @property
+    def close_reason(self) -> str | None:
+        """The close reason once the connection ended (``None`` before)."""
+        return self._close_info[1] if self._close_info else None
+
+    # ----------------------------------------------------------- attachments
+
+    def serialize_attachment(self, value: Any) -> None:
+        """Keep ``value`` with the socket; it survives hibernation.
+
+        ``value`` is an attrs instance or plain JSON-able data, converted by
+        the runtime's converter (never pickle). Passing ``None`` clears it.
+
+        Raises:
+            TypeError: the value cannot be serialized.
+            LimitExceededError: the serialized value is over the limit
+                (16,384 bytes by default).
+        """
+        if value is None:
+            self._attachment = None
+            return
+        hub = _current_hub()
+        data = hub.converter.dumps(value)
+        limit = hub.limits.max_attachment_bytes
+        if len(data) > limit:
+            raise LimitExceededError(
+                f"attachment is {len(data):,} bytes serialized; the limit is {limit:,}"
+            )
+        self._attachment = data
+
+    def deserialize_attachment(self, type: type[T] | None = None) -> Any:
+        """A fresh copy of the attachment, structured into ``type`` when given.
+
+        Returns ``None`` when nothing was stored.
+        """
+        if self._attachment is None:
+            return None
+        return _current_hub().converter.loads(self._attachment, type)
+
+    # -------------------------------------------------------------- sending
+
+    async def send(self, message: str | bytes) -> None:
+        """Send a text (``str``) or binary (``bytes``) message.
+
+        Never waits for the peer: the message is queued in order, and a peer
+        that stops reading is disconnected rather than waited on. Inside an
+        object, a message sent after a storage write leaves only once the
+        write is committed (output gate).
+
+        Raises:
+            TypeError: ``message`` is neither ``str`` nor bytes-like.
+            trio.ClosedResourceError: the socket is closing or closed.
+        """
+        if isinstance(message, bytearray | memoryview):
+            message = bytes(message)
+        elif not isinstance(message, str | bytes):
+            raise TypeError(
+                f"a WebSocket message is str (text) or bytes (binary), got {type(message).__name__}"
+            )
+        if self._state >= WebSocket.CLOSING:
+            raise trio.ClosedResourceError("the WebSocket is closing or closed")
+        if self._mode is _Mode.NETWORK_CLIENT:
+            raise RuntimeError("this client end was handed to the gateway; use the server end")
+        record = current_object()
+        if record is not None:
+            await record.output_gate.wait()
+            if self._state >= WebSocket.CLOSING:
+                raise trio.ClosedResourceError("the WebSocket closed while the message waited")
+        transport = self._transport
+        if transport is None:
+            early = self._early
+            if early is None:
+                early = self._early = deque()
+            if len(early) >= _EARLY_LIMIT:
+                raise LimitExceededError(
+                    f"{len(early):,} messages are waiting for the peer to connect; "
+                    f"the limit is {_EARLY_LIMIT:,}"
+                )
+            early.append(message)
+        else:
+            transport.send_message(message)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake with ``code`` and ``reason``.
+
+        Closing a socket that is already closing or closed does nothing, so
+        ``close()`` inside ``websocket_close`` is fine.
+
+        Raises:
+            ValueError: ``code`` is not 1000-4999, or is 1004, 1005, 1006 or
+                1015; or ``reason`` is over 123 UTF-8 bytes.
+        """
+        validate_close(code, reason)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._state >= WebSocket.CLOSING:
+            return
+        if self._state == WebSocket.CONNECTING and self._transport is None:
+            # Never connected: nothing to tell a peer.
+            self._finish(code, reason, was_clean=True)
+            return
+        self._state = WebSocket.CLOSING
+        if self._transport is not None:
+            self._transport.send_close(code, reason)
+
+    # ------------------------------------------------- standard (accept) API
+
+    def accept(self) -> None:
+        """Use this end directly: ``async for message in ws`` receives.
+
+        For a server end this is the standard, non-hibernatable API: the
+        socket pins its object (no hibernation) until it closes. For the
+        client end of a pair used in-process, it connects the two ends.
+
+        Raises:
+            RuntimeError: the socket was already accepted (either way).
+        """
+        if self._mode is not _Mode.UNUSED:
+            raise RuntimeError(f"this WebSocket was already accepted ({self._mode.value})")
+        self._mode = _Mode.STANDARD
+        self._inbox = deque()
+        record = current_object()
+        if record is not None and not self._is_client:
+            record.pin()
+            self._pinned_by = record
+        if self._is_client:
+            server = self._peer
+            assert server is not None
+            if server._mode is _Mode.UNUSED:
+                raise RuntimeError(
+                    "the server end of this pair was never accepted "
+                    "(call ctx.accept_websocket(server) or server.accept() first)"
+                )
+            _connect_in_memory(self, server)
+        elif self._peer is not None and self._peer._mode is _Mode.STANDARD:
+            _connect_in_memory(self._peer, self)
+
+    async def receive(self) -> str | bytes:
+        """The next message of an accepted end.
+
+        Raises:
+            WebSocketClosedError: the connection ended (``code``/``reason``
+                on the error).
+            RuntimeError: the end was not accepted with :meth:`accept`.
+        """
+        if self._inbox is None:
+            raise RuntimeError("call accept() before receiving from this WebSocket")
+        while not self._inbox:
+            if self._close_info is not None:
+                code, reason, _ = self._close_info
+                raise WebSocketClosedError(code, reason)
+            if self._inbox_ready is None:
+                self._inbox_ready = trio.Event()
+            await self._inbox_ready.wait()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        message = self._inbox.popleft()
+        if self._inbox_ready is not None and len(self._inbox) < _INBOX_LIMIT:
+            self._wake_inbox()
+        return message
+
+    def __aiter__(self) -> AsyncIterator[str | bytes]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[str | bytes]:
+        while True:
+            try:
+                yield await self.receive()
+            except WebSocketClosedError:
+                return
+
+    def _wake_inbox(self) -> None:
+        if self._inbox_ready is not None:
+            self._inbox_ready.set()
+            self._inbox_ready = None
+
+    # ------------------------------------------------------------- inbound
+
+    async def on_message(self, message: str | bytes) -> None:
+        """(Transport side) a message arrived for this end."""
+        if self._state >= WebSocket.CLOSED:
+            return
+        if self._mode is _Mode.HIBERNATABLE:
+            group = self._group
+            assert group is not None
+            await group.deliver_message(self, message)
+            return
+        inbox = self._inbox
+        if inbox is None:
+            return
+        # Bounded: a reader that does not keep up slows its peer down.
+        while len(inbox) >= _INBOX_LIMIT and self._state < WebSocket.CLOSED:
+            if self._inbox_ready is None:
+                self._inbox_ready = trio.Event()
+            await self._inbox_ready.wait()
+        inbox.append(message)
+        self._wake_inbox()
+
+    async def on_close(self, code: int, reason: str, was_clean: bool) -> None:
+        """(Transport side) the connection ended."""
+        if self._state >= WebSocket.CLOSED:
+            return
+        self._finish(code, reason, was_clean)
+        if self._mode is _Mode.HIBERNATABLE and self._group is not None:
+            await self._group.deliver_close(self, code, reason, was_clean)
+
+    async def on_error(self, error: BaseException) -> None:
+        """(Transport side) the peer broke the protocol; the connection is gone."""
+        if self._state >= WebSocket.CLOSED:
+            return
+        code = getattr(error, "code", 1006)
+        reason = getattr(error, "reason", str(error))
+        self._finish(code, reason, was_clean=False)
+        if self._mode is _Mode.HIBERNATABLE and self._group is not None:
+            await self._group.deliver_error(self, error)
+
+    def _finish(self, code: int, reason: str, was_clean: bool) -> None:
+        """Mark the end closed: leave its group, unpin its object, wake readers."""
+        self._state = WebSocket.CLOSED
+        self._close_info = (code, reason, was_clean)
+        self._early = None
+        if self._group is not None:
+            self._group.remove(self)
+        if self._pinned_by is not None:
+            record, self._pinned_by = self._pinned_by, None
+            record.unpin()
+        self._wake_inbox()
+
+    def _take_early(self) -> deque[str | bytes]:
+        early, self._early = self._early, None
+        return early if early is not None else deque()
+
+
+class WebSocketPair(tuple[WebSocket, WebSocket]):
+    """Two linked WebSocket ends: ``client, server = WebSocketPair()``.
+
+    Keep ``server`` (accept it with ``ctx.accept_websocket(server)`` or
+    ``server.accept()``) and return ``Response.websocket(client)``.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls) -> WebSocketPair:
+        client = WebSocket(is_client=True)
+        server = WebSocket(is_client=False)
+        client._peer = server
+        server._peer = client
+        return super().__new__(cls, (client, server))
+
+    @property
+    def client(self) -> WebSocket:
+        """The end handed to the caller in the 101 response."""
+        return self[0]
+
+    @property
+    def server(self) -> WebSocket:
+        """The end the object keeps."""
+        return self[1]
+
+
+def _check_pair_text(name: str, value: Any, limit: int) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"the auto-response {name} must be a str, got {type(value).__name__}")
+    size = len(value.encode("utf-8"))
+    if size > limit:
+        raise LimitExceededError(
+            f"the auto-response {name} is {size:,} bytes; the limit is {limit:,}"
+        )
+    if not value:
+        raise ValueError(f"the auto-response {name} must not be empty")
+    return value
+
+
+def _check_request(instance: Any, attribute: Any, value: Any) -> None:
+    _check_pair_text("request", value, AUTO_RESPONSE_LIMIT)
+
+
+def _check_response(instance: Any, attribute: Any, value: Any) -> None:
+    _check_pair_text("response", value, AUTO_RESPONSE_LIMIT)
+
+
+#: The most bytes an auto-response request or response may have.
+AUTO_RESPONSE_LIMIT = 2048
+
+
+@attrs.frozen
+class WebSocketRequestResponsePair:
+    """A text message the runtime answers by itself, without waking the object.
+
+    ``ctx.set_websocket_auto_response(WebSocketRequestResponsePair("ping", "pong"))``:
+    a text frame exactly equal to ``request`` gets ``response`` back. Each at
+    most 2,048 UTF-8 bytes.
+    """
+
+    request: str = attrs.field(validator=_check_request)
+    response: str = attrs.field(validator=_check_response)
+
+
+# --------------------------------------------------------------- connecting
+
+
+class _MemoryTransport:
+    """Delivers one end's sends to the other end's sink, in-process, in order.
+
+    Deliveries go through a queue drained by one task at a time (spawned in
+    the hub's connection nursery on demand), because Trio may run freshly
+    spawned tasks in any order.
+    """
+
+    __slots__ = ("_closing", "_draining", "_hub", "_queue", "_sender", "_target")
+
+    def __init__(self, sender: WebSocket, target: WebSocket, hub: Any) -> None:
+        self._sender = sender
+        self._target = target
+        self._hub = hub
+        self._closing = False
+        self._queue: deque[tuple[str, Any]] = deque()
+        self._draining = False
+
+    @property
+    def is_open(self) -> bool:
+        return not self._closing and self._target._state < WebSocket.CLOSED
+
+    def send_message(self, message: str | bytes) -> None:
+        if not self.is_open:
+            raise trio.ClosedResourceError("the WebSocket is closed")
+        target = self._target
+        if target._mode is not _Mode.HIBERNATABLE and not self._queue:
+            inbox = target._inbox
+            if inbox is not None:
+                inbox.append(message)
+                target._wake_inbox()
+            return
+        self._enqueue("message", message)
+
+    def send_close(self, code: int, reason: str) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        # The other side answers a Close by itself: both ends end cleanly.
+        self._enqueue("close", (code, reason, True))
+
+    def abort(self) -> None:
+        if self._target._state >= WebSocket.CLOSED and self._sender._state >= WebSocket.CLOSED:
+            return
+        self._closing = True
+        self._enqueue("close", (1006, DISCONNECTED_REASON, False))
+
+    def _enqueue(self, kind: str, value: Any) -> None:
+        self._queue.append((kind, value))
+        if not self._draining:
+            self._draining = True
+            self._hub.connection_nursery.start_soon(self._drain)
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                kind, value = self._queue.popleft()
+                if kind == "message":
+                    await self._target.on_message(value)
+                else:
+                    code, reason, was_clean = value
+                    await self._target.on_close(code, reason, was_clean)
+                    await self._sender.on_close(code, reason, was_clean)
+        finally:
+            self._draining = False
+
+
+def _connect_in_memory(client: WebSocket, server: WebSocket) -> None:
+    """Link two ends of a pair in-process and flush what each sent early."""
+    hub = _current_hub()
+    client._transport = _MemoryTransport(client, server, hub)
+    server._transport = _MemoryTransport(server, client, hub)
+    client._state = WebSocket.OPEN
+    server._state = WebSocket.OPEN
+    for end in (client, server):
+        assert end._transport is not None
+        for message in end._take_early():
+            end._transport.send_message(message)
+
+
+def bind_client_end(
+    client: WebSocket, transport: Transport, *, url: str, protocol: str | None
+) -> MessageSink:
+    """Hand the client end of a pair to a network connection (used by the gateway).
+
+    From now on the server end sends through ``transport``, and what the
+    connection receives goes to the returned sink (the server end).
+
+    Raises:
+        TypeError: ``client`` is not the client end of a WebSocketPair.
+        RuntimeError: the client end was already used, or the server end was
+            never accepted.
+    """
+    if not isinstance(client, WebSocket) or not client._is_client:
+        raise TypeError(
+            "Response.websocket() needs the client end of a trio_durable.WebSocketPair, "
+            f"got {client!r}"
+        )
+    if client._mode is not _Mode.UNUSED:
+        raise RuntimeError(f"this client end was already used ({client._mode.value})")
+    server = client._peer
+    assert server is not None
+    if server._mode is _Mode.UNUSED:
+        raise RuntimeError(
+            "the server end of this WebSocketPair was never accepted: call "
+            "ctx.accept_websocket(server) or server.accept() before returning the response"
+        )
+    if server._state >= WebSocket.CLOSED:
+        raise RuntimeError("the server end of this WebSocketPair is already closed")
+    client._mode = _Mode.NETWORK_CLIENT
+    client._peer = None
+    server._peer = None
+    server.url = url
+    server.protocol = protocol
+    server._transport = transport
+    closing = server._state == WebSocket.CLOSING
+    server._state = WebSocket.OPEN
+    for message in server._take_early():
+        transport.send_message(message)
+    if closing:
+        server._state = WebSocket.CLOSING
+        transport.send_close(1000, "")
+    return server
+
+
+def _current_hub() -> Any:
+    from ._hub import current_hub
+
+    return current_hub()
