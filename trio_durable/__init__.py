@@ -9,6 +9,7 @@ from ._exceptions import LimitExceededError as LimitExceededError
 from ._exceptions import ObjectResetError as ObjectResetError
 from ._exceptions import StorageError as StorageError
 from ._exceptions import TrioDurableError as TrioDurableError
+from ._exceptions import WebSocketClosedError as WebSocketClosedError
 from ._http import Headers as Headers
 from ._http import Request as Request
 from ._http import Response as Response
@@ -20,6 +21,9 @@ from ._object import ObjectContext as ObjectContext
 from ._runtime import Runtime as Runtime
 from ._runtime import RuntimeStatistics as RuntimeStatistics
 from ._runtime import open_runtime as open_runtime
+from ._websocket._socket import WebSocket as WebSocket
+from ._websocket._socket import WebSocketPair as WebSocketPair
+from ._websocket._socket import WebSocketRequestResponsePair as WebSocketRequestResponsePair
 from ._storage._kv import Storage as Storage
 from ._storage._kv import Transaction as Transaction
 from ._storage._sql import SqlCursor as SqlCursor

@@ -63,6 +63,11 @@ class AlarmInfo:
     is_retry: bool = False
 
 
+def wall_clock() -> float:
+    """The system's epoch seconds, read once at start (tests replace it)."""
+    return time.time()
+
+
 def jitter() -> float:
     """The random part of a retry delay: a fraction in ``[0, 0.25]``."""
     return random.uniform(0.0, MAX_JITTER)
@@ -98,7 +103,7 @@ class AlarmScheduler:
 
     def start_clock(self) -> None:
         """Record the wall-clock offset (call once, inside the Trio run)."""
-        self.offset = round((time.time() - trio.current_time()) * 1024) / 1024
+        self.offset = round((wall_clock() - trio.current_time()) * 1024) / 1024
 
     def wall_time(self) -> float:
         """Now, in epoch seconds, according to the runtime's clock."""

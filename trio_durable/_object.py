@@ -11,7 +11,7 @@ WebSocket attachment).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ._registry import LiveObject
     from ._runtime import Runtime
     from ._storage._kv import Storage
+    from ._websocket._socket import WebSocket, WebSocketRequestResponsePair
 
 __all__ = ["DurableObject", "ObjectContext"]
 
@@ -59,6 +60,59 @@ class ObjectContext:
         return storage_for(self._record)
 
     # --- end storage ---
+
+    # --- websockets (issue 3) ---
+
+    def accept_websocket(self, ws: WebSocket, tags: Iterable[str] = ()) -> None:
+        """Accept the server end of a :class:`WebSocketPair` as a hibernatable socket.
+
+        The socket belongs to the runtime, not to this instance: it stays open
+        when the object hibernates, and its messages re-create the object.
+
+        Raises:
+            TypeError: ``ws`` is not a server end, or ``tags`` is not a list of str.
+            RuntimeError: ``ws`` was already accepted.
+            LimitExceededError: more than 10 tags, a tag over 256 UTF-8 bytes,
+                or the object already has 32,768 hibernatable sockets.
+        """
+        self._record.check_alive()
+        self._runtime.sockets.accept(self._record, ws, tags)
+
+    def get_websockets(self, tag: str | None = None) -> list[WebSocket]:
+        """The open hibernatable sockets of this object (with ``tag``, if given)."""
+        return self._runtime.sockets.get_websockets(self._record, tag)
+
+    def get_tags(self, ws: WebSocket) -> list[str]:
+        """The tags ``ws`` was accepted with."""
+        return self._runtime.sockets.get_tags(self._record, ws)
+
+    def set_websocket_auto_response(self, pair: WebSocketRequestResponsePair | None) -> None:
+        """Answer ``pair.request`` with ``pair.response`` without waking the object.
+
+        ``None`` clears it. The setting outlives hibernation.
+        """
+        self._runtime.sockets.set_auto_response(self._record, pair)
+
+    def get_websocket_auto_response(self) -> WebSocketRequestResponsePair | None:
+        """The auto-response pair in force, or ``None``."""
+        return self._runtime.sockets.get_auto_response(self._record)
+
+    def get_websocket_auto_response_timestamp(self, ws: WebSocket) -> float | None:
+        """When ``ws`` last got an auto-response (epoch seconds), or ``None``."""
+        return self._runtime.sockets.get_auto_response_timestamp(self._record, ws)
+
+    def set_hibernatable_websocket_event_timeout(self, seconds: float | None) -> None:
+        """Reset the whole object when a ``websocket_*`` handler runs longer than this.
+
+        ``None`` (the default) means no limit.
+        """
+        self._runtime.sockets.set_event_timeout(self._record, seconds)
+
+    def get_hibernatable_websocket_event_timeout(self) -> float | None:
+        """The event timeout in seconds, or ``None``."""
+        return self._runtime.sockets.get_event_timeout(self._record)
+
+    # --- end websockets ---
 
     def namespace(self, name: str) -> Namespace:
         """Another namespace of the same runtime, to call other objects."""

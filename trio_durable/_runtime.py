@@ -28,6 +28,7 @@ from ._storage._backend import Backend, ObjectEntry
 from ._storage._engine import StorageEngine
 from ._storage._limits import DEFAULT_MAX_VALUE_BYTES
 from ._storage.sqlite import SqliteBackend
+from ._websocket._hub import SocketHub, SocketLimits
 
 __all__ = ["Runtime", "RuntimeStatistics", "open_runtime"]
 
@@ -103,6 +104,7 @@ class Runtime:
         hibernate_after: float,
         evict_after: float,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        socket_limits: SocketLimits | None = None,
     ) -> None:
         self.env = env
         self.backend = backend
@@ -113,6 +115,9 @@ class Runtime:
         self.alarms = AlarmScheduler(self)
         self.storage_engine.commit_listeners.append(self.alarms.on_commit)
         # --- end storage and alarms ---
+        # --- websockets (issue 3) ---
+        self.sockets = SocketHub(self.registry, self.converter, socket_limits or SocketLimits())
+        # --- end websockets ---
         self._object_classes = dict(objects)
         self._namespaces: dict[str, Namespace] = {}
         self._closed = False
@@ -237,6 +242,8 @@ async def open_runtime(
     evict_after: float = 70.0,
     backend: Backend | None = None,
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+    max_websockets_per_object: int = 32_768,
+    max_attachment_bytes: int = 16_384,
 ) -> AsyncIterator[Runtime]:
     """Open a runtime serving the given object classes.
 
@@ -258,6 +265,10 @@ async def open_runtime(
         backend: A storage backend to use instead of SQLite in ``data_dir``.
         max_value_bytes: Largest serialized value ``ctx.storage.put`` accepts
             (default 2 MiB).
+        max_websockets_per_object: Most hibernatable WebSockets one object
+            may accept (default 32,768).
+        max_attachment_bytes: Largest serialized WebSocket attachment
+            (default 16,384 bytes).
 
     On exit every object is cancelled and the backend is closed. Cancelling
     the block cancels them the same way.
@@ -277,6 +288,12 @@ async def open_runtime(
         hibernate_after=hibernate_after,
         evict_after=evict_after,
         max_value_bytes=_check_size("max_value_bytes", max_value_bytes),
+        socket_limits=SocketLimits(
+            max_sockets_per_object=_check_size(
+                "max_websockets_per_object", max_websockets_per_object
+            ),
+            max_attachment_bytes=_check_size("max_attachment_bytes", max_attachment_bytes),
+        ),
     )
     try:
         runtime._bind(await backend.load_secret())
@@ -288,6 +305,8 @@ async def open_runtime(
                 nursery.start_soon(runtime._run_recorder)
                 nursery.start_soon(runtime.storage_engine.run)  # storage and alarms (issue 4)
                 nursery.start_soon(runtime.alarms.run)  # storage and alarms (issue 4)
+                await nursery.start(runtime.sockets.run)  # websockets (issue 3)
+                runtime.sockets.bind_to_current_task()  # websockets (issue 3)
                 try:
                     yield runtime
                 finally:

@@ -202,7 +202,7 @@ class StorageEngine:
         assert db is not None
         try:
             if db.in_transaction:
-                db.execute("COMMIT")
+                db.execute("COMMIT /* td-engine */")
         except Exception as exc:
             logger.error("SQL commit of %s failed", batch.write.hex_id, exc_info=exc)
             self._fail(batch, exc)
@@ -220,7 +220,7 @@ class StorageEngine:
         for dropped in batches:
             if dropped.sql is not None and dropped.sql.in_transaction:
                 try:
-                    dropped.sql.execute("ROLLBACK")
+                    dropped.sql.execute("ROLLBACK /* td-engine */")
                 except Exception:  # the database is already unusable; the reset suffices
                     logger.exception("SQL rollback failed")
             for record, commit in dropped.commits.items():

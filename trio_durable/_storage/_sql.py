@@ -16,6 +16,7 @@ of user SQL is involved.
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,16 @@ if TYPE_CHECKING:
 __all__ = ["SqlCursor", "SqlError", "SqlStorage"]
 
 _PREFIX = "_td_"
+
+# sqlite3 caches prepared statements by their text, with the authorizer's
+# verdict baked in: our own statements carry a secret comment so that user
+# text can never reuse one of them.
+_TAG = f"/* td-{secrets.token_hex(8)} */"
+_BEGIN = f"BEGIN {_TAG}"
+_COMMIT = f"COMMIT {_TAG}"
+_SAVEPOINT = f"SAVEPOINT _td_txn {_TAG}"
+_ROLLBACK_TO = f"ROLLBACK TO _td_txn {_TAG}"
+_RELEASE = f"RELEASE _td_txn {_TAG}"
 
 #: Pragmas a user may run: they only read.
 _ALLOWED_PRAGMAS = frozenset(
@@ -228,9 +239,9 @@ class SqlStorage:
         guard = _guard(db)
         began = not db.in_transaction
         if began:
-            db.execute("BEGIN")
+            db.execute(_BEGIN)
         if storage._txn is not None and not self._savepoint:
-            db.execute("SAVEPOINT _td_txn")
+            db.execute(_SAVEPOINT)
             self._savepoint = True
         guard.checking, guard.wrote, guard.reason = True, False, None
         try:
@@ -241,6 +252,13 @@ class SqlStorage:
         except sqlite3.DatabaseError as exc:
             if guard.reason is not None:
                 raise SqlError(guard.reason) from None
+            missing = str(exc).lower().partition("no such table: ")[2]
+            if missing.startswith(_PREFIX) or missing.startswith("main." + _PREFIX):
+                # The runtime keeps no table here, but say so in its own words.
+                raise SqlError(
+                    f"{missing!r} is reserved: names starting with {_PREFIX!r} "
+                    "belong to the runtime"
+                ) from None
             raise exc from None
         finally:
             guard.checking = False
@@ -248,15 +266,15 @@ class SqlStorage:
                 # Committed by the storage engine with the object's batch.
                 storage._engine.batch_for(record).sql = db
             elif began:
-                db.execute("COMMIT")  # a read-only statement: end its read transaction
+                db.execute(_COMMIT)  # a read-only statement: end its read transaction
         return SqlCursor(rows, names, written)
 
     @property
     def database_size(self) -> int:
         """The size of the object's database in bytes."""
         db = self._db()
-        pages = db.execute("PRAGMA page_count").fetchone()[0]
-        size = db.execute("PRAGMA page_size").fetchone()[0]
+        pages = db.execute(f"PRAGMA page_count {_TAG}").fetchone()[0]
+        size = db.execute(f"PRAGMA page_size {_TAG}").fetchone()[0]
         return int(pages * size)
 
     def _end_savepoint(self, *, commit: bool) -> None:
@@ -265,14 +283,14 @@ class SqlStorage:
         self._savepoint = False
         db = self._db()
         if not commit:
-            db.execute("ROLLBACK TO _td_txn")
-        db.execute("RELEASE _td_txn")
+            db.execute(_ROLLBACK_TO)
+        db.execute(_RELEASE)
 
     def _drop_all(self) -> None:
         """Drop every user table, view, index and trigger (``delete_all``)."""
         db = self._db()
         if not db.in_transaction:
-            db.execute("BEGIN")
+            db.execute(_BEGIN)
         rows: Sequence[tuple[str, str]] = db.execute(
             "SELECT type, name FROM sqlite_master "
             "WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%'"

@@ -34,6 +34,7 @@ from typing import Literal
 from urllib.parse import quote
 
 import trio
+import trio.testing
 
 from ._backend import AlarmRecord, KeyRange, ObjectEntry, ObjectWrite, StoredAlarm
 
@@ -86,6 +87,10 @@ class SqliteBackend:
         durability: ``"process"`` (default) survives a process crash;
             ``"power"`` also survives power loss (fsync on every commit).
         max_open_sql: How many per-object SQL databases stay open at once.
+        commit_in_thread: Run commits in a worker thread. The default
+            (``None``) does so for a file database, except under Trio's
+            ``MockClock``: its ``autojump_clock`` treats a wait for a thread
+            as idleness and would jump virtual time in the middle of a commit.
     """
 
     def __init__(
@@ -94,12 +99,14 @@ class SqliteBackend:
         *,
         durability: Durability = "process",
         max_open_sql: int = 256,
+        commit_in_thread: bool | None = None,
     ) -> None:
         if durability not in _SYNCHRONOUS:
             raise ValueError(f"durability must be 'process' or 'power', got {durability!r}")
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.durability = durability
         self.max_open_sql = max_open_sql
+        self.commit_in_thread = commit_in_thread
         self._db: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._write_lock = trio.Lock()
@@ -122,8 +129,12 @@ class SqliteBackend:
 
     @property
     def threaded(self) -> bool:
-        """True when commits run in a worker thread (a file database)."""
-        return self.data_dir is not None
+        """True when commits run in a worker thread (see ``commit_in_thread``)."""
+        if self.data_dir is None:
+            return False
+        if self.commit_in_thread is not None:
+            return self.commit_in_thread
+        return not isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock)
 
     def _connect(self, path: str) -> sqlite3.Connection:
         db = sqlite3.connect(

@@ -9,7 +9,8 @@ fixtures ``durable_data_dir`` and ``runtime_factory``; see
 :mod:`trio_durable.testing._plugin`.
 """
 
+from ._alarms import run_alarm as run_alarm
 from ._helpers import evict as evict
 from ._helpers import list_object_ids as list_object_ids
 from ._helpers import run_in_object as run_in_object
-from ._alarms import run_alarm as run_alarm
+from ._websocket import open_websocket as open_websocket

@@ -1,0 +1,136 @@
+"""``async with storage.transaction() as txn``: all or nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+import trio_durable as td
+from trio_durable.testing import evict, run_in_object
+
+
+async def test_transaction_commits_its_writes(box: td.Stub) -> None:
+    async def body(obj: Any, ctx: td.ObjectContext) -> None:
+        async with ctx.storage.transaction() as txn:
+            await txn.put("a", 1)
+            await txn.put({"b": 2})
+
+    await run_in_object(box, body)
+    await evict(box)
+    assert (1, 2) == (await box.get("a"), await box.get("b")), "both writes are committed"
+
+
+async def test_transaction_reads_its_own_writes(box: td.Stub) -> None:
+    async def body(obj: Any, ctx: td.ObjectContext) -> Any:
+        await ctx.storage.put({"a": 1, "b": 2})
+        async with ctx.storage.transaction() as txn:
+            await txn.put("c", 3)
+            await txn.delete("a")
+            return await txn.get(["a", "b", "c"]), await txn.list()
+
+    got, listed = await run_in_object(box, body)
+    assert {"b": 2, "c": 3} == got, "get sees the transaction's writes"
+    assert {"b": 2, "c": 3} == listed, "list sees them too"
+
+
+async def test_writes_are_invisible_outside_until_the_end(box: td.Stub) -> None:
+    async def body(obj: Any, ctx: td.ObjectContext) -> Any:
+        async with ctx.storage.transaction() as txn:
+            await txn.put("a", 1)
+            inside = await ctx.storage.get("a")
+        return inside, await ctx.storage.get("a")
+
+    assert (None, 1) == await run_in_object(box, body), "visible only once the block ends"
+
+
+async def test_exception_rolls_back_and_propagates_with_its_type(box: td.Stub) -> None:
+    async def body(obj: Any, ctx: td.ObjectContext) -> Any:
+        await ctx.storage.put("a", "before")
+        with pytest.raises(KeyError, match="boom"):
+            async with ctx.storage.transaction() as txn:
+                await txn.put("a", "inside")
+                await txn.put("b", "inside")
+                raise KeyError("boom")
+        return await ctx.storage.get(["a", "b"])
+
+    assert {"a": "before"} == await run_in_object(box, body), "nothing of the block remains"
+
+
+async def test_rollback_discards_the_writes(box: td.Stub) -> None:
+    async def body(obj: Any, ctx: td.ObjectContext) -> Any:
+        async with ctx.storage.transaction() as txn:
+            await txn.put("a", 1)
+            txn.rollback()
+        return await ctx.storage.get("a")
+
+    assert None is await run_in_object(box, body), "rollback() undoes the transaction"
+
+
+async def test_txn_is_unusable_after_rollback(box: td.Stub) -> None:
+    async def body(obj: Any, ctx: td.ObjectContext) -> None:
+        async with ctx.storage.transaction() as txn:
+            txn.rollback()
+            with pytest.raises(RuntimeError, match="rolled back"):
+                await txn.put("a", 1)
+
+    await run_in_object(box, body)
+
+
+async def test_transactions_do_not_nest(box: td.Stub) -> None:
+    async def body(obj: Any, ctx: td.ObjectContext) -> None:
+        async with ctx.storage.transaction():
+            with pytest.raises(RuntimeError, match="do not nest"):
+                async with ctx.storage.transaction():
+                    pass
+
+    await run_in_object(box, body)
+
+
+async def test_transaction_writes_commit_together(runtime: td.Runtime, box: td.Stub) -> None:
+    async def body(obj: Any, ctx: td.ObjectContext) -> None:
+        async with ctx.storage.transaction() as txn:
+            for i in range(10):
+                await txn.put(f"k{i}", i)
+                await trio.sleep(0)  # even with other awaits inside
+
+    before = runtime.storage_engine.commits
+    await run_in_object(box, body)
+    assert 1 == runtime.storage_engine.commits - before, "one commit for the whole transaction"
+
+
+async def test_no_other_event_runs_inside_a_transaction(box: td.Stub) -> None:
+    order: list[str] = []
+    inside = trio.Event()
+    release = trio.Event()
+
+    async def txn_body(obj: Any, ctx: td.ObjectContext) -> None:
+        async with ctx.storage.transaction() as txn:
+            order.append("txn start")
+            inside.set()
+            await release.wait()
+            await txn.put("k", 1)
+            order.append("txn end")
+
+    async def other(obj: Any, ctx: td.ObjectContext) -> None:
+        order.append("other")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_in_object, box, txn_body)
+        await inside.wait()
+        nursery.start_soon(run_in_object, box, other)
+        await trio.testing.wait_all_tasks_blocked()
+        release.set()
+    assert ["txn start", "txn end", "other"] == order, "the other event waited for the block"
+
+
+async def test_transaction_list_honours_limit_with_deletions(box: td.Stub) -> None:
+    async def body(obj: Any, ctx: td.ObjectContext) -> Any:
+        await ctx.storage.put({"a": 1, "b": 2, "c": 3, "d": 4})
+        async with ctx.storage.transaction() as txn:
+            await txn.delete(["a", "b"])
+            return list(await txn.list(limit=2))
+
+    assert ["c", "d"] == await run_in_object(box, body), "deleted keys are skipped"
