@@ -38,7 +38,8 @@ async def main() -> None:
         await trio.sleep(1)
         print("after hibernation, home.increment() ->", await home.increment())
         print("statistics:", runtime.statistics())
-        print("objects ever activated:", [i.name for i in await runtime.list_object_ids("counters")])
+        ids = await runtime.list_object_ids("counters")
+        print("objects ever activated:", [i.name for i in ids])
 
 
 if __name__ == "__main__":

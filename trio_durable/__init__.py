@@ -21,13 +21,15 @@ from ._object import ObjectContext as ObjectContext
 from ._runtime import Runtime as Runtime
 from ._runtime import RuntimeStatistics as RuntimeStatistics
 from ._runtime import open_runtime as open_runtime
-from ._websocket._socket import WebSocket as WebSocket
-from ._websocket._socket import WebSocketPair as WebSocketPair
-from ._websocket._socket import WebSocketRequestResponsePair as WebSocketRequestResponsePair
 from ._storage._kv import Storage as Storage
 from ._storage._kv import Transaction as Transaction
 from ._storage._sql import SqlCursor as SqlCursor
 from ._storage._sql import SqlError as SqlError
 from ._storage._sql import SqlStorage as SqlStorage
+from ._websocket._interop import connect_websocket as connect_websocket
+from ._websocket._interop import hand_over_websocket as hand_over_websocket
+from ._websocket._socket import WebSocket as WebSocket
+from ._websocket._socket import WebSocketPair as WebSocketPair
+from ._websocket._socket import WebSocketRequestResponsePair as WebSocketRequestResponsePair
 
 __version__ = "0.1.0"

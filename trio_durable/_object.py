@@ -55,9 +55,12 @@ class ObjectContext:
     @property
     def storage(self) -> Storage:
         """The object's durable storage: key-value (async), ``sql`` (sync) and alarms."""
-        from ._storage._kv import storage_for
+        storage: Storage | None = self._record.services.get("storage")
+        if storage is None:
+            from ._storage._kv import storage_for
 
-        return storage_for(self._record)
+            storage = storage_for(self._record)
+        return storage
 
     # --- end storage ---
 

@@ -106,6 +106,7 @@ class LiveObject:
         "registry",
         "reset_reason",
         "services",
+        "socket_pins",
         "state",
     )
 
@@ -132,7 +133,8 @@ class LiveObject:
         self.pending_background: list[tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]] = []
         self.handler_scopes: set[trio.CancelScope] = set()
         self.busy = 0  # events admitted and not finished
-        self.pins = 0  # background work and sockets that keep the object awake
+        self.pins = 0  # background work: keeps the object awake up to evict_after
+        self.socket_pins = 0  # open standard/outbound sockets: no eviction at all
         now = trio.current_time()
         self.idle_since = now
         self.last_event = now
@@ -161,6 +163,8 @@ class LiveObject:
             return math.inf
         if self._evict_requested:
             return -math.inf
+        if self.socket_pins:
+            return math.inf
         if self.pins:
             return self.last_event + self.registry.evict_after
         return self.idle_since + self.registry.hibernate_after
@@ -186,15 +190,26 @@ class LiveObject:
                 self.idle_since = now
             self._reschedule()
 
-    def pin(self) -> None:
-        """Keep the object awake (background work, an open standard socket)."""
-        self.pins += 1
+    def pin(self, *, socket: bool = False) -> None:
+        """Keep the object awake.
+
+        Background work (``socket=False``) keeps it up to ``evict_after``
+        seconds after its last event; an open standard or outbound socket
+        (``socket=True``) keeps it until the socket closes.
+        """
+        if socket:
+            self.socket_pins += 1
+        else:
+            self.pins += 1
         self._reschedule()
 
-    def unpin(self) -> None:
+    def unpin(self, *, socket: bool = False) -> None:
         """Undo :meth:`pin`; the idle clock starts when nothing is left."""
-        self.pins -= 1
-        if self.pins == 0 and self.busy == 0:
+        if socket:
+            self.socket_pins -= 1
+        else:
+            self.pins -= 1
+        if self.pins == 0 and self.socket_pins == 0 and self.busy == 0:
             self.idle_since = trio.current_time()
         self._reschedule()
 
@@ -303,6 +318,8 @@ class LiveObject:
             self.nursery = None
             self.instance = None
             registry.forget(self)
+            for listener in registry.close_listeners:
+                listener(self)
             self.closed.set()
 
     def _construct_after_wait(self) -> bool:
@@ -372,6 +389,8 @@ class Registry:
         self.evict_after = evict_after
         self.counters = Counters()
         self.reset_listeners: list[ResetListener] = []
+        # Called when an activation has ended (evicted, reset or shut down).
+        self.close_listeners: list[Callable[[LiveObject], None]] = []
         # Closes the hibernatable sockets of one object (namespace, hex id);
         # filled in by the WebSocket layer, used by testing.evict().
         self.socket_closers: list[Callable[[str, str], Awaitable[None]]] = []

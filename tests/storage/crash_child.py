@@ -39,6 +39,10 @@ class Writer(td.DurableObject):
     async def alarm(self, info: td.AlarmInfo) -> None:
         await self.ctx.storage.put("alarm_fired", info.scheduled_time)
 
+    async def last(self) -> int:
+        last: int | None = await self.ctx.storage.get("last")
+        return -1 if last is None else last
+
     async def dump(self) -> dict[str, Any]:
         return await self.ctx.storage.list()
 
@@ -60,7 +64,7 @@ async def write(data_dir: str) -> None:
 
         async def loop(name: str) -> None:
             stub = writers.get_by_name(name)
-            i = 0
+            i = await stub.last() + 1  # continue after an earlier run
             while True:
                 await stub.write(i)
                 emit(f"ack {name} {i}")
@@ -76,7 +80,7 @@ async def verify(data_dir: str) -> None:
         writers = runtime.namespace("writers")
         alarm = writers.get_by_name("alarm")
         with trio.move_on_after(10):
-            while "alarm_fired" not in await alarm.dump():
+            while "alarm_fired" not in await alarm.dump():  # noqa: ASYNC110 - polls another process's work
                 await trio.sleep(0.05)
         state = {f"w{n}": await writers.get_by_name(f"w{n}").dump() for n in range(WRITERS)}
         state["alarm"] = await alarm.dump()

@@ -91,7 +91,7 @@ async def test_delete_alarm_prevents_firing(
     await _set(box, runtime.wall_time() + 10)
     await _call(box, "delete_alarm")
     await trio.sleep(20)
-    assert ([], None) == (await _log(box), await _call(box, "get_alarm")), "never fired"
+    assert (await _log(box), await _call(box, "get_alarm")) == ([], None), "never fired"
 
 
 async def test_set_alarm_replaces_the_previous_one(
@@ -119,8 +119,8 @@ async def test_alarm_fires_after_eviction_with_the_name(
     await evict(box)
     await trio.sleep(31)
     log = await _log(box)
-    assert 1 == len(log), "the evicted object was woken"
-    assert "box-1" == log[0][3], "ctx.id.name survives"
+    assert len(log) == 1, "the evicted object was woken"
+    assert log[0][3] == "box-1", "ctx.id.name survives"
 
 
 async def test_alarm_survives_restart(
@@ -132,7 +132,7 @@ async def test_alarm_survives_restart(
     async with runtime_factory(objects=OBJECTS) as rt:
         await trio.sleep(11)
         log = await _log(rt.namespace("boxes").get_by_name("restart"))
-    assert [["restart"]] == [entry[3:] for entry in log], "fired after reopening, with the name"
+    assert [entry[3:] for entry in log] == [["restart"]], "fired after reopening, with the name"
 
 
 async def test_alarm_due_while_down_fires_right_after_start(
@@ -159,9 +159,9 @@ async def test_failing_alarm_is_retried_with_backoff_then_dropped(
     await trio.sleep(1000)
     log = await _log(box)
     times = [entry[0] - start for entry in log]
-    assert [10, 12, 16, 24, 40, 72, 136] == times, "2 s doubling, 6 retries"
-    assert [0, 1, 2, 3, 4, 5, 6] == [entry[1] for entry in log], "retry_count counts up"
-    assert [False] + [True] * 6 == [entry[2] for entry in log], "is_retry after the first"
+    assert times == [10, 12, 16, 24, 40, 72, 136], "2 s doubling, 6 retries"
+    assert [entry[1] for entry in log] == [0, 1, 2, 3, 4, 5, 6], "retry_count counts up"
+    assert [entry[2] for entry in log] == [False] + [True] * 6, "is_retry after the first"
     assert None is await _call(box, "get_alarm"), "abandoned after the last retry"
 
 
@@ -181,7 +181,7 @@ async def test_get_alarm_inside_handler_is_none(
     await _set(box, runtime.wall_time() + 1, mode="peek")
     await trio.sleep(2)
     assert None is await box.get("alarm_seen"), "the running alarm is not pending"
-    assert 1 == len(await _log(box)), "the handler ran"
+    assert len(await _log(box)) == 1, "the handler ran"
 
 
 async def test_handler_may_set_the_next_alarm(
@@ -208,7 +208,7 @@ async def test_running_alarm_keeps_the_object_awake(
     await trio.sleep(20)
     before = runtime.statistics().evictions
     await trio.sleep(20)
-    assert 0 == before, "not evicted while the alarm handler ran (hibernate_after is 10 s)"
+    assert before == 0, "not evicted while the alarm handler ran (hibernate_after is 10 s)"
 
 
 async def test_delete_all_removes_the_alarm(
@@ -217,7 +217,7 @@ async def test_delete_all_removes_the_alarm(
     await _set(box, runtime.wall_time() + 10)
     await _call(box, "delete_all")
     await trio.sleep(20)
-    assert [] == await _log(box), "the alarm was deleted with everything else"
+    assert await _log(box) == [], "the alarm was deleted with everything else"
 
 
 async def test_run_alarm_runs_a_pending_alarm_now(
@@ -228,7 +228,7 @@ async def test_run_alarm_runs_a_pending_alarm_now(
     assert True is await run_alarm(box), "there was an alarm to run"
     assert [start] == [entry[0] for entry in await _log(box)], "it ran now"
     await trio.sleep(4000)
-    assert 1 == len(await _log(box)), "and does not run again at its time"
+    assert len(await _log(box)) == 1, "and does not run again at its time"
 
 
 async def test_run_alarm_without_alarm_is_false(box: td.Stub) -> None:

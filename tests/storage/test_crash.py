@@ -18,7 +18,7 @@ def test_acknowledged_writes_survive_sigkill(tmp_path: Path, seed: int) -> None:
     state = verify(tmp_path)
     total = sum(len(done) for done in acked.values())
     assert total > 0, "the writer acknowledged some writes before the kill"
-    assert [] == check(acked, state), "every acknowledged write survived, none half applied"
+    assert check(acked, state) == [], "every acknowledged write survived, none half applied"
 
 
 @pytest.mark.slow
@@ -29,4 +29,4 @@ def test_repeated_kills_on_the_same_data_dir(tmp_path: Path) -> None:
         acked, _alarm = kill_during_writes(tmp_path, rng)
         for name, done in acked.items():
             acked_all.setdefault(name, set()).update(done)
-    assert [] == check(acked_all, verify(tmp_path)), "two kills in a row lose nothing"
+    assert check(acked_all, verify(tmp_path)) == [], "two kills in a row lose nothing"

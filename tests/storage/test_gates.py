@@ -36,7 +36,7 @@ async def test_writes_without_other_awaits_commit_together(tmp_path: Path) -> No
             await ctx.storage.put("c", 3)
 
         await run_in_object(stub, body)
-    assert [[{"a": None, "b": b"2", "c": b"3"}]] == backend.batches, "one commit for all four"
+    assert backend.batches == [[{"a": None, "b": b"2", "c": b"3"}]], "one commit for all four"
 
 
 async def test_writes_of_many_objects_share_commits(runtime: td.Runtime) -> None:
@@ -46,7 +46,7 @@ async def test_writes_of_many_objects_share_commits(runtime: td.Runtime) -> None
     async with trio.open_nursery() as nursery:
         for i in range(50):
             nursery.start_soon(boxes.get_by_name(f"o{i}").put, "k", i)
-    assert 50 == engine.objects_committed, "every object's write was committed"
+    assert engine.objects_committed == 50, "every object's write was committed"
     assert engine.commits - before < 5, f"50 objects took {engine.commits - before} commits"
 
 
@@ -61,10 +61,10 @@ async def test_reply_waits_for_the_commit(controlled: tuple[td.Runtime, Controll
     async with trio.open_nursery() as nursery:
         nursery.start_soon(call)
         await trio.testing.wait_all_tasks_blocked()
-        assert [] == replies, "no reply while the write is uncommitted"
-        assert 1 == backend.commits_started, "the commit is in progress"
+        assert replies == [], "no reply while the write is uncommitted"
+        assert backend.commits_started == 1, "the commit is in progress"
         backend.commit_gate.set()
-    assert ["ok"] == replies, "the reply leaves once committed"
+    assert replies == ["ok"], "the reply leaves once committed"
 
 
 async def test_failed_commit_drops_the_reply_and_resets(
@@ -76,7 +76,7 @@ async def test_failed_commit_drops_the_reply_and_resets(
     with pytest.raises(td.ObjectResetError) as info:
         await stub.put("k", 1)
     assert isinstance(info.value.__cause__, td.CommitFailedError), "the cause is the commit"
-    assert 1 == rt.statistics().resets, "the object was reset"
+    assert rt.statistics().resets == 1, "the object was reset"
 
 
 async def test_failed_commit_keeps_committed_data(
@@ -89,7 +89,7 @@ async def test_failed_commit_keeps_committed_data(
     with pytest.raises(td.ObjectResetError):
         await stub.put("k", "lost")
     backend.fail_commits = False
-    assert "committed" == await stub.get("k"), "the fresh instance reads the committed value"
+    assert await stub.get("k") == "committed", "the fresh instance reads the committed value"
 
 
 async def test_failed_commit_drops_later_writes_of_the_object(
@@ -114,15 +114,15 @@ async def test_failed_commit_drops_later_writes_of_the_object(
         await trio.testing.wait_all_tasks_blocked()  # "second" is buffered
         backend.commit_gate.set()
     backend.fail_commits = False
-    assert ["first dropped", "second dropped"] == sorted(results), "both replies dropped"
-    assert (None, None) == (await stub.get("first"), await stub.get("second")), "nothing stored"
+    assert sorted(results) == ["first dropped", "second dropped"], "both replies dropped"
+    assert (await stub.get("first"), await stub.get("second")) == (None, None), "nothing stored"
 
 
 async def test_exception_after_a_write_keeps_the_write(box: td.Stub) -> None:
     with pytest.raises(KeyError):
         await box.put_then_fail("k", 1)
     await evict(box)
-    assert 1 == await box.get("k"), "a write outside a transaction is not undone by an error"
+    assert await box.get("k") == 1, "a write outside a transaction is not undone by an error"
 
 
 async def test_storage_call_keeps_other_events_out(
@@ -146,9 +146,9 @@ async def test_storage_call_keeps_other_events_out(
         await trio.testing.wait_all_tasks_blocked()
         nursery.start_soon(run_in_object, stub, other)
         await trio.testing.wait_all_tasks_blocked()
-        assert ["read started"] == order, "no event starts during the storage call"
+        assert order == ["read started"], "no event starts during the storage call"
         backend.read_gate.set()
-    assert ["read started", "read done", "other event"] == order, "the event ran after"
+    assert order == ["read started", "read done", "other event"], "the event ran after"
 
 
 async def test_storage_calls_are_checkpoints(box: td.Stub) -> None:
@@ -189,5 +189,5 @@ async def test_cache_overflow_keeps_uncommitted_writes(
         nursery.start_soon(run_in_object, stub, body)
         await trio.testing.wait_all_tasks_blocked()
         backend.commit_gate.set()
-    assert {"a": 1, "b": 2, "c": 3, "d": 4} == seen[0], "dropping the cache lost nothing"
-    assert {"b": 2, "c": 3, "d": 4} == seen[1], "list() sees the uncommitted writes"
+    assert seen[0] == {"a": 1, "b": 2, "c": 3, "d": 4}, "dropping the cache lost nothing"
+    assert seen[1] == {"b": 2, "c": 3, "d": 4}, "list() sees the uncommitted writes"

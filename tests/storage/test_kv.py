@@ -14,7 +14,7 @@ from .objects import OBJECTS, Member
 
 async def test_get_returns_what_put_stored(box: td.Stub) -> None:
     await box.put("k", {"a": [1, 2]})
-    assert {"a": [1, 2]} == await box.get("k"), "a stored value reads back"
+    assert await box.get("k") == {"a": [1, 2]}, "a stored value reads back"
 
 
 async def test_get_of_missing_key_is_none(box: td.Stub) -> None:
@@ -27,7 +27,7 @@ async def test_get_many_returns_found_keys_ordered_by_key(box: td.Stub) -> None:
         return await ctx.storage.get(["c", "missing", "a"])
 
     result = await run_in_object(box, body)
-    assert [("a", 1), ("c", 3)] == list(result.items()), "found keys only, in key order"
+    assert list(result.items()) == [("a", 1), ("c", 3)], "found keys only, in key order"
 
 
 async def test_get_with_type_structures_attrs_instances(box: td.Stub) -> None:
@@ -37,7 +37,7 @@ async def test_get_with_type_structures_attrs_instances(box: td.Stub) -> None:
 
     typed, raw = await run_in_object(box, body)
     assert Member("ada", 3) == typed, "type= gives back the attrs instance"
-    assert {"name": "ada", "score": 3} == raw, "without type= the plain data comes back"
+    assert raw == {"name": "ada", "score": 3}, "without type= the plain data comes back"
 
 
 async def test_get_returns_a_fresh_copy_each_time(box: td.Stub) -> None:
@@ -47,7 +47,7 @@ async def test_get_returns_a_fresh_copy_each_time(box: td.Stub) -> None:
         first.append(2)
         return await ctx.storage.get("l")
 
-    assert [1] == await run_in_object(box, body), "mutating a read value changes nothing stored"
+    assert await run_in_object(box, body) == [1], "mutating a read value changes nothing stored"
 
 
 async def test_put_mapping_writes_every_entry(box: td.Stub) -> None:
@@ -55,7 +55,7 @@ async def test_put_mapping_writes_every_entry(box: td.Stub) -> None:
         await ctx.storage.put({"x": 1, "y": 2})
         return await ctx.storage.list()
 
-    assert {"x": 1, "y": 2} == await run_in_object(box, body), "both entries are stored"
+    assert await run_in_object(box, body) == {"x": 1, "y": 2}, "both entries are stored"
 
 
 async def test_delete_reports_whether_the_key_existed(box: td.Stub) -> None:
@@ -63,7 +63,7 @@ async def test_delete_reports_whether_the_key_existed(box: td.Stub) -> None:
         await ctx.storage.put("k", 1)
         return await ctx.storage.delete("k"), await ctx.storage.delete("k")
 
-    assert (True, False) == await run_in_object(box, body), "True the first time, then False"
+    assert await run_in_object(box, body) == (True, False), "True the first time, then False"
 
 
 async def test_delete_many_counts_existing_keys(box: td.Stub) -> None:
@@ -72,7 +72,7 @@ async def test_delete_many_counts_existing_keys(box: td.Stub) -> None:
         count = await ctx.storage.delete(["a", "b", "zzz"])
         return count, await ctx.storage.list()
 
-    assert (2, {}) == await run_in_object(box, body), "two existed and both are gone"
+    assert await run_in_object(box, body) == (2, {}), "two existed and both are gone"
 
 
 async def test_delete_of_committed_key_survives_eviction(box: td.Stub) -> None:
@@ -89,7 +89,7 @@ async def test_delete_of_committed_key_survives_eviction(box: td.Stub) -> None:
 async def test_values_survive_eviction(box: td.Stub) -> None:
     await box.put("k", "v")
     await evict(box)
-    assert "v" == await box.get("k"), "a new instance reads the committed value"
+    assert await box.get("k") == "v", "a new instance reads the committed value"
 
 
 async def test_values_survive_runtime_restart(runtime_factory: Any) -> None:
@@ -97,7 +97,7 @@ async def test_values_survive_runtime_restart(runtime_factory: Any) -> None:
         await rt.namespace("boxes").get_by_name("r").put("k", [1, "two"])
     async with runtime_factory(objects=OBJECTS) as rt:
         value = await rt.namespace("boxes").get_by_name("r").get("k")
-    assert [1, "two"] == value, "the value is read back from disk after a restart"
+    assert value == [1, "two"], "the value is read back from disk after a restart"
 
 
 async def test_objects_are_isolated(runtime: td.Runtime) -> None:
@@ -119,7 +119,7 @@ async def test_delete_all_removes_every_key(box: td.Stub) -> None:
         await ctx.storage.delete_all()
         return await ctx.storage.list(), await ctx.storage.get("a")
 
-    assert ({}, None) == await run_in_object(box, body), "nothing is left"
+    assert await run_in_object(box, body) == ({}, None), "nothing is left"
 
 
 async def test_delete_all_then_put_keeps_only_the_new_key(box: td.Stub) -> None:
@@ -135,7 +135,7 @@ async def test_delete_all_then_put_keeps_only_the_new_key(box: td.Stub) -> None:
     async def read(obj: Any, ctx: td.ObjectContext) -> Any:
         return await ctx.storage.list()
 
-    assert {"new": 2} == await run_in_object(box, read), "old keys stay deleted after commit"
+    assert await run_in_object(box, read) == {"new": 2}, "old keys stay deleted after commit"
 
 
 async def test_sync_waits_for_the_commit(runtime: td.Runtime, box: td.Stub) -> None:
@@ -145,7 +145,7 @@ async def test_sync_waits_for_the_commit(runtime: td.Runtime, box: td.Stub) -> N
         await ctx.storage.sync()
         return before, obj.ctx._record.output_gate.is_open
 
-    assert (False, True) == await run_in_object(box, body), "sync() returns once committed"
+    assert await run_in_object(box, body) == (False, True), "sync() returns once committed"
 
 
 # ------------------------------------------------------------------- list()
@@ -168,31 +168,31 @@ async def _list(stub: td.Stub, **kwargs: Any) -> list[str]:
 
 
 async def test_list_orders_by_utf8_bytes(listed: td.Stub) -> None:
-    assert ["a", "b", "ba", "bb", "c", "é"] == await _list(listed), "byte order of UTF-8"
+    assert await _list(listed) == ["a", "b", "ba", "bb", "c", "é"], "byte order of UTF-8"
 
 
 async def test_list_start_is_inclusive(listed: td.Stub) -> None:
-    assert ["ba", "bb", "c", "é"] == await _list(listed, start="ba"), "start key included"
+    assert await _list(listed, start="ba") == ["ba", "bb", "c", "é"], "start key included"
 
 
 async def test_list_end_is_exclusive(listed: td.Stub) -> None:
-    assert ["a", "b", "ba"] == await _list(listed, end="bb"), "end key excluded"
+    assert await _list(listed, end="bb") == ["a", "b", "ba"], "end key excluded"
 
 
 async def test_list_start_after_is_exclusive(listed: td.Stub) -> None:
-    assert ["bb", "c", "é"] == await _list(listed, start_after="ba"), "start_after excluded"
+    assert await _list(listed, start_after="ba") == ["bb", "c", "é"], "start_after excluded"
 
 
 async def test_list_prefix(listed: td.Stub) -> None:
-    assert ["b", "ba", "bb"] == await _list(listed, prefix="b"), "only keys with the prefix"
+    assert await _list(listed, prefix="b") == ["b", "ba", "bb"], "only keys with the prefix"
 
 
 async def test_list_reverse_with_limit_keeps_the_last_keys(listed: td.Stub) -> None:
-    assert ["é", "c"] == await _list(listed, reverse=True, limit=2), "descending, two keys"
+    assert await _list(listed, reverse=True, limit=2) == ["é", "c"], "descending, two keys"
 
 
 async def test_list_limit(listed: td.Stub) -> None:
-    assert ["a", "b"] == await _list(listed, limit=2), "the first two keys"
+    assert await _list(listed, limit=2) == ["a", "b"], "the first two keys"
 
 
 async def test_list_limit_skips_deleted_keys(listed: td.Stub) -> None:
@@ -202,11 +202,11 @@ async def test_list_limit_skips_deleted_keys(listed: td.Stub) -> None:
         await ctx.storage.delete(["a", "b"])
         return list(await ctx.storage.list(limit=2))
 
-    assert ["ba", "bb"] == await run_in_object(listed, body), "deleted keys do not use the limit"
+    assert await run_in_object(listed, body) == ["ba", "bb"], "deleted keys do not use the limit"
 
 
 async def test_list_empty_range(listed: td.Stub) -> None:
-    assert [] == await _list(listed, start="c", end="b"), "start after end lists nothing"
+    assert await _list(listed, start="c", end="b") == [], "start after end lists nothing"
 
 
 async def test_list_with_type(box: td.Stub) -> None:

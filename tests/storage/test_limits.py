@@ -63,7 +63,7 @@ async def test_value_with_none_says_use_delete(box: td.Stub) -> None:
 async def test_key_over_2048_bytes_is_refused_with_size(box: td.Stub) -> None:
     exc = await _raises(box, lambda s: s.put("é" * 1050, 1))
     assert isinstance(exc, td.LimitExceededError), f"LimitExceededError, got {exc!r}"
-    assert "key is 2,100 bytes; the limit is 2,048" == str(exc), "names size and limit"
+    assert str(exc) == "key is 2,100 bytes; the limit is 2,048", "names size and limit"
 
 
 async def test_key_of_exactly_2048_bytes_is_accepted(box: td.Stub) -> None:
@@ -71,7 +71,7 @@ async def test_key_of_exactly_2048_bytes_is_accepted(box: td.Stub) -> None:
         await ctx.storage.put("k" * 2048, 1)
         return await ctx.storage.get("k" * 2048)
 
-    assert 1 == await run_in_object(box, body), "the limit itself is allowed"
+    assert await run_in_object(box, body) == 1, "the limit itself is allowed"
 
 
 async def test_oversized_key_in_get_is_refused(box: td.Stub) -> None:
@@ -99,7 +99,7 @@ async def test_key_with_lone_surrogate_is_refused(box: td.Stub) -> None:
 )
 async def test_more_than_128_keys_per_call_is_refused(box: td.Stub, call: Call) -> None:
     exc = await _raises(box, call)
-    assert "129 keys in one call; the limit is 128" == str(exc), f"got {exc!r}"
+    assert str(exc) == "129 keys in one call; the limit is 128", f"got {exc!r}"
 
 
 async def test_128_keys_per_call_is_accepted(box: td.Stub) -> None:
@@ -107,7 +107,7 @@ async def test_128_keys_per_call_is_accepted(box: td.Stub) -> None:
         await ctx.storage.put({f"k{i:03}": i for i in range(128)})
         return len(await ctx.storage.get([f"k{i:03}" for i in range(128)]))
 
-    assert 128 == await run_in_object(box, body), "exactly the limit works"
+    assert await run_in_object(box, body) == 128, "exactly the limit works"
 
 
 async def test_value_over_2_mib_is_refused_with_size(box: td.Stub) -> None:
@@ -130,7 +130,7 @@ async def test_value_limit_is_configurable(runtime_factory: Any) -> None:
     async with runtime_factory(objects=OBJECTS, max_value_bytes=10) as rt:
         stub = rt.namespace("boxes").get_by_name("small")
         exc = await _raises(stub, lambda s: s.put("k", "x" * 20))
-    assert "value for key 'k' is 22 bytes serialized; the limit is 10" == str(exc), "custom limit"
+    assert str(exc) == "value for key 'k' is 22 bytes serialized; the limit is 10", "custom limit"
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True])

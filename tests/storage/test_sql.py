@@ -47,17 +47,17 @@ async def test_rows_are_dicts(table: td.Stub) -> None:
 
 async def test_raw_gives_tuples(table: td.Stub) -> None:
     cursor = await _sql(table, ("SELECT name, age FROM people ORDER BY name",))
-    assert [("ada", 36), ("bob", 20)] == list(cursor.raw()), "raw() gives tuples"
+    assert list(cursor.raw()) == [("ada", 36), ("bob", 20)], "raw() gives tuples"
 
 
 async def test_column_names(table: td.Stub) -> None:
     cursor = await _sql(table, ("SELECT age, name AS who FROM people",))
-    assert ["age", "who"] == cursor.column_names, "in select order, with aliases"
+    assert cursor.column_names == ["age", "who"], "in select order, with aliases"
 
 
 async def test_one_returns_the_single_row(table: td.Stub) -> None:
     cursor = await _sql(table, ("SELECT age FROM people WHERE name = ?", "ada"))
-    assert {"age": 36} == cursor.one(), "exactly one row"
+    assert cursor.one() == {"age": 36}, "exactly one row"
 
 
 @pytest.mark.parametrize("where", ["1 = 0", "1 = 1"])
@@ -69,7 +69,7 @@ async def test_one_refuses_zero_or_many_rows(table: td.Stub, where: str) -> None
 
 async def test_rows_written_and_read(table: td.Stub) -> None:
     cursor = await _sql(table, ("UPDATE people SET age = age + 1",))
-    assert (2, 2) == (cursor.rows_written, cursor.rows_read), "two rows changed"
+    assert (cursor.rows_written, cursor.rows_read) == (2, 2), "two rows changed"
 
 
 async def test_database_size_grows(box: td.Stub) -> None:
@@ -91,14 +91,14 @@ async def test_sql_writes_survive_eviction_and_restart(runtime_factory: Any) -> 
         await evict(stub)
     async with runtime_factory(objects=OBJECTS) as rt:
         cursor = await _sql(rt.namespace("boxes").get_by_name("sql"), ("SELECT x FROM t",))
-    assert [(42,)] == list(cursor.raw()), "the row is on disk"
+    assert list(cursor.raw()) == [(42,)], "the row is on disk"
 
 
 async def test_each_object_has_its_own_database(runtime: td.Runtime) -> None:
     boxes = runtime.namespace("boxes")
     await _sql(boxes.get_by_name("one"), ("CREATE TABLE mine (x)",))
     cursor = await _sql(boxes.get_by_name("two"), ("SELECT name FROM sqlite_master",))
-    assert [] == list(cursor), "another object sees no table"
+    assert list(cursor) == [], "another object sees no table"
 
 
 async def test_sql_in_rolled_back_transaction_is_undone(table: td.Stub) -> None:
@@ -109,7 +109,7 @@ async def test_sql_in_rolled_back_transaction_is_undone(table: td.Stub) -> None:
                 raise KeyError("undo")
         return ctx.storage.sql.exec("SELECT count(*) AS n FROM people").one()
 
-    assert {"n": 2} == await run_in_object(table, body), "the DELETE was rolled back"
+    assert await run_in_object(table, body) == {"n": 2}, "the DELETE was rolled back"
 
 
 async def test_delete_all_drops_sql_tables(table: td.Stub) -> None:
@@ -117,7 +117,7 @@ async def test_delete_all_drops_sql_tables(table: td.Stub) -> None:
         await ctx.storage.delete_all()
         return list(ctx.storage.sql.exec("SELECT name FROM sqlite_master"))
 
-    assert [] == await run_in_object(table, body), "no table is left"
+    assert await run_in_object(table, body) == [], "no table is left"
 
 
 @pytest.mark.parametrize(
@@ -142,7 +142,7 @@ async def test_setting_pragmas_is_refused(box: td.Stub, query: str) -> None:
 
 async def test_informational_pragma_is_allowed(table: td.Stub) -> None:
     cursor = await _sql(table, ("PRAGMA table_info(people)",))
-    assert ["name", "age"] == [row["name"] for row in cursor], "table_info works"
+    assert [row["name"] for row in cursor] == ["name", "age"], "table_info works"
 
 
 @pytest.mark.parametrize(
@@ -162,7 +162,7 @@ async def test_runtime_tables_are_off_limits(box: td.Stub, query: str) -> None:
 async def test_refused_statement_changes_nothing(table: td.Stub) -> None:
     await _refused(table, "ROLLBACK")
     cursor = await _sql(table, ("SELECT count(*) AS n FROM people",))
-    assert {"n": 2} == cursor.one(), "the earlier rows are intact"
+    assert cursor.one() == {"n": 2}, "the earlier rows are intact"
 
 
 async def test_syntax_error_is_sqlite_error(box: td.Stub) -> None:

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
 import trio_durable as td
@@ -20,7 +21,7 @@ async def test_transaction_commits_its_writes(box: td.Stub) -> None:
 
     await run_in_object(box, body)
     await evict(box)
-    assert (1, 2) == (await box.get("a"), await box.get("b")), "both writes are committed"
+    assert (await box.get("a"), await box.get("b")) == (1, 2), "both writes are committed"
 
 
 async def test_transaction_reads_its_own_writes(box: td.Stub) -> None:
@@ -32,8 +33,8 @@ async def test_transaction_reads_its_own_writes(box: td.Stub) -> None:
             return await txn.get(["a", "b", "c"]), await txn.list()
 
     got, listed = await run_in_object(box, body)
-    assert {"b": 2, "c": 3} == got, "get sees the transaction's writes"
-    assert {"b": 2, "c": 3} == listed, "list sees them too"
+    assert got == {"b": 2, "c": 3}, "get sees the transaction's writes"
+    assert listed == {"b": 2, "c": 3}, "list sees them too"
 
 
 async def test_writes_are_invisible_outside_until_the_end(box: td.Stub) -> None:
@@ -43,7 +44,7 @@ async def test_writes_are_invisible_outside_until_the_end(box: td.Stub) -> None:
             inside = await ctx.storage.get("a")
         return inside, await ctx.storage.get("a")
 
-    assert (None, 1) == await run_in_object(box, body), "visible only once the block ends"
+    assert await run_in_object(box, body) == (None, 1), "visible only once the block ends"
 
 
 async def test_exception_rolls_back_and_propagates_with_its_type(box: td.Stub) -> None:
@@ -56,7 +57,7 @@ async def test_exception_rolls_back_and_propagates_with_its_type(box: td.Stub) -
                 raise KeyError("boom")
         return await ctx.storage.get(["a", "b"])
 
-    assert {"a": "before"} == await run_in_object(box, body), "nothing of the block remains"
+    assert await run_in_object(box, body) == {"a": "before"}, "nothing of the block remains"
 
 
 async def test_rollback_discards_the_writes(box: td.Stub) -> None:
@@ -94,11 +95,11 @@ async def test_transaction_writes_commit_together(runtime: td.Runtime, box: td.S
         async with ctx.storage.transaction() as txn:
             for i in range(10):
                 await txn.put(f"k{i}", i)
-                await trio.sleep(0)  # even with other awaits inside
+                await trio.lowlevel.checkpoint()  # even with other awaits inside
 
     before = runtime.storage_engine.commits
     await run_in_object(box, body)
-    assert 1 == runtime.storage_engine.commits - before, "one commit for the whole transaction"
+    assert runtime.storage_engine.commits - before == 1, "one commit for the whole transaction"
 
 
 async def test_no_other_event_runs_inside_a_transaction(box: td.Stub) -> None:
@@ -123,7 +124,7 @@ async def test_no_other_event_runs_inside_a_transaction(box: td.Stub) -> None:
         nursery.start_soon(run_in_object, box, other)
         await trio.testing.wait_all_tasks_blocked()
         release.set()
-    assert ["txn start", "txn end", "other"] == order, "the other event waited for the block"
+    assert order == ["txn start", "txn end", "other"], "the other event waited for the block"
 
 
 async def test_transaction_list_honours_limit_with_deletions(box: td.Stub) -> None:
@@ -133,4 +134,4 @@ async def test_transaction_list_honours_limit_with_deletions(box: td.Stub) -> No
             await txn.delete(["a", "b"])
             return list(await txn.list(limit=2))
 
-    assert ["c", "d"] == await run_in_object(box, body), "deleted keys are skipped"
+    assert await run_in_object(box, body) == ["c", "d"], "deleted keys are skipped"

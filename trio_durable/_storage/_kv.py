@@ -14,6 +14,7 @@ class.
 from __future__ import annotations
 
 import datetime
+import json
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
@@ -181,9 +182,13 @@ class _KeyValue:
         return self._converter.loads(data, type)
 
     def _dumps(self, key: str, value: Any) -> bytes:
-        if value is None:
+        kind = type(value)
+        if kind is str or kind is int or kind is bool:
+            data = json.dumps(value, ensure_ascii=False).encode("utf-8")  # fast path
+        elif value is None:
             raise TypeError(f"cannot store None under {key!r}; use delete() to remove a key")
-        data = self._converter.dumps(value)
+        else:
+            data = self._converter.dumps(value)
         check_value_size(key, data, self._engine.max_value_bytes)
         return data
 

@@ -189,6 +189,7 @@ class SocketHub:
         #: Auto-responses sent without waking an object.
         self.auto_responses = 0
         registry.reset_listeners.append(self._on_reset)
+        registry.close_listeners.append(self._on_object_closed)
         registry.socket_closers.append(self.close_object_sockets)
 
     @property
@@ -367,6 +368,14 @@ class SocketHub:
         for ws in group:
             transport = ws._transport
             ws._finish(1006, "the object was aborted", was_clean=False)
+            if transport is not None:
+                transport.abort()
+
+    def _on_object_closed(self, record: LiveObject) -> None:
+        # Standard and outbound sockets live and die with their instance.
+        for ws in list(record.services.pop("pinned_sockets", ())):
+            transport = ws._transport
+            ws._finish(1001, "the object was evicted", was_clean=False)
             if transport is not None:
                 transport.abort()
 

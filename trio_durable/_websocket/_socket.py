@@ -256,8 +256,7 @@ class WebSocket:
         self._inbox = deque()
         record = current_object()
         if record is not None and not self._is_client:
-            record.pin()
-            self._pinned_by = record
+            pin_socket(record, self)
         if self._is_client:
             server = self._peer
             assert server is not None
@@ -357,7 +356,8 @@ class WebSocket:
             self._group.remove(self)
         if self._pinned_by is not None:
             record, self._pinned_by = self._pinned_by, None
-            record.unpin()
+            record.unpin(socket=True)
+            record.services.get("pinned_sockets", set()).discard(self)
         self._wake_inbox()
 
     def _take_early(self) -> deque[str | bytes]:
@@ -511,6 +511,13 @@ def _connect_in_memory(client: WebSocket, server: WebSocket) -> None:
         assert end._transport is not None
         for message in end._take_early():
             end._transport.send_message(message)
+
+
+def pin_socket(record: LiveObject, ws: WebSocket) -> None:
+    """Keep ``record`` awake while ``ws`` (a standard or outbound socket) is open."""
+    record.pin(socket=True)
+    ws._pinned_by = record
+    record.services.setdefault("pinned_sockets", set()).add(ws)
 
 
 def bind_client_end(
