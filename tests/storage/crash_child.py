@@ -80,7 +80,7 @@ async def verify(data_dir: str) -> None:
         writers = runtime.namespace("writers")
         alarm = writers.get_by_name("alarm")
         with trio.move_on_after(10):
-            while "alarm_fired" not in await alarm.dump():  # noqa: ASYNC110 - polls another process's work
+            while "alarm_fired" not in await alarm.dump():
                 await trio.sleep(0.05)
         state = {f"w{n}": await writers.get_by_name(f"w{n}").dump() for n in range(WRITERS)}
         state["alarm"] = await alarm.dump()
