@@ -26,6 +26,7 @@ from ._storage._kv import Transaction as Transaction
 from ._storage._sql import SqlCursor as SqlCursor
 from ._storage._sql import SqlError as SqlError
 from ._storage._sql import SqlStorage as SqlStorage
+from ._websocket._gateway import serve as serve
 from ._websocket._interop import connect_websocket as connect_websocket
 from ._websocket._interop import hand_over_websocket as hand_over_websocket
 from ._websocket._socket import WebSocket as WebSocket

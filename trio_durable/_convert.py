@@ -21,6 +21,9 @@ __all__ = ["Converter", "make_runtime_converter"]
 
 T = TypeVar("T")
 
+# NaN and infinities are not JSON: refused rather than written as invalid JSON.
+_plain_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
 
 class Converter:
     """Turns values into JSON bytes and back, through one private cattrs converter."""
@@ -38,10 +41,15 @@ class Converter:
                 socket, ...); the message names the type.
         """
         try:
+            # Fast path: plain JSON data goes straight to the C encoder; it
+            # refuses anything else (attrs instances, datetimes, sets), which
+            # then takes the cattrs path.
+            return _plain_encoder.encode(value).encode("utf-8")
+        except (TypeError, ValueError):
+            pass
+        try:
             unstructured = self._cattrs.unstructure(value)
-            return json.dumps(
-                unstructured, ensure_ascii=False, separators=(",", ":"), allow_nan=False
-            ).encode("utf-8")
+            return _plain_encoder.encode(unstructured).encode("utf-8")
         except (TypeError, ValueError) as exc:
             raise TypeError(
                 f"cannot serialize a value of type {type(value).__name__}: {exc}"

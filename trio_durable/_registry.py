@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import contextvars
 import enum
+import heapq
+import itertools
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterator
@@ -85,8 +87,8 @@ class LiveObject:
 
     __slots__ = (
         "_cancel_requested",
+        "_evict_now",
         "_evict_requested",
-        "_timer",
         "busy",
         "closed",
         "ctx",
@@ -105,6 +107,7 @@ class LiveObject:
         "predecessor",
         "registry",
         "reset_reason",
+        "scheduled_at",
         "services",
         "socket_pins",
         "state",
@@ -140,7 +143,9 @@ class LiveObject:
         self.last_event = now
         self.closed = trio.Event()
         self.reset_reason: BaseException | None = None
-        self._timer: trio.CancelScope | None = None
+        # The deadline of this object's entry in the registry's timer heap.
+        self.scheduled_at = math.inf
+        self._evict_now = trio.Event()
         self._evict_requested = False
         # Per-activation state of other layers (storage, sockets), by name.
         self.services: dict[str, Any] = {}
@@ -170,23 +175,26 @@ class LiveObject:
         return self.idle_since + self.registry.hibernate_after
 
     def _reschedule(self) -> None:
-        if self._timer is not None:
-            self._timer.deadline = self.eviction_deadline()
+        self.registry.schedule(self, self.eviction_deadline())
+
+    def timer_fired(self, now: float) -> None:
+        """(Registry timer) our heap entry came due: evict, or re-arm."""
+        deadline = self.eviction_deadline()
+        if deadline <= now:
+            self._evict_now.set()
+        else:
+            self.registry.schedule(self, deadline)
 
     def begin_event(self) -> None:
         """Count an event in (it keeps the object from being evicted)."""
         self.busy += 1
-        # last_event is stamped when the event ends: while busy, no deadline runs.
-        if self.busy == 1 and self._timer is not None:
-            self._timer.deadline = math.inf
 
     def end_event(self) -> None:
         """Count an event out; the idle clock starts when none is left."""
         self.busy -= 1
-        now = trio.current_time()
-        self.last_event = now
         if self.busy == 0:
-            if self.pins == 0:
+            now = self.last_event = trio.current_time()
+            if self.pins == 0 and self.socket_pins == 0:
                 self.idle_since = now
             self._reschedule()
 
@@ -201,7 +209,6 @@ class LiveObject:
             self.socket_pins += 1
         else:
             self.pins += 1
-        self._reschedule()
 
     def unpin(self, *, socket: bool = False) -> None:
         """Undo :meth:`pin`; the idle clock starts when nothing is left."""
@@ -335,14 +342,8 @@ class LiveObject:
         return True
 
     async def _wait_for_eviction(self) -> None:
-        while True:
-            deadline = self.eviction_deadline()
-            if deadline <= trio.current_time():
-                return
-            with trio.CancelScope(deadline=deadline) as timer:
-                self._timer = timer
-                await trio.sleep_forever()
-            self._timer = None
+        self._reschedule()
+        await self._evict_now.wait()
 
     # ----------------------------------------------------------------- events
 
@@ -397,6 +398,10 @@ class Registry:
         self._live: dict[tuple[str, str], LiveObject] = {}
         self._nursery: trio.Nursery | None = None
         self._closed = False
+        # Eviction timers of all objects: (deadline, tie-breaker, object).
+        self._timers: list[tuple[float, int, LiveObject]] = []
+        self._timer_counter = itertools.count()
+        self._timer_scope: trio.CancelScope | None = None
         # IDs activated since the backend last recorded them (written in batches).
         self.unrecorded: dict[tuple[str, str], DurableObjectId] = {}
         self.unrecorded_added = trio.Event()
@@ -404,6 +409,36 @@ class Registry:
     def attach(self, nursery: trio.Nursery) -> None:
         """Start hosting lifetimes in ``nursery`` (the runtime's)."""
         self._nursery = nursery
+
+    def schedule(self, record: LiveObject, deadline: float) -> None:
+        """Make sure ``record``'s timer fires no later than ``deadline``.
+
+        Entries only ever move *earlier*: one that fires too early is
+        re-armed by :meth:`LiveObject.timer_fired`. So a busy object costs at
+        most one heap push per idle period, not one per event.
+        """
+        if deadline < record.scheduled_at:
+            record.scheduled_at = deadline
+            heapq.heappush(self._timers, (deadline, next(self._timer_counter), record))
+            scope = self._timer_scope
+            if scope is not None and deadline < scope.deadline:
+                scope.deadline = deadline
+
+    async def run_timers(self) -> None:
+        """The one task that fires every object's eviction timer."""
+        timers = self._timers
+        while True:
+            now = trio.current_time()
+            while timers and timers[0][0] <= now:
+                deadline, _, record = heapq.heappop(timers)
+                if deadline != record.scheduled_at or record.state is State.CLOSED:
+                    continue  # superseded by an earlier entry, or gone
+                record.scheduled_at = math.inf
+                record.timer_fired(now)
+            with trio.CancelScope(deadline=timers[0][0] if timers else math.inf) as scope:
+                self._timer_scope = scope
+                await trio.sleep_forever()
+            self._timer_scope = None
 
     def close(self) -> None:
         """Refuse new events from now on."""

@@ -302,6 +302,7 @@ async def open_runtime(
         with _unwrap_single_exception():
             async with trio.open_nursery() as nursery:
                 runtime.registry.attach(nursery)
+                nursery.start_soon(runtime.registry.run_timers)
                 nursery.start_soon(runtime._run_recorder)
                 nursery.start_soon(runtime.storage_engine.run)  # storage and alarms (issue 4)
                 nursery.start_soon(runtime.alarms.run)  # storage and alarms (issue 4)

@@ -25,6 +25,7 @@ from trio_durable._websocket._network import (
     NetworkTransport,
     WebSocketProtocolError,
 )
+from trio_durable._websocket._parking import SocketParking
 from trio_durable._websocket._transport import DISCONNECTED_REASON
 
 from .conftest import Harness
@@ -267,3 +268,18 @@ async def test_client_that_never_reads_is_disconnected(harness: Harness, ws_clie
     assert len(data) >= 1024, "the stuck client had received some data before"
     if b"\x88" in data[-40:]:
         assert SLOW_CLIENT_CODE.to_bytes(2, "big") in data[-40:]
+
+
+async def test_shutdown_closes_parked_connections_with_1001(
+    harness: Harness, parking: SocketParking
+) -> None:
+    async with trio.open_nursery() as connection_nursery:
+        home = ConnectionHome(connection_nursery, parking, park_after=0.05)
+        await connection_nursery.start(home.run)
+        client, transport, sink = await harness.raw_client(home)
+        await wait_until(lambda: transport.is_parked)
+        connection_nursery.cancel_scope.cancel()
+    opcode, payload = await in_thread(read_server_frame, client)
+    assert (opcode, payload[:2]) == (Opcode.CLOSE, (1001).to_bytes(2, "big")), payload
+    assert len(home) == 0 and transport._sock is None, "the socket was closed"
+    assert sink.events == [], "nobody is told during shutdown"
