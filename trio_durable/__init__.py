@@ -4,9 +4,11 @@ The public API is exactly the set of names re-exported here.
 """
 
 from ._alarms import AlarmInfo as AlarmInfo
+from ._app import App as App
 from ._exceptions import CommitFailedError as CommitFailedError
 from ._exceptions import LimitExceededError as LimitExceededError
 from ._exceptions import ObjectResetError as ObjectResetError
+from ._exceptions import SqlError as SqlError
 from ._exceptions import StorageError as StorageError
 from ._exceptions import TrioDurableError as TrioDurableError
 from ._exceptions import WebSocketClosedError as WebSocketClosedError
@@ -24,7 +26,6 @@ from ._runtime import open_runtime as open_runtime
 from ._storage._kv import Storage as Storage
 from ._storage._kv import Transaction as Transaction
 from ._storage._sql import SqlCursor as SqlCursor
-from ._storage._sql import SqlError as SqlError
 from ._storage._sql import SqlStorage as SqlStorage
 from ._websocket._gateway import serve as serve
 from ._websocket._interop import connect_websocket as connect_websocket

@@ -9,6 +9,8 @@
     │                                while this call was waiting on it
     ├── StorageError                 the storage backend failed (our side)
     │   └── CommitFailedError        a commit did not reach the disk
+    ├── SqlError (also ValueError)   user SQL was refused (BEGIN, ATTACH, the
+    │                                runtime's own _td_ tables, ...)
     ├── LimitExceededError (also ValueError)
     │                                a documented limit was exceeded; the message
     │                                names the limit and the value
@@ -35,6 +37,7 @@ __all__ = [
     "CommitFailedError",
     "LimitExceededError",
     "ObjectResetError",
+    "SqlError",
     "StorageError",
     "TrioDurableError",
     "WebSocketClosedError",
@@ -59,6 +62,10 @@ class StorageError(TrioDurableError):
 
 class CommitFailedError(StorageError):
     """A commit did not reach durable storage; the object was reset."""
+
+
+class SqlError(TrioDurableError, ValueError):
+    """User SQL was refused: it would manage transactions, attach a database, etc."""
 
 
 class LimitExceededError(TrioDurableError, ValueError):

@@ -21,7 +21,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._exceptions import TrioDurableError
+from .._exceptions import SqlError
 
 if TYPE_CHECKING:
     from ._kv import Storage
@@ -78,10 +78,6 @@ _USE_TRANSACTION = (
     "manage transactions with `async with ctx.storage.transaction()`; "
     "statements without an await between them already commit together"
 )
-
-
-class SqlError(TrioDurableError, ValueError):
-    """User SQL was refused: it would manage transactions, attach a database, etc."""
 
 
 class _Guard:
