@@ -21,14 +21,13 @@ async def worker(request: td.Request, runtime: td.Runtime) -> td.Response:
 
 
 @pytest.fixture
-async def served(nursery: trio.Nursery) -> AsyncIterator[tuple[td.Runtime, str]]:
-    async with td.open_runtime(objects={"rooms": Room}) as runtime:
-        async with trio.open_nursery() as inner:
-            port = await inner.start(
-                functools.partial(td.serve, runtime, worker, host="127.0.0.1", port=0)
-            )
-            yield runtime, f"ws://127.0.0.1:{port}/?name=ann"
-            inner.cancel_scope.cancel()
+async def served() -> AsyncIterator[tuple[td.Runtime, str]]:
+    async with td.open_runtime(objects={"rooms": Room}) as runtime, trio.open_nursery() as inner:
+        port = await inner.start(
+            functools.partial(td.serve, runtime, worker, host="127.0.0.1", port=0)
+        )
+        yield runtime, f"ws://127.0.0.1:{port}/?name=ann"
+        inner.cancel_scope.cancel()
 
 
 def connect(url: str) -> Any:
