@@ -59,7 +59,8 @@ class InputGate:
         # A task, or _ACTIVATING while the object is not built yet.
         self._holder: object | None = None
         self._depth = 0
-        self._waiters: deque[_Waiter] = deque()
+        # Created on first contention: most gates never queue anyone.
+        self._waiters: deque[_Waiter] | None = None
         # True between waking a waiter and that waiter running: the gate is
         # neither held nor free, so newcomers must queue behind.
         self._handing_off = False
@@ -82,6 +83,8 @@ class InputGate:
     async def _wait_turn(self, wants_hold: bool) -> None:
         task = trio.lowlevel.current_task()
         waiter = _Waiter(trio.Event(), wants_hold, task)
+        if self._waiters is None:
+            self._waiters = deque()
         self._waiters.append(waiter)
         try:
             await waiter.event.wait()
@@ -92,6 +95,7 @@ class InputGate:
                 self._handing_off = False
                 self._wake_next()
             else:
+                assert self._waiters is not None
                 self._waiters.remove(waiter)
             raise
         self._handing_off = False

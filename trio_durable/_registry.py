@@ -70,6 +70,7 @@ class State(enum.Enum):
 
 
 ResetListener = Callable[["LiveObject", bool], None]
+BackgroundWork = tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]
 
 
 @attrs.define(eq=False, slots=True)
@@ -87,10 +88,10 @@ class LiveObject:
 
     __slots__ = (
         "_cancel_requested",
-        "_evict_now",
+        "_closed_event",
         "_evict_requested",
+        "_sleeper",
         "busy",
-        "closed",
         "ctx",
         "handler_scopes",
         "idle_since",
@@ -133,7 +134,8 @@ class LiveObject:
         # Set when the object is cancelled before its nursery exists.
         self._cancel_requested = False
         self.nursery: trio.Nursery | None = None
-        self.pending_background: list[tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]] = []
+        # Background work requested before the nursery exists (rare: lazily a list).
+        self.pending_background: list[BackgroundWork] | None = None
         self.handler_scopes: set[trio.CancelScope] = set()
         self.busy = 0  # events admitted and not finished
         self.pins = 0  # background work: keeps the object awake up to evict_after
@@ -141,11 +143,13 @@ class LiveObject:
         now = trio.current_time()
         self.idle_since = now
         self.last_event = now
-        self.closed = trio.Event()
+        # Created only when someone waits for this activation to close.
+        self._closed_event: trio.Event | None = None
         self.reset_reason: BaseException | None = None
         # The deadline of this object's entry in the registry's timer heap.
         self.scheduled_at = math.inf
-        self._evict_now = trio.Event()
+        # The lifetime task, parked until its eviction is due (no Event: cheaper).
+        self._sleeper: trio.lowlevel.Task | None = None
         self._evict_requested = False
         # Per-activation state of other layers (storage, sockets), by name.
         self.services: dict[str, Any] = {}
@@ -181,7 +185,7 @@ class LiveObject:
         """(Registry timer) our heap entry came due: evict, or re-arm."""
         deadline = self.eviction_deadline()
         if deadline <= now:
-            self._evict_now.set()
+            self._wake_lifetime()
         else:
             self.registry.schedule(self, deadline)
 
@@ -238,6 +242,8 @@ class LiveObject:
         """Run ``async_fn(*args)`` in the object's nursery, pinning the object."""
         self.pin()
         if self.nursery is None:
+            if self.pending_background is None:
+                self.pending_background = []
             self.pending_background.append((async_fn, args))
         else:
             self.nursery.start_soon(self._run_background, async_fn, args)
@@ -308,13 +314,13 @@ class LiveObject:
                 if self._cancel_requested:
                     return
                 if self.predecessor is not None:
-                    await self.predecessor.closed.wait()
+                    await self.predecessor.wait_closed()
                     self.predecessor = None
                     if not self._construct_after_wait():
                         return
-                for async_fn, args in self.pending_background:
+                for async_fn, args in self.pending_background or ():
                     nursery.start_soon(self._run_background, async_fn, args)
-                self.pending_background.clear()
+                self.pending_background = None
                 await self._wait_for_eviction()
                 if self.reset_reason is None:
                     registry.counters.evictions += 1
@@ -327,7 +333,8 @@ class LiveObject:
             registry.forget(self)
             for listener in registry.close_listeners:
                 listener(self)
-            self.closed.set()
+            if self._closed_event is not None:
+                self._closed_event.set()
 
     def _construct_after_wait(self) -> bool:
         if self.state is State.CLOSING:  # reset or evicted before it ever started
@@ -343,7 +350,27 @@ class LiveObject:
 
     async def _wait_for_eviction(self) -> None:
         self._reschedule()
-        await self._evict_now.wait()
+        self._sleeper = trio.lowlevel.current_task()
+
+        def abort(_: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+            self._sleeper = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def _wake_lifetime(self) -> None:
+        sleeper, self._sleeper = self._sleeper, None
+        if sleeper is not None:
+            trio.lowlevel.reschedule(sleeper)
+
+    async def wait_closed(self) -> None:
+        """Wait until this activation has fully closed."""
+        if self.state is State.CLOSED:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._closed_event is None:
+            self._closed_event = trio.Event()
+        await self._closed_event.wait()
 
     # ----------------------------------------------------------------- events
 
@@ -533,5 +560,5 @@ class Registry:
             return False
         if record.state is not State.CLOSING:
             record.request_eviction()
-        await record.closed.wait()
+        await record.wait_closed()
         return True
