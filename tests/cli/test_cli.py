@@ -1,0 +1,175 @@
+"""The ``trio-durable`` command: serve, stop cleanly, refuse bad arguments in one line."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from tests.chat.helpers import ROOT, cli_server, stop
+
+
+def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "trio_durable", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def get(url: str) -> tuple[int, bytes]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.status, response.read()
+
+
+def test_console_script_is_declared() -> None:
+    scripts = importlib.metadata.entry_points(group="console_scripts")
+    (entry,) = [ep for ep in scripts if ep.name == "trio-durable"]
+    assert entry.value == "trio_durable._cli:main", entry.value
+
+
+def test_help_lists_serve() -> None:
+    result = run("--help")
+    assert result.returncode == 0, result.stderr
+    assert "serve" in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_serves_then_stops_on_signal_with_exit_0(tmp_path: Path, signum: int) -> None:
+    with cli_server(tmp_path / "data") as (process, url):
+        status, body = get(url + "/")
+        assert status == 200 and b"<title>Chat" in body
+        code, rest = stop(process, signum)
+    assert code == 0, (code, rest)
+    lines = rest.strip().splitlines()
+    assert len(lines) == 1 and "stopped serving examples.chat:app on " + url in lines[0], rest
+    assert "Traceback" not in rest, rest
+    assert (tmp_path / "data" / "trio_durable.sqlite3").exists()
+
+
+def test_log_level_warning_is_quiet(tmp_path: Path) -> None:
+    args = ["serve", "examples.chat:app", "--port", "0", "--data-dir", str(tmp_path)]
+    with subprocess.Popen(
+        [sys.executable, "-m", "trio_durable", *args, "--log-level", "warning"],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        try:
+            # Nothing to wait for in the log: give it time to start, then stop it.
+            with pytest.raises(subprocess.TimeoutExpired):
+                process.wait(2)
+            code, rest = stop(process)
+        finally:
+            process.kill()
+    assert (code, rest) == (0, ""), (code, rest)
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("trio-durable: error: "), lines[0]
+    return lines[0]
+
+
+def test_unknown_module_exits_2_in_one_line(tmp_path: Path) -> None:
+    line = one_line_error(run("serve", "no_such_module:app", "--data-dir", str(tmp_path)))
+    assert "no module named 'no_such_module'" in line, line
+
+
+def test_missing_attribute_exits_2(tmp_path: Path) -> None:
+    line = one_line_error(run("serve", "examples.chat:nope", "--data-dir", str(tmp_path)))
+    assert "has no attribute 'nope'" in line, line
+
+
+def test_not_an_app_exits_2(tmp_path: Path) -> None:
+    line = one_line_error(run("serve", "examples.chat:worker", "--data-dir", str(tmp_path)))
+    assert "not a trio_durable.App" in line, line
+
+
+def test_malformed_app_spec_exits_2(tmp_path: Path) -> None:
+    line = one_line_error(run("serve", "examples.chat", "--data-dir", str(tmp_path)))
+    assert "MODULE:ATTRIBUTE" in line, line
+
+
+def test_module_is_imported_from_the_current_directory(tmp_path: Path) -> None:
+    (tmp_path / "broken_app.py").write_text("raise RuntimeError('boom at import')\n")
+    line = one_line_error(run("serve", "broken_app:app", cwd=tmp_path))
+    assert "RuntimeError: boom at import" in line, line
+
+
+def test_port_in_use_exits_2(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("serve", "examples.chat:app", "--port", str(port), "--data-dir", str(tmp_path))
+    line = one_line_error(result)
+    assert f"cannot listen on 127.0.0.1:{port}: the port is in use" in line, line
+
+
+def test_unwritable_data_dir_exits_2(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    line = one_line_error(
+        run("serve", "examples.chat:app", "--port", "0", "--data-dir", str(blocker / "data"))
+    )
+    assert "is not writable" in line, line
+
+
+def test_bad_option_exits_2_in_one_line() -> None:
+    one_line_error(run("serve", "examples.chat:app", "--port", "eighty"))
+    one_line_error(run("serve", "examples.chat:app", "--port", "70000"))
+    one_line_error(run("launch"))
+
+
+def test_sigterm_with_a_websocket_open_closes_it_1001_and_exits_0(tmp_path: Path) -> None:
+    with cli_server(tmp_path) as (process, url):
+        room = url.replace("http://", "ws://") + "/api/room/lobby/websocket"
+        with connect(room, proxy=None) as client:
+            client.send(json.dumps({"name": "ada"}))
+            assert json.loads(client.recv(5)) == {"joined": "ada"}
+            assert json.loads(client.recv(5)) == {"ready": True}
+            code, rest = stop(process)
+            with pytest.raises(ConnectionClosed):
+                client.recv(5)
+            assert client.close_code == 1001, client.close_code
+    assert code == 0, (code, rest)
+    assert "Traceback" not in rest, rest
+
+
+def test_readme_quick_start_is_two_commands_run_and_test() -> None:
+    readme = (ROOT / "README.md").read_text()
+    quick_start = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"```sh\n(.*?)\n```", quick_start, re.DOTALL)
+    assert len(commands) == 2, commands
+    run_command, test_command = commands
+    assert run_command.endswith(
+        "trio-durable serve examples.chat:app --host 127.0.0.1 --port 8787 --data-dir ./data"
+    ), run_command
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert f"test_command='{test_command}'" in ci, "the README's test command is what CI runs"
+
+
+def test_storage_that_cannot_be_opened_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "trio_durable.sqlite3").mkdir()  # a directory where the database goes
+    line = one_line_error(
+        run("serve", "examples.chat:app", "--port", "0", "--data-dir", str(tmp_path))
+    )
+    assert "cannot open the storage" in line, line
