@@ -1,4 +1,4 @@
-"""The README's demo keeps working."""
+"""The core demo (RPC and a network echo, examples/demo.py) keeps working."""
 
 from __future__ import annotations
 

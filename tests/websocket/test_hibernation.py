@@ -370,3 +370,27 @@ async def test_standard_api_pins_the_object_until_closed(
     await trio.sleep(10.5)
     await trio.testing.wait_all_tasks_blocked()
     assert runtime.statistics().live_objects == 0, "after close the object hibernates"
+
+
+async def test_closing_socket_is_gone_from_get_websockets_but_keeps_its_attachment(
+    runtime_factory, autojump_clock: trio.testing.MockClock
+) -> None:  # type: ignore[no-untyped-def]
+    import attrs
+
+    seen: list[tuple[int, str, int]] = []
+
+    @attrs.define(eq=False)
+    class Leaving(Room):
+        async def websocket_close(
+            self, ws: td.WebSocket, code: int, reason: str, was_clean: bool
+        ) -> None:
+            member = ws.deserialize_attachment(Member)
+            seen.append((len(self.ctx.get_websockets()), member.name, ws.ready_state))
+
+    async with runtime_factory(objects={"rooms": Leaving}) as rt:
+        stub = rt.namespace("rooms").get_by_name("r")
+        async with open_websocket(stub, "http://t/?name=stay"):
+            async with open_websocket(stub, "http://t/?name=leaver"):
+                await hibernate(rt)
+            await trio.testing.wait_all_tasks_blocked()
+    assert seen[0] == (1, "leaver", td.WebSocket.CLOSED), seen
