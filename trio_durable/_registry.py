@@ -540,6 +540,7 @@ class Registry:
         input gate after the call, so a ``block_concurrency_while`` in the
         caller holds back the reply.
         """
+        await trio.lowlevel.checkpoint_if_cancelled()
         caller = _current_object.get()
         record = self.activate(namespace, object_id)
 
@@ -548,10 +549,15 @@ class Registry:
             return await method(*invocation.args, **invocation.kwargs)
 
         try:
-            return await record.run_event(handler)
+            result = await record.run_event(handler)
         finally:
             if caller is not None and caller is not record and caller.state is not State.CLOSED:
                 await caller.input_gate.pass_through()
+        # A call is a full checkpoint (Trio's rule), even when the handler
+        # never blocked: a loop of calls must not starve other tasks. Shielded,
+        # so a result that exists is never lost to a late cancellation.
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return result
 
     async def evict(self, namespace: Namespace, object_id: DurableObjectId) -> bool:
         """Evict an object once its running handlers finish; False if it was not live."""

@@ -432,3 +432,20 @@ def test_validate_close_counts_utf8_bytes_not_characters() -> None:
 def test_max_message_size_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         FrameCodec(max_message_size=0)
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 70000])
+@pytest.mark.parametrize("text", [True, False])
+def test_hand_packed_frames_match_the_reference_serializer(size: int, text: bool) -> None:
+    from websockets.frames import Frame as RefFrame
+    from websockets.frames import Opcode as RefOpcode
+
+    from trio_durable._websocket._codec import serialize_message
+
+    raw = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    data: str | bytes = "é" * size if text else raw
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    opcode = RefOpcode.TEXT if text else RefOpcode.BINARY
+    expected = RefFrame(opcode, payload).serialize(mask=False)
+    assert serialize_message(data) == expected, f"size {size}"
+    assert serialize_message(data) == expected, "the cached frame of a repeated message"
