@@ -28,6 +28,12 @@ from ._storage._backend import Backend, ObjectEntry
 from ._storage._engine import StorageEngine
 from ._storage._limits import DEFAULT_MAX_VALUE_BYTES
 from ._storage.sqlite import SqliteBackend
+from ._watchdog import (  # faults (issue 6)
+    DEFAULT_BLOCKING_RESET_AFTER,
+    DEFAULT_BLOCKING_WARNING_AFTER,
+    Watchdog,
+    open_watchdog,
+)
 from ._websocket._hub import SocketHub, SocketLimits
 
 __all__ = ["Runtime", "RuntimeStatistics", "open_runtime"]
@@ -118,6 +124,7 @@ class Runtime:
         # --- websockets (issue 3) ---
         self.sockets = SocketHub(self.registry, self.converter, socket_limits or SocketLimits())
         # --- end websockets ---
+        self.watchdog: Watchdog | None = None  # faults (issue 6)
         self._object_classes = dict(objects)
         self._namespaces: dict[str, Namespace] = {}
         self._closed = False
@@ -244,6 +251,8 @@ async def open_runtime(
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
     max_websockets_per_object: int = 32_768,
     max_attachment_bytes: int = 16_384,
+    blocking_warning_after: float | None = DEFAULT_BLOCKING_WARNING_AFTER,  # faults (issue 6)
+    blocking_reset_after: float | None = DEFAULT_BLOCKING_RESET_AFTER,  # faults (issue 6)
 ) -> AsyncIterator[Runtime]:
     """Open a runtime serving the given object classes.
 
@@ -269,6 +278,13 @@ async def open_runtime(
             may accept (default 32,768).
         max_attachment_bytes: Largest serialized WebSocket attachment
             (default 16,384 bytes).
+        blocking_warning_after: A task step that blocks the event loop this
+            many seconds (real time) or longer is logged as a warning naming
+            the object, the handler and the line (default 1 s; ``None``: no
+            warning). See ``docs/faults.md``.
+        blocking_reset_after: A step of an object's code that blocks the
+            loop this long also resets that object (default 30 s; ``None``:
+            never). ``None`` for both turns the watchdog off.
 
     On exit every object is cancelled and the backend is closed. Cancelling
     the block cancels them the same way.
@@ -276,6 +292,10 @@ async def open_runtime(
     _check_objects(objects)
     hibernate_after = _check_seconds("hibernate_after", hibernate_after)
     evict_after = _check_seconds("evict_after", evict_after)
+    if blocking_warning_after is not None:  # faults (issue 6)
+        blocking_warning_after = _check_seconds("blocking_warning_after", blocking_warning_after)
+    if blocking_reset_after is not None:  # faults (issue 6)
+        blocking_reset_after = _check_seconds("blocking_reset_after", blocking_reset_after)
     if backend is None:
         backend = SqliteBackend(data_dir)
     elif data_dir is not None:
@@ -299,7 +319,14 @@ async def open_runtime(
         runtime._bind(await backend.load_secret())
         runtime.alarms.start_clock()  # storage and alarms (issue 4)
         await runtime.alarms.load()  # storage and alarms (issue 4)
-        with _unwrap_single_exception():
+        with (
+            _unwrap_single_exception(),
+            open_watchdog(  # faults (issue 6)
+                runtime.registry,
+                warn_after=blocking_warning_after,
+                reset_after=blocking_reset_after,
+            ) as runtime.watchdog,
+        ):
             async with trio.open_nursery() as nursery:
                 runtime.registry.attach(nursery)
                 nursery.start_soon(runtime.registry.run_timers)

@@ -28,12 +28,20 @@ body over the limit                         413, connection closed
 head (or TLS handshake) not complete in     connection dropped, nothing sent
 ``handshake_timeout``; also the idle time
 allowed between keep-alive requests
+a response the client does not read for     connection dropped
+``write_timeout``
 the worker raises or returns a non-Response 500 (logged); keep-alive goes on
 101 for a request that is not an upgrade    500
 upgrade without a valid Sec-WebSocket-Key   400
 Sec-WebSocket-Version other than 13         426 with ``Sec-WebSocket-Version: 13``
+upgrade from an Origin not in               403
+``allowed_origins``
+upgrade refused by ``authenticate``         the hook's response
 ``max_connections`` connections open        503, connection closed
 ==========================================  ====================================
+
+An upgrade request is checked (version, key, origin, then ``authenticate``)
+*before* the worker runs, so a refused upgrade never reaches an object.
 """
 
 from __future__ import annotations
@@ -47,8 +55,8 @@ import logging
 import math
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Final, NoReturn
+from collections.abc import Awaitable, Callable, Collection
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import h11
 import trio
@@ -57,13 +65,15 @@ from .._http import Headers, Request, Response
 from ._codec import DEFAULT_MAX_MESSAGE_SIZE, accept_key
 from ._network import (
     DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_FRAME_TIMEOUT,
     DEFAULT_PARK_AFTER,
     DEFAULT_SEND_BUFFER_LIMIT,
     ConnectionHome,
     NetworkTransport,
     TlsState,
 )
-from ._socket import bind_client_end
+from ._socket import WebSocket, _Mode, bind_client_end
+from ._transport import DISCONNECTED_REASON
 
 if TYPE_CHECKING:
     from .._runtime import Runtime
@@ -73,6 +83,8 @@ __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_HEADER_BYTES",
+    "DEFAULT_WRITE_TIMEOUT",
+    "Authenticator",
     "Worker",
     "serve",
 ]
@@ -81,8 +93,12 @@ logger: Final = logging.getLogger("trio_durable.gateway")
 
 #: What ``serve`` calls for each request.
 Worker = Callable[[Request, "Runtime"], Awaitable[Response]]
+#: ``serve(authenticate=...)``: ``None`` lets an upgrade through, a Response refuses it.
+Authenticator = Callable[[Request], Awaitable[Response | None]]
 
 DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
+#: Seconds a client may leave an HTTP response unread (no byte taken) before it is dropped.
+DEFAULT_WRITE_TIMEOUT: Final = 30.0
 DEFAULT_MAX_CONNECTIONS: Final = 10_000
 DEFAULT_MAX_HEADER_BYTES: Final = 16 * 1024
 DEFAULT_MAX_BODY_BYTES: Final = 1024 * 1024
@@ -96,6 +112,9 @@ _ACCEPT_CAPACITY_ERRNOS: Final = frozenset(
 # are closed without an answer, since answering costs a task each.
 _MAX_REFUSING: Final = 64
 _REFUSE_TIMEOUT: Final = 1.0
+# After an error answer, how long the client's remaining input is drained
+# (so that closing does not reset the connection before it read the answer).
+_LINGER_TIMEOUT: Final = 1.0
 # Headers of the 101 response that the gateway writes itself.
 _UPGRADE_OWN_HEADERS: Final = frozenset(
     {"upgrade", "connection", "sec-websocket-accept", "content-length", "transfer-encoding"}
@@ -117,6 +136,11 @@ async def serve(
     send_buffer_limit: int = DEFAULT_SEND_BUFFER_LIMIT,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+    write_timeout: float = DEFAULT_WRITE_TIMEOUT,
+    frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
+    max_messages_per_second: float | None = None,
+    allowed_origins: Collection[str | None] | None = None,
+    authenticate: Authenticator | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve HTTP/1.1 and WebSocket upgrades on one port; never returns.
@@ -147,14 +171,48 @@ async def serve(
         max_message_size: Largest WebSocket message received; more closes
             the socket with 1009.
         close_timeout: Seconds to wait for a client's Close reply.
+        write_timeout: Seconds an HTTP client may take no byte of a response
+            the gateway is writing; then the connection is dropped and its
+            handler task ends (default 30 s).
+        frame_timeout: Seconds a WebSocket client may stay silent in the
+            middle of a frame or fragmented message; then it is closed with
+            1008 (default 30 s).
+        max_messages_per_second: WebSocket messages (and Pings and Pongs)
+            one connection may send per second, with bursts of one second's
+            worth; more closes it with 1008. ``None`` (the default): no limit.
+        allowed_origins: When given, a WebSocket upgrade whose ``Origin``
+            header is not in it gets 403 before the worker runs. Values are
+            compared exactly (``"https://example.com"``); put ``None`` in it
+            to let in clients that send no ``Origin`` (browsers always do).
+        authenticate: ``async authenticate(request) -> Response | None``,
+            called for every WebSocket upgrade after the checks above and
+            before the worker: ``None`` lets it through, a Response (say 401)
+            is sent instead. It raising gives 500. Either way no object is
+            touched.
         task_status: Gets the bound port (an ``int``) once listening, so
             ``port = await nursery.start(partial(serve, ...))`` works.
 
     Cancelling ``serve`` closes the listeners and the connections still
     speaking HTTP; upgraded WebSockets stay open until the runtime closes.
     """
-    if not (handshake_timeout > 0 and math.isfinite(handshake_timeout)):
-        raise ValueError(f"handshake_timeout must be positive seconds, got {handshake_timeout!r}")
+    for name, seconds in (
+        ("handshake_timeout", handshake_timeout),
+        ("write_timeout", write_timeout),
+        ("frame_timeout", frame_timeout),
+    ):
+        if not (seconds > 0 and math.isfinite(seconds)):
+            raise ValueError(f"{name} must be positive seconds, got {seconds!r}")
+    if max_messages_per_second is not None and not (
+        max_messages_per_second > 0 and math.isfinite(max_messages_per_second)
+    ):
+        raise ValueError(
+            f"max_messages_per_second must be positive or None, got {max_messages_per_second!r}"
+        )
+    origins: frozenset[str | None] | None = None
+    if allowed_origins is not None:
+        if isinstance(allowed_origins, str):
+            raise TypeError("allowed_origins must be a collection of origins, not one str")
+        origins = frozenset(allowed_origins)
     for name, value in (
         ("max_connections", max_connections),
         ("max_header_bytes", max_header_bytes),
@@ -170,11 +228,16 @@ async def serve(
         max_connections=max_connections,
         max_header_bytes=max_header_bytes,
         max_body_bytes=max_body_bytes,
+        write_timeout=float(write_timeout),
+        allowed_origins=origins,
+        authenticate=authenticate,
         home_options={
             "park_after": park_after,
             "send_buffer_limit": send_buffer_limit,
             "max_message_size": max_message_size,
             "close_timeout": close_timeout,
+            "frame_timeout": frame_timeout,
+            "max_messages_per_second": max_messages_per_second,
         },
     )
     listeners = await trio.open_tcp_listeners(port, host=host)
@@ -193,14 +256,24 @@ async def serve(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+class WriteTimeoutError(trio.BrokenResourceError):
+    """The client took no byte of what the gateway was writing for ``write_timeout``."""
+
+
 class _Wire:
     """A raw non-blocking socket (plus TLS) as the HTTP side uses it: one task, in turn."""
 
-    __slots__ = ("sock", "tls")
+    __slots__ = ("sock", "tls", "write_timeout")
 
-    def __init__(self, sock: socket.socket, tls: TlsState | None) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        tls: TlsState | None,
+        write_timeout: float = DEFAULT_WRITE_TIMEOUT,
+    ) -> None:
         self.sock = sock
         self.tls = tls
+        self.write_timeout = write_timeout
 
     async def handshake(self) -> None:
         """Run the TLS handshake (only for TLS wires)."""
@@ -254,9 +327,37 @@ class _Wire:
             try:
                 sent = self.sock.send(view)
             except BlockingIOError:
-                await trio.lowlevel.wait_writable(self.sock)
+                # A client that reads nothing must not hold this task forever.
+                with trio.move_on_after(self.write_timeout) as scope:
+                    await trio.lowlevel.wait_writable(self.sock)
+                if scope.cancelled_caught:
+                    raise WriteTimeoutError(
+                        f"the client took no data for {self.write_timeout:g} s with "
+                        f"{len(view):,} bytes left to send; the write timeout is "
+                        f"{self.write_timeout:g} s"
+                    ) from None
             else:
                 view = view[sent:]
+
+    async def linger(self) -> None:
+        """Half-close, then read and drop what the client still sends, briefly.
+
+        Closing a socket with unread input makes the kernel reset the
+        connection, which can destroy our answer before the client reads it
+        (typically a 413 while the client is still sending its body). A
+        client that reads until EOF sees it at once.
+        """
+        with trio.move_on_after(_LINGER_TIMEOUT):
+            try:
+                if self.tls is not None:
+                    with contextlib.suppress(ssl.SSLError):
+                        self.tls.obj.unwrap()  # queue our close_notify
+                    await self._send_raw(self.tls.outgoing.read())
+                self.sock.shutdown(socket.SHUT_WR)
+                while await self._recv_raw():
+                    pass
+            except (OSError, trio.BrokenResourceError):
+                pass
 
     def close(self) -> None:
         trio.lowlevel.notify_closing(self.sock)
@@ -284,7 +385,10 @@ class _Gateway:
         max_connections: int,
         max_header_bytes: int,
         max_body_bytes: int,
-        home_options: dict[str, float],
+        write_timeout: float = DEFAULT_WRITE_TIMEOUT,
+        allowed_origins: frozenset[str | None] | None = None,
+        authenticate: Authenticator | None = None,
+        home_options: dict[str, Any],
     ) -> None:
         self.runtime = runtime
         self.worker = worker
@@ -293,6 +397,9 @@ class _Gateway:
         self.max_connections = max_connections
         self.max_header_bytes = max_header_bytes
         self.max_body_bytes = max_body_bytes
+        self.write_timeout = write_timeout
+        self.allowed_origins = allowed_origins
+        self.authenticate = authenticate
         self.home_options = home_options
         self.server_address = ""
         self.http_connections = 0
@@ -314,14 +421,7 @@ class _Gateway:
         if home is None:
             hub = self.runtime.sockets
             nursery = hub.connection_nursery
-            home = ConnectionHome(
-                nursery,
-                hub.parking,
-                park_after=self.home_options["park_after"],
-                send_buffer_limit=int(self.home_options["send_buffer_limit"]),
-                max_message_size=int(self.home_options["max_message_size"]),
-                close_timeout=self.home_options["close_timeout"],
-            )
+            home = ConnectionHome(nursery, hub.parking, **self.home_options)
             nursery.start_soon(home.run)
             self._home = home
         return home
@@ -390,7 +490,7 @@ class _Gateway:
     async def handle(self, sock: socket.socket, peer: tuple[str, int]) -> None:
         """Serve the requests of one connection, until it closes or is handed over."""
         tls = TlsState(self.ssl_context) if self.ssl_context is not None else None
-        wire = _Wire(sock, tls)
+        wire = _Wire(sock, tls, self.write_timeout)
         handed_over = False
         try:
             if tls is not None:
@@ -410,6 +510,8 @@ class _Gateway:
                 if conn.their_state is not h11.DONE:
                     return
                 conn.start_next_cycle()
+        except WriteTimeoutError as exc:
+            logger.info("%s: dropped: %s", peer, exc)
         except (OSError, trio.BrokenResourceError, h11.ProtocolError) as exc:
             logger.debug("%s: connection ended: %r", peer, exc)
         finally:
@@ -491,6 +593,10 @@ class _Gateway:
             return _Outcome.CLOSE
 
         request = self.make_request(event, bytes(body), peer, wire.tls is not None)
+        if request.is_websocket_upgrade:
+            refusal = await self.check_upgrade(request)
+            if refusal is not None:
+                return await self.respond(wire, conn, request, refusal)
         try:
             response = await self.worker(request, self.runtime)
         except Exception:
@@ -507,6 +613,43 @@ class _Gateway:
         if response.status == 101:
             return await self.upgrade(wire, conn, request, response)
         return await self.respond(wire, conn, request, response)
+
+    async def check_upgrade(self, request: Request) -> Response | None:
+        """Refuse a bad or unwelcome upgrade before the worker (and any object) sees it."""
+        version = request.headers.get("sec-websocket-version", "").strip()
+        if version != "13":
+            return Response.text(
+                f"unsupported Sec-WebSocket-Version {version!r}; this server speaks 13\n",
+                status=426,
+                headers={"sec-websocket-version": "13"},
+            )
+        key = request.headers.get("sec-websocket-key", "").strip()
+        if not _is_valid_key(key):
+            return _error_response(400, "missing or invalid Sec-WebSocket-Key")
+        if self.allowed_origins is not None:
+            origins = request.headers.get_all("origin")
+            origin = origins[0] if len(origins) == 1 else None
+            if len(origins) > 1 or origin not in self.allowed_origins:
+                shown = "no Origin header" if not origins else f"origin {', '.join(origins)!r}"
+                logger.info("refused a WebSocket upgrade from %s for %s", shown, request.url)
+                return _error_response(403, f"{shown} is not allowed")
+        if self.authenticate is None:
+            return None
+        try:
+            refusal = await self.authenticate(request)
+        except Exception:
+            logger.exception("authenticate failed on the upgrade for %s", request.url)
+            return _error_response(500)
+        if refusal is None:
+            return None
+        if not isinstance(refusal, Response) or refusal.status == 101:
+            logger.error(
+                "authenticate must return None or a non-101 trio_durable.Response, got %r for %s",
+                refusal,
+                request.url,
+            )
+            return _error_response(500)
+        return refusal
 
     def make_request(
         self, event: h11.Request, body: bytes, peer: tuple[str, int], is_tls: bool
@@ -538,6 +681,7 @@ class _Gateway:
                 data = (data or b"") + (conn.send(h11.Data(data=response.body)) or b"")
                 data += conn.send(h11.EndOfMessage()) or b""
                 await wire.send_all(data)
+                await wire.linger()
         return _Outcome.CLOSE
 
     async def respond(
@@ -582,19 +726,10 @@ class _Gateway:
                 request.method,
                 request.url,
             )
+            _abandon(response.web_socket)
             return await self.respond(wire, conn, request, _error_response(500))
-        version = request.headers.get("sec-websocket-version", "").strip()
-        if version != "13":
-            refusal = Response.text(
-                f"unsupported Sec-WebSocket-Version {version!r}; this server speaks 13\n",
-                status=426,
-                headers={"sec-websocket-version": "13"},
-            )
-            return await self.respond(wire, conn, request, refusal)
+        # check_upgrade() has validated the key before the worker ran.
         key = request.headers.get("sec-websocket-key", "").strip()
-        if not _is_valid_key(key):
-            message = "missing or invalid Sec-WebSocket-Key"
-            return await self.respond(wire, conn, request, _error_response(400, message))
         protocol = response.headers.get("sec-websocket-protocol")
         headers = [
             ("upgrade", "websocket"),
@@ -613,8 +748,10 @@ class _Gateway:
             home = self.connection_home()
         except h11.LocalProtocolError as exc:
             logger.error("worker returned invalid 101 headers for %s: %s", request.url, exc)
+            _abandon(response.web_socket)
             return await self.respond(wire, conn, request, _error_response(500))
         except trio.ClosedResourceError:
+            _abandon(response.web_socket)
             return await self.fail(wire, conn, 503, "the runtime is shutting down")
         transport = NetworkTransport(wire.sock, home, tls=wire.tls)
         url = "ws" + request.url[4:] if request.url.startswith("http") else request.url
@@ -622,6 +759,7 @@ class _Gateway:
             sink = bind_client_end(response.web_socket, transport, url=url, protocol=protocol)
         except (TypeError, RuntimeError) as exc:
             logger.error("cannot complete the WebSocket upgrade for %s: %s", request.url, exc)
+            _abandon(response.web_socket)
             return await self.respond(wire, conn, request, _error_response(500))
         preamble = conn.send(switch) or b""
         trailing, _closed = conn.trailing_data
@@ -629,6 +767,21 @@ class _Gateway:
         # already sent, so the handover needs no await and loses no message.
         transport.start(sink, initial=bytes(trailing), preamble=preamble)
         return _Outcome.HANDED_OVER
+
+
+def _abandon(client: object) -> None:
+    """Drop the server end of a pair whose upgrade failed after the worker accepted it.
+
+    Otherwise the object would keep a socket that no connection will ever
+    serve (it would show in ``get_websockets()`` and buffer broadcasts).
+    """
+    if not isinstance(client, WebSocket) or not client._is_client:
+        return
+    if client._mode is not _Mode.UNUSED:
+        return
+    server = client._peer
+    if server is not None and server._state < WebSocket.CLOSED:
+        server._finish(1006, DISCONNECTED_REASON, was_clean=False)
 
 
 def _content_length(event: h11.Request) -> int | None:

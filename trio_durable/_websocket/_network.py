@@ -40,10 +40,18 @@ a few KiB), so it costs more than a plain one but still has no task. Buffered
 output is ciphertext, so when a slow TLS client overflows its buffer no Close
 frame can be added after the dropped records: it is just disconnected.
 
+**Limits on the peer.** A peer that goes silent in the middle of a frame
+holds a reader task and a codec (a parked connection holds neither): after
+``frame_timeout`` seconds without a byte it is closed with 1008. With
+``max_messages_per_second`` set, each connection has a token bucket (one
+second's worth of messages, refilled continuously); a message (or Ping or
+Pong) that finds it empty closes the connection with 1008. The bucket is
+dropped while it is full, so a parked connection keeps nothing for it.
+
 Terminal events reach the sink exactly once: ``on_close`` for a Close frame
 (``was_clean=True``) or a dropped connection (1006), ``on_error`` with a
 :class:`WebSocketProtocolError` when the peer broke the protocol (the Close
-frame with the right code was already sent).
+frame with the right code was already sent; 1008 for the limits above).
 """
 
 from __future__ import annotations
@@ -77,6 +85,7 @@ from ._transport import DISCONNECTED_REASON, MessageSink
 
 __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
+    "DEFAULT_FRAME_TIMEOUT",
     "DEFAULT_PARK_AFTER",
     "DEFAULT_SEND_BUFFER_LIMIT",
     "ConnectionHome",
@@ -93,6 +102,12 @@ DEFAULT_PARK_AFTER: Final = 1.0
 DEFAULT_SEND_BUFFER_LIMIT: Final = 1024 * 1024
 #: Seconds to wait for the peer's Close reply (or to flush ours) before dropping TCP.
 DEFAULT_CLOSE_TIMEOUT: Final = 5.0
+#: Seconds a peer may stay silent in the middle of a frame (or of a fragmented
+#: message, or of a TLS record) before it is closed with 1008.
+DEFAULT_FRAME_TIMEOUT: Final = 30.0
+
+#: Close code for a peer that breaks a policy of ours (message rate, frame timeout).
+POLICY_VIOLATION_CODE: Final = 1008
 
 #: Close code and reason sent to a client that does not read fast enough.
 SLOW_CLIENT_CODE: Final = 1013
@@ -121,7 +136,7 @@ class WebSocketProtocolError(Exception):
     """The peer broke the WebSocket protocol; the connection was closed with ``code``.
 
     Attributes:
-        code: The close code we sent (1002, 1007 or 1009).
+        code: The close code we sent (1002, 1007, 1008 or 1009).
         reason: The close reason we sent.
     """
 
@@ -207,12 +222,19 @@ class ConnectionHome:
             disconnected.
         max_message_size: Largest received message; bigger closes with 1009.
         close_timeout: Seconds to wait for the peer's Close reply.
+        frame_timeout: Seconds of silence allowed in the middle of a frame
+            (or fragmented message); then the connection is closed with 1008.
+        max_messages_per_second: Messages (and Pings and Pongs) a connection
+            may send per second, with bursts of one second's worth; more
+            closes it with 1008. ``None``: no limit.
     """
 
     __slots__ = (
         "close_timeout",
         "connections",
+        "frame_timeout",
         "max_message_size",
+        "max_messages_per_second",
         "nursery",
         "park_after",
         "parking",
@@ -228,6 +250,8 @@ class ConnectionHome:
         send_buffer_limit: int = DEFAULT_SEND_BUFFER_LIMIT,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+        frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
+        max_messages_per_second: float | None = None,
     ) -> None:
         if not park_after >= 0:
             raise ValueError(f"park_after must be >= 0 seconds, got {park_after!r}")
@@ -235,12 +259,25 @@ class ConnectionHome:
             raise ValueError(f"send_buffer_limit must be positive, got {send_buffer_limit!r}")
         if not close_timeout > 0:
             raise ValueError(f"close_timeout must be positive, got {close_timeout!r}")
+        if not (frame_timeout > 0 and math.isfinite(frame_timeout)):
+            raise ValueError(f"frame_timeout must be positive seconds, got {frame_timeout!r}")
+        if max_messages_per_second is not None and not (
+            max_messages_per_second > 0 and math.isfinite(max_messages_per_second)
+        ):
+            raise ValueError(
+                "max_messages_per_second must be a positive number or None, "
+                f"got {max_messages_per_second!r}"
+            )
         self.nursery = nursery
         self.parking = parking
         self.park_after = float(park_after)
         self.send_buffer_limit = send_buffer_limit
         self.max_message_size = max_message_size
         self.close_timeout = float(close_timeout)
+        self.frame_timeout = float(frame_timeout)
+        self.max_messages_per_second = (
+            float(max_messages_per_second) if max_messages_per_second is not None else None
+        )
         #: Open connections (started, TCP not yet closed). A dict as an
         #: ordered set: it keeps parked connections reachable for shutdown.
         self.connections: dict[NetworkTransport, None] = {}
@@ -280,6 +317,7 @@ class NetworkTransport:
 
     __slots__ = (
         "__weakref__",
+        "_bucket",
         "_codec",
         "_deadline",
         "_fd",
@@ -325,6 +363,8 @@ class NetworkTransport:
         self._last_rx = 0.0
         self._scope: trio.CancelScope | None = None
         self._wscope: trio.CancelScope | None = None
+        # The message-rate token bucket, (tokens, Trio time); None while full.
+        self._bucket: tuple[float, float] | None = None
 
     def __repr__(self) -> str:
         state = "parked" if self._flags & _PARKED else "active"
@@ -615,8 +655,16 @@ class NetworkTransport:
                         self._lost()  # no Close reply in time
                 elif self._terminal is None and self._can_park(codec):
                     self._flags &= ~_READER
+                    self._drop_full_bucket()
                     self._park()
                     return
+                elif self._terminal is None and self._silent_mid_frame():
+                    # Slowloris: half a frame, then silence.
+                    frame_timeout = self._home.frame_timeout
+                    self._violate(
+                        f"no data for {frame_timeout:g} s in the middle of a frame; "
+                        f"the frame timeout is {frame_timeout:g} s"
+                    )
         finally:
             self._scope = None
             self._codec = None
@@ -627,7 +675,7 @@ class NetworkTransport:
             return self._deadline
         if self._can_park(codec):
             return self._last_rx + self._home.park_after
-        return math.inf
+        return self._last_rx + self._home.frame_timeout
 
     async def _pump(self, codec: FrameCodec, scope: trio.CancelScope) -> bool:
         """Read and deliver until the connection ends (True) or the wait's deadline passed."""
@@ -682,7 +730,15 @@ class NetworkTransport:
 
     async def _feed(self, codec: FrameCodec, events: list[WsEvent]) -> bool:
         """Handle events in order; return True once the connection ended."""
+        rate = self._home.max_messages_per_second
         for event in events:
+            if (
+                rate is not None
+                and isinstance(event, TextMessage | BinaryMessage | Ping | Pong)
+                and not self._take_token(rate)
+            ):
+                self._violate(f"over the limit of {rate:g} messages per second")
+                return True
             if isinstance(event, TextMessage | BinaryMessage):
                 sink = self._sink
                 assert sink is not None
@@ -714,6 +770,50 @@ class NetworkTransport:
             if self._terminal is not None:
                 return True
         return False
+
+    # -------------------------------------------------------------- limits
+
+    def _take_token(self, rate: float) -> bool:
+        """Count one message against the rate limit; False when over it."""
+        now = trio.current_time()
+        bucket = self._bucket
+        # No bucket means a full one: one second's worth of messages.
+        tokens = rate if bucket is None else min(rate, bucket[0] + (now - bucket[1]) * rate)
+        if tokens < 1.0:
+            self._bucket = (tokens, now)
+            return False
+        self._bucket = (tokens - 1.0, now)
+        return True
+
+    def _silent_mid_frame(self) -> bool:
+        """True when the frame timeout passed and no byte is waiting to be read."""
+        sock = self._sock
+        if sock is None or trio.current_time() < self._last_rx + self._home.frame_timeout:
+            return False
+        try:
+            sock.recv(1, socket.MSG_PEEK)  # bytes or EOF came with the deadline: read on
+        except BlockingIOError:
+            return True
+        except OSError:
+            pass  # the next read reports it
+        return False
+
+    def _drop_full_bucket(self) -> None:
+        # A parked connection keeps no bucket once it has refilled.
+        bucket, rate = self._bucket, self._home.max_messages_per_second
+        if bucket is not None and (
+            rate is None or bucket[0] + (trio.current_time() - bucket[1]) * rate >= rate
+        ):
+            self._bucket = None
+
+    def _violate(self, reason: str) -> None:
+        """Close with 1008 for a broken policy of ours; the sink gets an error."""
+        logger.info("closing a WebSocket connection with 1008: %s", reason)
+        if not self._flags & _CLOSE_SENT:
+            self._flags |= _CLOSE_SENT
+            self._send_frame(serialize_close(POLICY_VIOLATION_CODE, reason))
+        self._set_terminal(WebSocketProtocolError(POLICY_VIOLATION_CODE, reason))
+        self._close_after_flush()
 
     # ------------------------------------------------------------- endings
 
