@@ -62,6 +62,7 @@ import math
 import socket
 import ssl
 from collections import deque
+from collections.abc import Awaitable, Callable
 from itertools import islice
 from typing import Final
 
@@ -548,13 +549,17 @@ class NetworkTransport:
             self._out = None
 
     def _spawn_writer(self) -> None:
-        if self._flags & _WRITER:
+        self._spawn_task(_WRITER, self._write_loop)
+
+    def _spawn_task(self, flag: int, loop: Callable[[], Awaitable[None]]) -> None:
+        # At most one reader and one writer per connection, started on demand.
+        if self._flags & flag:
             return
-        self._flags |= _WRITER
+        self._flags |= flag
         try:
-            self._home.nursery.start_soon(self._write_loop)
+            self._home.nursery.start_soon(loop)
         except RuntimeError:  # the connection nursery is closed: shutting down
-            self._flags &= ~_WRITER
+            self._flags &= ~flag
             self._shutdown()
 
     async def _write_loop(self) -> None:
@@ -620,14 +625,7 @@ class NetworkTransport:
             self._spawn_reader()
 
     def _spawn_reader(self) -> None:
-        if self._flags & _READER:
-            return
-        self._flags |= _READER
-        try:
-            self._home.nursery.start_soon(self._read_loop)
-        except RuntimeError:  # the connection nursery is closed: shutting down
-            self._flags &= ~_READER
-            self._shutdown()
+        self._spawn_task(_READER, self._read_loop)
 
     def _can_park(self, codec: FrameCodec) -> bool:
         tls = self._tls

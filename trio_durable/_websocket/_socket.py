@@ -258,14 +258,7 @@ class WebSocket:
         if record is not None and not self._is_client:
             pin_socket(record, self)
         if self._is_client:
-            server = self._peer
-            assert server is not None
-            if server._mode is _Mode.UNUSED:
-                raise RuntimeError(
-                    "the server end of this pair was never accepted "
-                    "(call ctx.accept_websocket(server) or server.accept() first)"
-                )
-            _connect_in_memory(self, server)
+            _connect_in_memory(self, _accepted_server_end(self))
         elif self._peer is not None and self._peer._mode is _Mode.STANDARD:
             _connect_in_memory(self._peer, self)
 
@@ -513,6 +506,18 @@ def _connect_in_memory(client: WebSocket, server: WebSocket) -> None:
             end._transport.send_message(message)
 
 
+def _accepted_server_end(client: WebSocket) -> WebSocket:
+    """The server end paired with ``client``, which must have been accepted."""
+    server = client._peer
+    assert server is not None
+    if server._mode is _Mode.UNUSED:
+        raise RuntimeError(
+            "the server end of this WebSocketPair was never accepted: call "
+            "ctx.accept_websocket(server) or server.accept() before returning the response"
+        )
+    return server
+
+
 def pin_socket(record: LiveObject, ws: WebSocket) -> None:
     """Keep ``record`` awake while ``ws`` (a standard or outbound socket) is open."""
     record.pin(socket=True)
@@ -540,13 +545,7 @@ def bind_client_end(
         )
     if client._mode is not _Mode.UNUSED:
         raise RuntimeError(f"this client end was already used ({client._mode.value})")
-    server = client._peer
-    assert server is not None
-    if server._mode is _Mode.UNUSED:
-        raise RuntimeError(
-            "the server end of this WebSocketPair was never accepted: call "
-            "ctx.accept_websocket(server) or server.accept() before returning the response"
-        )
+    server = _accepted_server_end(client)
     if server._state >= WebSocket.CLOSED:
         raise RuntimeError("the server end of this WebSocketPair is already closed")
     client._mode = _Mode.NETWORK_CLIENT
