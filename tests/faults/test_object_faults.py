@@ -317,3 +317,34 @@ async def test_a_step_that_keeps_blocking_is_reported_while_it_runs(
     assert still.startswith("the event loop is still blocked after 0.2"), still
     assert "fragile:'stuck' in Fragile.block" in still, still
     assert final.startswith("the event loop was blocked for 0.3"), final
+
+
+async def test_garbage_collection_pauses_are_not_blamed_on_the_running_object(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import gc
+    import time
+
+    import attrs
+
+    heap = [[n] for n in range(600_000)]  # a heap whose full collection takes a while
+    started = time.perf_counter()
+    gc.collect()
+    pause = time.perf_counter() - started
+    limit = max(pause / 3, 0.01)
+
+    @attrs.define(eq=False)
+    class Innocent(td.DurableObject):
+        async def work(self) -> str:
+            gc.collect()  # a full collection lands in this object's step
+            return "done"
+
+    async with td.open_runtime(
+        objects={"i": Innocent}, blocking_warning_after=limit, blocking_reset_after=limit
+    ) as rt:
+        stub = rt.namespace("i").get_by_name("x")
+        assert await stub.work() == "done"
+        await trio.sleep(0.01)
+        assert rt.statistics().resets == 0, f"a {pause:.3f} s GC pause must not reset the object"
+    del heap
+    assert "blocked" not in caplog.text, caplog.text
