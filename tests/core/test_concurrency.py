@@ -172,3 +172,35 @@ async def test_input_gate_cancelled_waiter_leaves_the_queue(
         await trio.testing.wait_all_tasks_blocked()
         gate.release()
     assert order == ["next"], f"the gate must not stall: {order}"
+
+
+async def test_a_loop_of_calls_that_never_block_still_lets_other_tasks_run(
+    runtime_factory,
+) -> None:  # type: ignore[no-untyped-def]
+    ticks: list[int] = []
+
+    async def ticker() -> None:
+        while True:
+            ticks.append(1)
+            await trio.lowlevel.checkpoint()
+
+    async with runtime_factory(objects=OBJECTS) as rt, trio.open_nursery() as nursery:
+        nursery.start_soon(ticker)
+        await trio.lowlevel.checkpoint()
+        stub = rt.namespace("slow").get_by_name("s")
+        before = len(ticks)
+        for _ in range(640):
+            await stub.wait(0)  # trio.sleep(0) inside: blocks, so yields
+        blocked_calls_ticks = len(ticks) - before
+        tracker = rt.namespace("tracker").get_by_name("t")
+        before = len(ticks)
+        for _ in range(640):
+            await tracker.call_peer("x", 0)  # never blocks
+        free_calls_ticks = len(ticks) - before
+        nursery.cancel_scope.cancel()
+    assert blocked_calls_ticks >= 600, blocked_calls_ticks
+    # 640 calls with a budget of 64 yield 9 or 10 times (the budget carries
+    # over from earlier calls); without the budget they would yield 0 times.
+    assert free_calls_ticks >= 640 // 64 - 1, (
+        f"a loop of non-blocking calls must yield at least every 64 calls: {free_calls_ticks}"
+    )
