@@ -63,6 +63,22 @@ _yield_budget: contextvars.ContextVar[int] = contextvars.ContextVar(
 )
 
 
+async def cooperative_yield() -> None:
+    """Yield to the scheduler if this task used up its budget of calls.
+
+    Calls and storage operations are cancellation points every time, and
+    schedule points at least every ``_YIELD_BUDGET`` operations of a task:
+    a full scheduler pass costs an epoll syscall, as much as the operation.
+    Shielded, so work already done is never lost to a cancellation.
+    """
+    budget = _yield_budget.get()
+    if budget > 1:
+        _yield_budget.set(budget - 1)
+    else:
+        _yield_budget.set(_YIELD_BUDGET)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+
 def current_object() -> LiveObject | None:
     """The live object whose code the current task is running, if any."""
     return _current_object.get()
@@ -567,12 +583,7 @@ class Registry:
         # more than about a millisecond. Yielding on *every* call would cost
         # a full scheduler pass (an epoll syscall) and halve the call rate.
         # Shielded, so a result that exists is never lost to a cancellation.
-        budget = _yield_budget.get()
-        if budget > 1:
-            _yield_budget.set(budget - 1)
-        else:
-            _yield_budget.set(_YIELD_BUDGET)
-            await trio.lowlevel.cancel_shielded_checkpoint()
+        await cooperative_yield()
         return result
 
     async def evict(self, namespace: Namespace, object_id: DurableObjectId) -> bool:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import attrs
 import trio
 
+from .._registry import cooperative_yield
 from ._backend import AlarmRecord, KeyRange
 from ._engine import MISSING, StorageEngine
 from ._limits import (
@@ -144,7 +145,9 @@ class _Hold:
     ) -> None:
         try:
             if not self._waited:
-                await trio.lowlevel.cancel_shielded_checkpoint()
+                # A schedule point on the cooperative budget, as for calls:
+                # never lets another event in, since we still hold the gate.
+                await cooperative_yield()
         finally:
             self._release()
 
