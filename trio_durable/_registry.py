@@ -373,14 +373,19 @@ class LiveObject:
         return True
 
     async def _wait_for_eviction(self) -> None:
-        self._reschedule()
-        self._sleeper = trio.lowlevel.current_task()
+        # Returns only when eviction is due *now*. The timer wakes us, but an
+        # event may have been admitted between that wake-up and this task
+        # running (same scheduler batch): so check again after every wake-up.
+        # The caller marks the object CLOSING right after, with no await in
+        # between, so no event can slip in after the last check.
+        while self.eviction_deadline() > trio.current_time():
+            self._reschedule()
+            self._sleeper = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self._abort_sleep)
 
-        def abort(_: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
-            self._sleeper = None
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
+    def _abort_sleep(self, _: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+        self._sleeper = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     def _wake_lifetime(self) -> None:
         sleeper, self._sleeper = self._sleeper, None

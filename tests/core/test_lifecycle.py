@@ -164,3 +164,30 @@ async def test_list_object_ids_survives_restart(
     async with runtime_factory(objects=OBJECTS) as rt:
         ids = await list_object_ids(rt.namespace("counters"))
         assert [i.name for i in ids] == ["x"], f"got {ids}"
+
+
+async def test_a_call_arriving_exactly_at_the_eviction_deadline_is_served_by_one_instance(
+    runtime: td.Runtime, autojump_clock: trio.testing.MockClock
+) -> None:
+    # The eviction timer and the caller wake at the same instant; Trio runs
+    # them in either order. Whichever wins, the call must succeed, and the
+    # old instance must never overlap a new one.
+    ns = runtime.namespace("counters")
+    results: list[str] = []
+    for n in range(40):
+        stub = ns.get_by_name(f"race{n}")
+        await stub.increment()
+        start = trio.current_time()
+
+        async def call_at_deadline(stub: td.Stub = stub, start: float = start) -> None:
+            await trio.sleep_until(start + 10.0)
+            results.append(await stub.sleep(1))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call_at_deadline)
+            await trio.sleep_until(start + 10.5)
+            live = runtime.registry.lookup("counters", stub.id.hex)
+            assert live is not None and live.busy == 1, (
+                f"round {n}: a handler is running, so its object must be live"
+            )
+    assert results == ["slept"] * 40, results
