@@ -12,6 +12,7 @@ from ._exceptions import SqlError as SqlError
 from ._exceptions import StorageError as StorageError
 from ._exceptions import TrioDurableError as TrioDurableError
 from ._exceptions import WebSocketClosedError as WebSocketClosedError
+from ._exceptions import WebSocketProtocolError as WebSocketProtocolError
 from ._http import Headers as Headers
 from ._http import Request as Request
 from ._http import Response as Response

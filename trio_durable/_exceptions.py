@@ -14,8 +14,11 @@
     ├── LimitExceededError (also ValueError)
     │                                a documented limit was exceeded; the message
     │                                names the limit and the value
-    └── WebSocketClosedError         receive() on a WebSocket whose connection
-                                     ended; carries ``code`` and ``reason``
+    ├── WebSocketClosedError         receive() on a WebSocket whose connection
+    │                                ended; carries ``code`` and ``reason``
+    └── WebSocketProtocolError       the peer broke the WebSocket protocol (given
+                                     to websocket_error); ``code`` and ``reason``
+                                     are what we closed the socket with
 
 Errors that Python or Trio already name are reused rather than wrapped:
 
@@ -41,6 +44,7 @@ __all__ = [
     "StorageError",
     "TrioDurableError",
     "WebSocketClosedError",
+    "WebSocketProtocolError",
 ]
 
 
@@ -77,5 +81,21 @@ class WebSocketClosedError(TrioDurableError):
 
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(f"the WebSocket closed with code {code}: {reason!r}")
+        self.code = code
+        self.reason = reason
+
+
+class WebSocketProtocolError(TrioDurableError):
+    """The peer broke the WebSocket protocol; the connection was closed with ``code``.
+
+    This is what ``websocket_error`` receives for a protocol violation.
+
+    Attributes:
+        code: The close code we sent (1002, 1007, 1008 or 1009).
+        reason: The close reason we sent.
+    """
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"WebSocket protocol error {code}: {reason}")
         self.code = code
         self.reason = reason

@@ -68,6 +68,7 @@ from typing import Final
 
 import trio
 
+from .._exceptions import WebSocketProtocolError
 from ._codec import (
     DEFAULT_MAX_MESSAGE_SIZE,
     BinaryMessage,
@@ -92,7 +93,6 @@ __all__ = [
     "ConnectionHome",
     "NetworkTransport",
     "TlsState",
-    "WebSocketProtocolError",
 ]
 
 logger: Final = logging.getLogger("trio_durable.websocket")
@@ -131,20 +131,6 @@ _CLOSE_SENT: Final = 1 << 5
 _CLOSE_RECEIVED: Final = 1 << 6
 _CLOSE_WHEN_FLUSHED: Final = 1 << 7  # close TCP once the buffer is empty
 _DELIVERED: Final = 1 << 8  # the terminal event went to the sink (or never will)
-
-
-class WebSocketProtocolError(Exception):
-    """The peer broke the WebSocket protocol; the connection was closed with ``code``.
-
-    Attributes:
-        code: The close code we sent (1002, 1007, 1008 or 1009).
-        reason: The close reason we sent.
-    """
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(f"WebSocket protocol error {code}: {reason}")
-        self.code = code
-        self.reason = reason
 
 
 class TlsState:
