@@ -10,6 +10,7 @@ import trio
 import trio.testing
 import trio_websocket
 import websockets.exceptions
+import websockets.frames
 import websockets.sync.client
 
 import trio_durable as td
@@ -150,3 +151,50 @@ async def test_hand_over_rejects_with_the_objects_status(nursery: trio.Nursery) 
 def _connect_sync(url: str) -> None:
     with websockets.sync.client.connect(url, open_timeout=5):
         pass
+
+
+async def test_hand_over_an_already_accepted_connection(nursery: trio.Nursery) -> None:
+    async with td.open_runtime(objects={"rooms": Room}) as rt:
+        stub = rt.namespace("rooms").get_by_name("r")
+
+        async def handler(request: trio_websocket.WebSocketRequest) -> None:
+            connection = await request.accept()  # an app that accepts first
+            await td.hand_over_websocket(connection, stub)
+
+        server = await nursery.start(
+            partial(trio_websocket.serve_websocket, handler, "127.0.0.1", 0, ssl_context=None)
+        )
+        url = f"ws://127.0.0.1:{server.port}/room?name=bea"
+        async with trio_websocket.open_websocket_url(url) as ws:
+            await ws.send_message("whoami")
+            assert await ws.get_message() == "bea seen=1 tags=['room']"
+
+
+async def test_hand_over_of_an_accepted_connection_refused_closes_1008(
+    nursery: trio.Nursery,
+) -> None:
+    async def refuse(request: td.Request) -> td.Response:
+        return td.Response.text("no", status=403)
+
+    async def handler(request: trio_websocket.WebSocketRequest) -> None:
+        await td.hand_over_websocket(await request.accept(), refuse)
+
+    async with td.open_runtime(objects={"rooms": Room}):
+        server = await nursery.start(
+            partial(trio_websocket.serve_websocket, handler, "127.0.0.1", 0, ssl_context=None)
+        )
+        # The `websockets` client: trio-websocket's own client leaks its
+        # socket when the server closes first.
+        url = f"ws://127.0.0.1:{server.port}/"
+        closed = await trio.to_thread.run_sync(_receive_until_closed, url)
+    assert closed is not None, "the server must send a Close frame"
+    assert (closed.code, closed.reason) == (1008, "refused by the object: HTTP 403")
+
+
+def _receive_until_closed(url: str) -> websockets.frames.Close | None:
+    with (
+        websockets.sync.client.connect(url, open_timeout=5) as ws,
+        pytest.raises(websockets.exceptions.ConnectionClosed) as info,
+    ):
+        ws.recv(5)
+    return info.value.rcvd

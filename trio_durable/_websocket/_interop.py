@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import ssl
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -227,48 +227,66 @@ async def _own_outbound_connection(
             await stream.aclose()
 
 
-def _request_from(ws_request: trio_websocket.WebSocketRequest) -> Request:
-    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in ws_request.headers]
+def _request_from(
+    source: trio_websocket.WebSocketRequest | trio_websocket.WebSocketConnection,
+) -> Request:
+    raw_headers: Sequence[tuple[bytes, bytes]] = (
+        source.handshake_headers
+        if isinstance(source, trio_websocket.WebSocketConnection)
+        else source.headers
+    )
+    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw_headers]
     host = next((v for k, v in headers if k.lower() == "host"), "localhost")
-    remote = ws_request.remote
+    remote = source.remote
     client = (
         (str(remote.address), int(remote.port))
         if isinstance(remote, trio_websocket.Endpoint)
         else None
     )
-    return Request(
-        method="GET", url=f"http://{host}{ws_request.path}", headers=headers, client=client
-    )
+    return Request(method="GET", url=f"http://{host}{source.path}", headers=headers, client=client)
 
 
 async def hand_over_websocket(
-    ws_request: trio_websocket.WebSocketRequest,
+    connection: trio_websocket.WebSocketRequest | trio_websocket.WebSocketConnection,
     target: Stub | Callable[[Request], Awaitable[Response]],
 ) -> None:
     """Give a connection from ``trio_websocket.serve_websocket`` to an object.
 
-    Call it in the ``serve_websocket`` handler with the *unaccepted*
-    ``WebSocketRequest``: the object's ``fetch`` (or the ``target``
-    function) gets the upgrade request; a 101 with a WebSocketPair accepts
-    the connection, any other response rejects it with that status and
-    body. Returns when the connection ends (the handler must stay alive that
-    long, because trio-websocket ties the connection to it).
+    Call it in the ``serve_websocket`` handler. The object's ``fetch`` (or
+    the ``target`` function) gets the upgrade request and answers as usual,
+    with a 101 carrying a WebSocketPair that it accepted (hibernatable or
+    standard). Returns when the connection ends: the handler must stay alive
+    that long, because trio-websocket ties the connection to it.
+
+    Args:
+        connection: Either the *unaccepted* ``WebSocketRequest`` (best: a
+            refusal becomes an HTTP response with the object's status and
+            body), or a ``WebSocketConnection`` the handler already accepted
+            (a refusal then closes it with 1008 and the status in the reason).
+        target: A stub, or any ``async fetch(request) -> Response``.
     """
-    request = _request_from(ws_request)
+    request = _request_from(connection)
     fetch = target.fetch if isinstance(target, Stub) else target
     response = await fetch(request)
     client = response.web_socket
-    if response.status != 101 or client is None:
-        await ws_request.reject(response.status, body=response.body or None)
-        return
     protocol = response.headers.get("sec-websocket-protocol")
-    connection = await ws_request.accept(subprotocol=protocol)
+    if isinstance(connection, trio_websocket.WebSocketConnection):
+        if response.status != 101 or client is None:
+            await connection.aclose(1008, f"refused by the object: HTTP {response.status}")
+            return
+        accepted = connection
+        protocol = connection.subprotocol
+    else:
+        if response.status != 101 or client is None:
+            await connection.reject(response.status, body=response.body or None)
+            return
+        accepted = await connection.accept(subprotocol=protocol)
     async with trio.open_nursery() as nursery:
-        transport = TrioWebSocketTransport(connection, nursery)
+        transport = TrioWebSocketTransport(accepted, nursery)
         try:
             sink = bind_client_end(client, transport, url=request.url, protocol=protocol)
         except (TypeError, RuntimeError):
             logger.exception("the object's 101 response could not be used")
-            await connection.aclose(1011, "server error")
+            await accepted.aclose(1011, "server error")
             return
         await transport.run_reader(sink)
