@@ -278,12 +278,12 @@ async def open_runtime(
             may accept (default 32,768).
         max_attachment_bytes: Largest serialized WebSocket attachment
             (default 16,384 bytes).
-        blocking_warning_after: A task step that blocks the event loop this
+        blocking_warning_after: Code that blocks the event loop this
             many seconds (real time) or longer is logged as a warning naming
             the object, the handler and the line (default 1 s; ``None``: no
             warning). See ``docs/faults.md``.
-        blocking_reset_after: A step of an object's code that blocks the
-            loop this long also resets that object (default 30 s; ``None``:
+        blocking_reset_after: An object whose code blocks the loop this
+            long is also reset (default 30 s; ``None``:
             never). ``None`` for both turns the watchdog off.
 
     On exit every object is cancelled and the backend is closed. Cancelling

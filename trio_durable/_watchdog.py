@@ -5,23 +5,22 @@ blocks it (``time.sleep``, a synchronous HTTP call, a long computation)
 stalls every other object and every connection. The watchdog cannot prevent
 that, but it makes it visible and contains it:
 
-* A :class:`trio.abc.Instrument` times every *task step* (the code a task
-  runs between two checkpoints) with the real clock
-  (``time.perf_counter``: the point is wall time lost by everybody, which
-  Trio's clock, possibly a ``MockClock``, does not see).
-* A small *sampler thread* looks at the loop while a step is still running.
-  Handlers run in their caller's task, so when a handler blocks before its
-  first checkpoint and returns within the same step, nothing at the end of
-  the step still says which object ran. While the step runs, the task's
-  context (``task.context``, where the registry's ``_current_object``
-  variable is set for the duration of each event) names the object, and the
-  loop thread's Python frames name the handler and the line.
-* When the step ends and it took ``warn_after`` seconds or more, a warning
-  names the object, the handler and the line. At ``reset_after`` seconds or
-  more the object is also reset (as a failed ``block_concurrency_while``
-  would reset it): its callers in flight get ``ObjectResetError`` and the
-  next event builds a fresh instance. Other objects are untouched.
-* If a step is still running ten times ``warn_after`` later (an endless
+* A small *sampler thread* posts a *ping* into the loop every interval
+  (``trio_token.run_sync_soon``) and times, with the real clock, how long
+  the loop takes to run it (``time.perf_counter``: the point is wall time
+  lost by everybody, which Trio's clock, possibly a ``MockClock``, does not
+  see). Nothing runs per task step.
+* While a ping waits, the thread looks at the loop thread's Python frames:
+  the innermost dispatch into an object (``LiveObject.run_event``,
+  ``_run_background`` or the constructor) names the object, and the frames
+  inside it name the handler and the line.
+* When the loop answers a ping that waited ``warn_after`` seconds or more,
+  a warning names the object, the handler and the line. At ``reset_after``
+  seconds or more the object is also reset (as a failed
+  ``block_concurrency_while`` would reset it): its callers in flight get
+  ``ObjectResetError`` and the next event builds a fresh instance. Other
+  objects are untouched. A block is measured to within one interval.
+* If the loop is still stuck ten times ``warn_after`` later (an endless
   loop, a deadlock on a thread lock), the sampler thread logs that too, once,
   while the loop is still stuck.
 
@@ -32,8 +31,8 @@ Time spent in the cyclic garbage collector during a step is not counted:
 a full collection over a large heap can pause the loop for most of a
 second in whatever task happens to allocate, and that is not its fault.
 
-Costs: two short Python calls per task step (about 1-2 µs on a 2-core VM),
-and a thread that wakes every ``warn_after / 4`` seconds (at most every
+Costs: nothing per task step; a thread that wakes, and one callback in
+the loop, every ``min(warn_after, reset_after) / 4`` seconds (at most every
 0.25 s). ``open_runtime(blocking_warning_after=None,
 blocking_reset_after=None)`` turns it off.
 """
@@ -55,7 +54,7 @@ from typing import Final
 import attrs
 import trio
 
-from ._registry import LiveObject, Registry, _current_object
+from ._registry import LiveObject, Registry
 
 __all__ = [
     "DEFAULT_BLOCKING_RESET_AFTER",
@@ -80,11 +79,12 @@ _STILL_BLOCKED_FACTOR: Final = 10
 
 # Where the registry enters object code: the frame just inside one of these
 # (after trio_durable's own frames) is "the handler".
+_CONSTRUCT_CODE: Final = Registry.construct.__code__
 _DISPATCH_CODES: Final = frozenset(
     {
         LiveObject.run_event.__code__,
         LiveObject._run_background.__code__,
-        Registry.construct.__code__,
+        _CONSTRUCT_CODE,
     }
 )
 _PACKAGE_DIR: Final = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -98,9 +98,6 @@ _SITE_DIRS: Final = tuple(
 
 _now: Final = time.perf_counter
 
-# The (task, start, GC seconds at start) record of the step running now; a
-# new tuple per step.
-_Step = tuple[trio.lowlevel.Task, float, float]
 
 
 class _GcClock:
@@ -144,18 +141,22 @@ _watchdogs: trio.lowlevel.RunVar[list[Watchdog]] = trio.lowlevel.RunVar("trio_du
 
 @attrs.frozen
 class _Sample:
-    """What the sampler thread saw while a long step was running."""
+    """What the sampler thread saw while the loop was stuck."""
 
-    step: _Step
     record: LiveObject | None
     handler: str | None
     location: str | None
 
 
-class Watchdog(trio.abc.Instrument):
-    """Times task steps; warns about (and resets) objects that block the loop.
+class Watchdog:
+    """Notices a blocked event loop; warns about (and resets) the object at fault.
 
-    Made by :func:`open_watchdog`; one per runtime.
+    Made by :func:`open_watchdog`; one per runtime. Nothing runs per task
+    step: a sampler thread posts a *ping* into the loop with
+    ``run_sync_soon`` and times how long the loop takes to run it. While a
+    ping waits, the thread looks at the loop thread's frames to see which
+    object and handler are running; when the loop answers, the watchdog
+    reports (and resets) from inside the loop.
 
     Args:
         registry: The runtime's registry: only its objects are reset.
@@ -173,82 +174,20 @@ class Watchdog(trio.abc.Instrument):
         self.warn_after = warn_after
         self.reset_after = reset_after
         self._threshold = min(limits)
+        # A block is measured from the first ping it delays, so it is seen
+        # to within one interval: a quarter of the lowest limit.
         self._interval = min(max(self._threshold / 4, _MIN_INTERVAL), _MAX_INTERVAL)
-        self._step: _Step | None = None
+        # The ping waiting for the loop: (sent at, GC seconds when sent).
+        self._ping: tuple[float, float] | None = None
         self._sample: _Sample | None = None
         self._token = trio.lowlevel.current_trio_token()
         self._loop_thread = threading.get_ident()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        #: Steps that blocked the loop for ``warn_after`` seconds or more.
+        #: Times the loop was blocked for ``warn_after`` seconds or more.
         self.blocked_steps = 0
-        #: Objects reset because a step of theirs blocked past ``reset_after``.
+        #: Objects reset because they blocked the loop past ``reset_after``.
         self.resets = 0
-
-    # ------------------------------------------------------------ instrument
-
-    def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        """(Trio) a task is about to run one step."""
-        self._step = (task, _now(), _gc_clock.total)
-
-    def after_task_step(self, task: trio.lowlevel.Task) -> None:
-        """(Trio) the step ended: act if it took too long."""
-        step = self._step
-        self._step = None
-        if step is not None:
-            elapsed = _now() - step[1] - (_gc_clock.total - step[2])
-            if elapsed >= self._threshold:
-                try:
-                    self._blocked(step, elapsed)
-                except Exception:  # never let Trio disable the instrument
-                    logger.exception("the blocking watchdog failed")
-
-    # ------------------------------------------------------------- reporting
-
-    def _blocked(self, step: _Step, elapsed: float) -> None:
-        sample = self._sample
-        if sample is not None and sample.step is step:
-            record, handler, location = sample.record, sample.handler, sample.location
-        else:  # the sampler did not get to run: say what the task shows now
-            record = step[0].context.get(_current_object)
-            handler, location = None, None
-        self._sample = None
-        ours = record is not None and record.registry is self.registry
-        if record is not None and not ours:
-            return  # another runtime's watchdog reports it
-        if record is None and not self._is_first():
-            return
-        warn = self.warn_after is not None and elapsed >= self.warn_after
-        reset = ours and self.reset_after is not None and elapsed >= self.reset_after
-        if not (warn or reset):
-            return
-        self.blocked_steps += 1
-        what = _describe(step[0], record, handler, location)
-        limit_name, limit = (
-            ("blocking_reset_after", self.reset_after)
-            if reset
-            else ("blocking_warning_after", self.warn_after)
-        )
-        message = (
-            f"the event loop was blocked for {elapsed:.3f} s by {what}; "
-            f"the limit is {limit:.3f} s ({limit_name})"
-        )
-        if reset:
-            assert record is not None
-            logger.warning("%s; resetting the object", message)
-            self.resets += 1
-            error = TimeoutError(message)
-            # Reset from a task, not from inside the run loop's bookkeeping.
-            self._token.run_sync_soon(_reset, self.registry, record, error)
-        else:
-            logger.warning("%s", message)
-
-    def _is_first(self) -> bool:
-        try:
-            watchdogs = _watchdogs.get()
-        except LookupError:  # pragma: no cover - always set by open_watchdog
-            return True
-        return bool(watchdogs) and watchdogs[0] is self
 
     # ---------------------------------------------------------- the sampler
 
@@ -269,35 +208,92 @@ class Watchdog(trio.abc.Instrument):
             _gc_clock.release()
 
     def _watch(self) -> None:
-        reported: _Step | None = None
+        reported: tuple[float, float] | None = None
         still_after = self._threshold * _STILL_BLOCKED_FACTOR
         while not self._stop.wait(self._interval):
-            step = self._step
-            if step is None:
+            ping = self._ping
+            if ping is None:
+                ping = self._ping = (_now(), _gc_clock.total)
+                try:
+                    self._token.run_sync_soon(self._pong, ping)
+                except trio.RunFinishedError:
+                    return
                 continue
-            age = time.perf_counter() - step[1] - (_gc_clock.total - step[2])
+            age = _now() - ping[0] - (_gc_clock.total - ping[1])
             if age < self._interval:
                 continue
             try:
-                sample = self._take_sample(step)
+                sample = self._take_sample()
             except Exception:  # a frame vanished under us: try again next time
                 continue
-            self._sample = sample
-            if age >= still_after and reported is not step:
-                reported = step
+            if sample.record is not None or self._sample is None:
+                self._sample = sample
+            if age >= still_after and reported is not ping:
+                reported = ping
                 logger.warning(
                     "the event loop is still blocked after %.1f s, by %s",
                     age,
-                    _describe(step[0], sample.record, sample.handler, sample.location),
+                    _describe(sample.record, sample.handler, sample.location),
                 )
 
-    def _take_sample(self, step: _Step) -> _Sample:
-        record = step[0].context.get(_current_object)
+    def _take_sample(self) -> _Sample:
         frame = sys._current_frames().get(self._loop_thread)
-        if frame is None or self._step is not step:
-            return _Sample(step, record, None, None)
+        if frame is None:
+            return _Sample(None, None, None)
         frames = list(_outward(frame))  # innermost first
-        return _Sample(step, record, _handler_name(frames, record), _location(frames))
+        record = _dispatched_object(frames)
+        return _Sample(record, _handler_name(frames, record), _location(frames))
+
+    # ------------------------------------------------------------ reporting
+
+    def _pong(self, ping: tuple[float, float]) -> None:
+        """(In the loop) the loop answered: report if it was blocked."""
+        elapsed = _now() - ping[0] - (_gc_clock.total - ping[1])
+        sample, self._sample = self._sample, None
+        if self._ping is ping:
+            self._ping = None
+        if elapsed >= self._threshold:
+            try:
+                self._blocked(sample or _Sample(None, None, None), elapsed)
+            except Exception:  # run_sync_soon callbacks must not raise
+                logger.exception("the blocking watchdog failed")
+
+    def _blocked(self, sample: _Sample, elapsed: float) -> None:
+        record = sample.record
+        ours = record is not None and record.registry is self.registry
+        if record is not None and not ours:
+            return  # another runtime's watchdog reports it
+        if record is None and not self._is_first():
+            return
+        warn = self.warn_after is not None and elapsed >= self.warn_after
+        reset = ours and self.reset_after is not None and elapsed >= self.reset_after
+        if not (warn or reset):
+            return
+        self.blocked_steps += 1
+        what = _describe(record, sample.handler, sample.location)
+        limit_name, limit = (
+            ("blocking_reset_after", self.reset_after)
+            if reset
+            else ("blocking_warning_after", self.warn_after)
+        )
+        message = (
+            f"the event loop was blocked for {elapsed:.3f} s by {what}; "
+            f"the limit is {limit:.3f} s ({limit_name})"
+        )
+        if reset:
+            assert record is not None
+            logger.warning("%s; resetting the object", message)
+            self.resets += 1
+            _reset(self.registry, record, TimeoutError(message))
+        else:
+            logger.warning("%s", message)
+
+    def _is_first(self) -> bool:
+        try:
+            watchdogs = _watchdogs.get()
+        except LookupError:  # pragma: no cover - always set by open_watchdog
+            return True
+        return bool(watchdogs) and watchdogs[0] is self
 
 
 # ------------------------------------------------------------------ helpers
@@ -320,6 +316,16 @@ def _is_library(code: CodeType) -> bool:
         return True
     path = os.path.abspath(filename)
     return path.startswith(_STDLIB_DIRS) and not path.startswith(_SITE_DIRS)
+
+
+def _dispatched_object(frames: list[FrameType]) -> LiveObject | None:
+    """The object whose code runs in ``frames``: the innermost dispatch into one."""
+    for frame in frames:
+        code = frame.f_code
+        if code in _DISPATCH_CODES:
+            found = frame.f_locals.get("record" if code is _CONSTRUCT_CODE else "self")
+            return found if isinstance(found, LiveObject) else None
+    return None
 
 
 def _handler_name(frames: list[FrameType], record: LiveObject | None) -> str | None:
@@ -349,14 +355,9 @@ def _location(frames: list[FrameType]) -> str | None:
     return None
 
 
-def _describe(
-    task: trio.lowlevel.Task,
-    record: LiveObject | None,
-    handler: str | None,
-    location: str | None,
-) -> str:
+def _describe(record: LiveObject | None, handler: str | None, location: str | None) -> str:
     if record is None:
-        what = f"task {task.name!r} (no object)"
+        what = "code outside any object (no object)"
     else:
         oid = record.object_id
         label = repr(oid.name) if oid.name is not None else f"{oid.hex[:16]}…"
@@ -395,11 +396,8 @@ def open_watchdog(
         _watchdogs.set(watchdogs)
     watchdogs.append(watchdog)
     watchdog.start()
-    trio.lowlevel.add_instrument(watchdog)
     try:
         yield watchdog
     finally:
-        with suppress(KeyError):  # Trio drops an instrument whose hook raised
-            trio.lowlevel.remove_instrument(watchdog)
         watchdog.stop()
         watchdogs.remove(watchdog)
