@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import json
 import re
 import signal
@@ -220,11 +221,25 @@ def test_readme_quick_start_is_two_commands_run_and_test() -> None:
     commands = re.findall(r"```sh\n(.*?)\n```", quick_start, re.DOTALL)
     assert len(commands) == 2, commands
     run_command, test_command = commands
-    assert run_command.endswith(
-        "trio-durable serve examples.chat:app --host 127.0.0.1 --port 8787 --data-dir ./data"
-    ), run_command
+    assert run_command == (
+        "python -m pip install -e . && python -m trio_durable serve examples.chat:app"
+        " --host 127.0.0.1 --port 8787 --data-dir ./data"
+    ), "no console script: it is not on PATH in a virtualenv that is not activated"
     ci = (ROOT / ".ci" / "run").read_text()
     assert f"test_command='{test_command}'" in ci, "the README's test command is what CI runs"
+    assert "\npython .ci/quick_start.py\n" in ci, "CI runs the README's first command"
+
+
+def test_ci_quick_start_reads_the_readme_first_command() -> None:
+    spec = importlib.util.spec_from_file_location("quick_start", ROOT / ".ci" / "quick_start.py")
+    assert spec is not None and spec.loader is not None
+    quick_start = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quick_start)
+    readme = (ROOT / "README.md").read_text()
+    assert quick_start.first_command(readme).startswith("python -m pip install -e . && "), (
+        "the CI check runs what the README shows"
+    )
+    assert quick_start.README_PORT in quick_start.first_command(readme)
 
 
 def test_storage_that_cannot_be_opened_exits_2(tmp_path: Path) -> None:
