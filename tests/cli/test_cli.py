@@ -20,6 +20,8 @@ from websockets.sync.client import connect
 import trio_durable
 from tests.chat.helpers import ROOT, cli_server, stop
 
+from .helpers import environment
+
 
 def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -160,7 +162,12 @@ def test_console_script_prints_the_version_too() -> None:
     if not script.exists():
         pytest.skip(f"no console script next to {sys.executable} (not installed here)")
     result = subprocess.run(
-        [str(script), "--version"], capture_output=True, text=True, timeout=30, check=False
+        [str(script), "--version"],
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"trio-durable {trio_durable.__version__}", result.stdout
