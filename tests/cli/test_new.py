@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from trio_durable._cli import main
+
 from .helpers import WAIT, Command, environment, one_line_error, run
 
 
+@pytest.mark.slow
 def test_scaffold_tests_pass_and_it_serves(tmp_path: Path) -> None:
     result = run("new", "my-counter", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -61,23 +64,40 @@ def test_scaffold_readme_has_the_commands_to_run_and_test(tmp_path: Path) -> Non
     assert "trio_mode = true" in pyproject, pyproject
 
 
-def test_an_existing_empty_directory_is_used(tmp_path: Path) -> None:
+def test_an_existing_empty_directory_is_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "shop").mkdir()
-    assert run("new", "shop", cwd=tmp_path).returncode == 0
+    monkeypatch.chdir(tmp_path)
+    assert main(["new", "shop"]) == 0
     assert (tmp_path / "shop" / "shop.py").exists()
 
 
 def test_refuses_a_non_empty_directory_and_leaves_it_alone(tmp_path: Path) -> None:
     (tmp_path / "shop").mkdir()
     (tmp_path / "shop" / "notes.txt").write_text("mine")
-    line = one_line_error(run("new", "shop", cwd=tmp_path))
+    line = one_line_error(run("new", "shop", cwd=tmp_path))  # the real command, once
     assert "already exists and is a non-empty directory" in line, line
     assert [p.name for p in (tmp_path / "shop").iterdir()] == ["notes.txt"]
 
 
-def test_refuses_an_existing_file(tmp_path: Path) -> None:
+def refused(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> str:
+    monkeypatch.chdir(tmp_path)
+    assert main(["new", name]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert captured.out == "" and len(lines) == 1, captured
+    assert lines[0].startswith("trio-durable: error: "), lines
+    return lines[0]
+
+
+def test_refuses_an_existing_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "shop").write_text("")
-    line = one_line_error(run("new", "shop", cwd=tmp_path))
+    line = refused("shop", tmp_path, monkeypatch, capsys)
     assert "already exists and is a non-empty file" in line, line
 
 
@@ -93,7 +113,13 @@ def test_refuses_an_existing_file(tmp_path: Path) -> None:
         ("trio", "would shadow the installed module"),
     ],
 )
-def test_refuses_an_invalid_name(tmp_path: Path, name: str, problem: str) -> None:
-    line = one_line_error(run("new", name, cwd=tmp_path))
+def test_refuses_an_invalid_name(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    problem: str,
+) -> None:
+    line = refused(name, tmp_path, monkeypatch, capsys)
     assert f"invalid project name {name!r}" in line and problem in line, line
     assert list(tmp_path.iterdir()) == [], "nothing was created"

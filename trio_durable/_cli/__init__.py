@@ -51,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (the console script exits with it)."""
     args = _build_parser().parse_args(argv)
     log_level: str = getattr(args, "log_level", "info")
-    configure_logging(log_level)
+    if hasattr(args, "log_level"):  # the serving commands log; `new` only prints
+        configure_logging(log_level)
     try:
         status: int = args.run(args)
     except UsageError as exc:
