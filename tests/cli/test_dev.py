@@ -7,6 +7,7 @@ Real processes and real sockets on 127.0.0.1. Every wait is bounded by
 from __future__ import annotations
 
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -108,11 +109,20 @@ def test_https_with_a_ca_made_for_the_run(tmp_path: Path) -> None:
 
 
 def test_bad_arguments_are_refused_before_anything_starts(tmp_path: Path) -> None:
+    write_app(tmp_path, "unused")
     line = one_line_error(run("dev", "hello.py:app", cwd=tmp_path))
     assert "hello:app" in line, line
     (tmp_path / "file").write_text("")
     line = one_line_error(run("dev", "hello:app", "--data-dir", "file", cwd=tmp_path))
     assert "is a file, not a directory" in line, line
+    line = one_line_error(run("dev", "helo:app", cwd=tmp_path))
+    assert f"no module named 'helo' (searched from {tmp_path})" in line, line
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        line = one_line_error(run("dev", "hello:app", "--port", str(port), cwd=tmp_path))
+    assert f"cannot listen on 127.0.0.1:{port}: the port is in use" in line, line
 
 
 def test_without_watchfiles_says_what_to_install(tmp_path: Path) -> None:

@@ -18,8 +18,10 @@ it; the CA file's path is printed so that a client can trust it.
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import importlib
+import importlib.machinery
 import json
 import logging
 import math
@@ -72,14 +74,19 @@ def add_parser(commands: Commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``dev`` with parsed arguments; returns the exit status."""
-    check_app_spec(args.app)
+    module_name, _ = check_app_spec(args.app)
     check_port(args.port)
     data_dir = prepare_data_dir(args.data_dir)
     _require("watchfiles", "reloading")
     if args.https:
         _require("trustme", "--https")
-    port = args.port or _free_port(args.host)
     root = Path.cwd()
+    # The app is imported only by the child, anew on each restart; catch a
+    # misspelled module here, without running any of its code.
+    top_level = module_name.partition(".")[0]
+    if importlib.machinery.PathFinder.find_spec(top_level, [str(root), *sys.path]) is None:
+        raise UsageError(f"no module named {top_level!r} (searched from {root})")
+    port = _check_port(args.host, args.port)
     with _certificate(args.host, enabled=args.https) as certfile:
         config = {
             "app": args.app,
@@ -109,16 +116,24 @@ def _require(module: str, feature: str) -> ModuleType:
         ) from None
 
 
-def _free_port(host: str) -> int:
-    """A port that is free now; chosen once so every restart serves on the same one."""
+def _check_port(host: str, port: int) -> int:
+    """``port`` if it can be bound now, or a free port for 0 (kept across restarts).
+
+    Refusing a taken port here gives the one-line error at once, instead of a
+    child that fails on every restart.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         with socket.socket(family) as probe:
-            probe.bind((host, 0))
-            port: int = probe.getsockname()[1]
+            # As the server's own listener does, so a port in TIME_WAIT is not "taken".
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+            bound: int = probe.getsockname()[1]
     except OSError as exc:
-        raise UsageError(f"cannot listen on {host}: {exc.strerror or exc}") from None
-    return port
+        if exc.errno == errno.EADDRINUSE:
+            raise UsageError(f"cannot listen on {host}:{port}: the port is in use") from None
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return bound
 
 
 @contextmanager
