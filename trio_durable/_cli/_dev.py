@@ -224,6 +224,9 @@ async def _run_child(command: list[str]) -> None:
     result = await trio.run_process(
         command, check=False, stdin=subprocess.DEVNULL, deliver_cancel=_terminate
     )
+    # On Ctrl-C the child gets SIGINT too and may exit before our own cancel
+    # arrives: let that cancel win, rather than announce a restart.
+    await trio.lowlevel.checkpoint()
     if result.returncode == 0:
         logger.info("the app stopped; it starts again on the next change")
     else:
