@@ -134,7 +134,7 @@ def run_td_server(connections: int, per_object: int) -> dict[str, Any]:
     import trio
 
     import trio_durable as td
-    from trio_durable._websocket._gateway import serve
+    from trio_durable._gateway._serve import serve
 
     @attrs.define
     class Attachment:

@@ -33,8 +33,8 @@ from typing import NoReturn
 import trio
 
 from ._app import App
+from ._gateway._serve import serve
 from ._runtime import open_runtime
-from ._websocket._gateway import serve
 
 __all__ = ["main"]
 

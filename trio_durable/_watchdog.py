@@ -54,7 +54,8 @@ from typing import Final
 import attrs
 import trio
 
-from ._registry import LiveObject, Registry
+from ._core._live import LiveObject
+from ._core._registry import Registry
 
 __all__ = [
     "DEFAULT_BLOCKING_RESET_AFTER",
@@ -342,7 +343,7 @@ def _handler_name(frames: list[FrameType], record: LiveObject | None) -> str | N
         if _is_own(code):
             continue
         if code.co_filename.startswith("<attrs generated") and record is not None:
-            return f"{record.namespace.object_class.__qualname__} constructor"
+            return f"{record.object_class.__qualname__} constructor"
         return code.co_qualname
     return None
 

@@ -1,6 +1,6 @@
-"""The registry of live objects: activation, events, eviction and supervision.
+"""One activation of one object ID: :class:`LiveObject`.
 
-One :class:`LiveObject` is one activation of one ID. Its life::
+Its life::
 
     (first event) ──► LIVE ──(idle hibernate_after / pinned evict_after)──► CLOSING ──► CLOSED
                         │                                                     ▲
@@ -10,7 +10,7 @@ One :class:`LiveObject` is one activation of one ID. Its life::
 * Activation builds the instance synchronously in the caller's task (the
   constructor is plain Python), then starts the object's *lifetime task* in
   the registry's nursery. That task owns the object's cancel scope and
-  nursery (``wait_until`` work runs there) and its eviction timer.
+  nursery (``wait_until`` work runs there) and waits for its eviction.
 * If a previous activation of the same ID is still closing, the new one is
   created at once but its input gate stays shut until the old one is gone:
   one live instance per ID, ever, and events keep their arrival order.
@@ -27,61 +27,40 @@ from __future__ import annotations
 
 import contextvars
 import enum
-import heapq
-import itertools
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Protocol
 
 import attrs
 import trio
 
-from ._exceptions import ObjectResetError
+from .._exceptions import ObjectResetError
+from .._ids import DurableObjectId
 from ._gates import InputGate, OutputGate
-from ._ids import DurableObjectId, Invocation, Namespace
-from ._object import DurableObject, ObjectContext
 
-if TYPE_CHECKING:
-    from ._runtime import Runtime
+__all__ = [
+    "CURRENT_OBJECT",
+    "BackgroundWork",
+    "Counters",
+    "LiveObject",
+    "State",
+    "Supervisor",
+    "current_object",
+]
 
-__all__ = ["LiveObject", "Registry", "current_object"]
+logger: Final = logging.getLogger("trio_durable")
 
-logger = logging.getLogger("trio_durable")
-
-#: The object whose handler the current task is running (``None`` outside objects).
-_current_object: contextvars.ContextVar[LiveObject | None] = contextvars.ContextVar(
+#: The object whose code the current task is running (``None`` outside
+#: objects). The watchdog reads it from a blocked task's context.
+CURRENT_OBJECT: Final[contextvars.ContextVar[LiveObject | None]] = contextvars.ContextVar(
     "trio_durable_current_object", default=None
 )
 
 
-#: Calls a task may make before one of them must yield to the scheduler
-#: (a cooperative budget, as in Tokio). Per task: each task has its own context.
-_YIELD_BUDGET = 64
-_yield_budget: contextvars.ContextVar[int] = contextvars.ContextVar(
-    "trio_durable_yield_budget", default=_YIELD_BUDGET
-)
-
-
-async def cooperative_yield() -> None:
-    """Yield to the scheduler if this task used up its budget of calls.
-
-    Calls and storage operations are cancellation points every time, and
-    schedule points at least every ``_YIELD_BUDGET`` operations of a task:
-    a full scheduler pass costs an epoll syscall, as much as the operation.
-    Shielded, so work already done is never lost to a cancellation.
-    """
-    budget = _yield_budget.get()
-    if budget > 1:
-        _yield_budget.set(budget - 1)
-    else:
-        _yield_budget.set(_YIELD_BUDGET)
-        await trio.lowlevel.cancel_shielded_checkpoint()
-
-
 def current_object() -> LiveObject | None:
     """The live object whose code the current task is running, if any."""
-    return _current_object.get()
+    return CURRENT_OBJECT.get()
 
 
 class State(enum.Enum):
@@ -93,18 +72,37 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-ResetListener = Callable[["LiveObject", bool], None]
 BackgroundWork = tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]
 
 
 @attrs.define(eq=False, slots=True)
 class Counters:
-    """Mutable counters behind :meth:`Runtime.statistics`."""
+    """Mutable counters behind ``Runtime.statistics()``."""
 
     activations: int = 0
     evictions: int = 0
     resets: int = 0
     events_dispatched: int = 0
+
+
+class Supervisor(Protocol):
+    """What a live object needs from the registry that supervises it."""
+
+    hibernate_after: float
+    evict_after: float
+    counters: Counters
+
+    def schedule(self, record: LiveObject, deadline: float) -> None:
+        """Make sure ``record``'s eviction check runs no later than ``deadline``."""
+
+    def construct(self, record: LiveObject) -> None:
+        """Build the user's instance of ``record`` (runs the constructor)."""
+
+    def object_reset(self, record: LiveObject, aborted: bool) -> None:
+        """``record`` was reset (``aborted``: by ``ctx.abort()``)."""
+
+    def object_closed(self, record: LiveObject) -> None:
+        """``record`` has fully ended (evicted, reset or shut down)."""
 
 
 class LiveObject:
@@ -116,15 +114,14 @@ class LiveObject:
         "_evict_requested",
         "_sleeper",
         "busy",
-        "ctx",
         "handler_scopes",
         "idle_since",
         "input_gate",
         "instance",
         "key",
         "last_event",
-        "namespace",
         "nursery",
+        "object_class",
         "object_id",
         "output_gate",
         "pending_background",
@@ -133,26 +130,25 @@ class LiveObject:
         "registry",
         "reset_reason",
         "scheduled_at",
-        "services",
         "socket_pins",
         "state",
     )
 
     def __init__(
         self,
-        registry: Registry,
-        namespace: Namespace,
+        registry: Supervisor,
         object_id: DurableObjectId,
+        object_class: type,
         predecessor: LiveObject | None,
     ) -> None:
         self.registry = registry
-        self.namespace = namespace
         self.object_id = object_id
-        self.key = (namespace.name, object_id.hex)
+        # The user's class: the core never calls it (the registry's builder does).
+        self.object_class = object_class
+        self.key = (object_id.namespace, object_id.hex)
         self.predecessor = predecessor
         self.state = State.ACTIVATING if predecessor is not None else State.LIVE
-        self.instance: DurableObject | None = None
-        self.ctx = ObjectContext(self, registry.runtime, object_id)
+        self.instance: Any = None
         self.input_gate = InputGate()
         self.output_gate = OutputGate()
         # Set when the object is cancelled before its nursery exists.
@@ -175,13 +171,17 @@ class LiveObject:
         # The lifetime task, parked until its eviction is due (no Event: cheaper).
         self._sleeper: trio.lowlevel.Task | None = None
         self._evict_requested = False
-        # Per-activation state of other layers (storage, sockets), by name.
-        self.services: dict[str, Any] = {}
 
     def __repr__(self) -> str:
-        return f"<LiveObject {self.namespace.name}:{self.object_id.hex[:12]}… {self.state.value}>"
+        oid = self.object_id
+        return f"<LiveObject {oid.namespace}:{oid.hex[:12]}… {self.state.value}>"
 
     # ----------------------------------------------------------------- checks
+
+    @property
+    def is_closed(self) -> bool:
+        """True once this activation has fully ended."""
+        return self.state is State.CLOSED
 
     def check_alive(self) -> None:
         """Raise :class:`ObjectResetError` if this activation is gone."""
@@ -275,7 +275,7 @@ class LiveObject:
     async def _run_background(
         self, async_fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]
     ) -> None:
-        _current_object.set(self)
+        CURRENT_OBJECT.set(self)
         try:
             await async_fn(*args)
         except Exception as exc:
@@ -305,8 +305,7 @@ class LiveObject:
         self.state = State.CLOSING
         self.registry.counters.resets += 1
         self._cancel_everything()
-        for listener in self.registry.reset_listeners:
-            listener(self, abort)
+        self.registry.object_reset(self, abort)
 
     def shut_down(self) -> None:
         """Cancel this activation because the runtime is closing (not counted as a reset)."""
@@ -354,9 +353,7 @@ class LiveObject:
             self.state = State.CLOSED
             self.nursery = None
             self.instance = None
-            registry.forget(self)
-            for listener in registry.close_listeners:
-                listener(self)
+            registry.object_closed(self)
             if self._closed_event is not None:
                 self._closed_event.set()
 
@@ -403,7 +400,7 @@ class LiveObject:
 
     # ----------------------------------------------------------------- events
 
-    async def run_event(self, handler: Callable[[DurableObject], Awaitable[Any]]) -> Any:
+    async def run_event(self, handler: Callable[[Any], Awaitable[Any]]) -> Any:
         """Admit one event through the gates and run ``handler(instance)``.
 
         The event counts as busy from arrival, so the object is not evicted
@@ -412,7 +409,7 @@ class LiveObject:
         self.begin_event()
         scope = trio.CancelScope()
         self.handler_scopes.add(scope)
-        token = _current_object.set(self)
+        token = CURRENT_OBJECT.set(self)
         try:
             with scope:
                 await self.input_gate.pass_through()
@@ -432,171 +429,6 @@ class LiveObject:
                 "the object was reset while this call was in flight"
             ) from self.reset_reason
         finally:
-            _current_object.reset(token)
+            CURRENT_OBJECT.reset(token)
             self.handler_scopes.discard(scope)
             self.end_event()
-
-
-class Registry:
-    """All live objects of one runtime, by (namespace, id)."""
-
-    def __init__(self, runtime: Runtime, *, hibernate_after: float, evict_after: float) -> None:
-        self.runtime = runtime
-        self.hibernate_after = hibernate_after
-        self.evict_after = evict_after
-        self.counters = Counters()
-        self.reset_listeners: list[ResetListener] = []
-        # Called when an activation has ended (evicted, reset or shut down).
-        self.close_listeners: list[Callable[[LiveObject], None]] = []
-        # Closes the hibernatable sockets of one object (namespace, hex id);
-        # filled in by the WebSocket layer, used by testing.evict().
-        self.socket_closers: list[Callable[[str, str], Awaitable[None]]] = []
-        self._live: dict[tuple[str, str], LiveObject] = {}
-        self._nursery: trio.Nursery | None = None
-        self._closed = False
-        # Eviction timers of all objects: (deadline, tie-breaker, object).
-        self._timers: list[tuple[float, int, LiveObject]] = []
-        self._timer_counter = itertools.count()
-        self._timer_scope: trio.CancelScope | None = None
-        # IDs activated since the backend last recorded them (written in batches).
-        self.unrecorded: dict[tuple[str, str], DurableObjectId] = {}
-        self.unrecorded_added = trio.Event()
-
-    def attach(self, nursery: trio.Nursery) -> None:
-        """Start hosting lifetimes in ``nursery`` (the runtime's)."""
-        self._nursery = nursery
-
-    def schedule(self, record: LiveObject, deadline: float) -> None:
-        """Make sure ``record``'s timer fires no later than ``deadline``.
-
-        Entries only ever move *earlier*: one that fires too early is
-        re-armed by :meth:`LiveObject.timer_fired`. So a busy object costs at
-        most one heap push per idle period, not one per event.
-        """
-        if deadline < record.scheduled_at:
-            record.scheduled_at = deadline
-            heapq.heappush(self._timers, (deadline, next(self._timer_counter), record))
-            scope = self._timer_scope
-            if scope is not None and deadline < scope.deadline:
-                scope.deadline = deadline
-
-    async def run_timers(self) -> None:
-        """The one task that fires every object's eviction timer."""
-        timers = self._timers
-        while True:
-            now = trio.current_time()
-            while timers and timers[0][0] <= now:
-                deadline, _, record = heapq.heappop(timers)
-                if deadline != record.scheduled_at or record.state is State.CLOSED:
-                    continue  # superseded by an earlier entry, or gone
-                record.scheduled_at = math.inf
-                record.timer_fired(now)
-            with trio.CancelScope(deadline=timers[0][0] if timers else math.inf) as scope:
-                self._timer_scope = scope
-                await trio.sleep_forever()
-            self._timer_scope = None
-
-    def close(self) -> None:
-        """Refuse new events from now on."""
-        self._closed = True
-
-    def shutdown(self) -> None:
-        """Cancel every live object; callers in flight get ``trio.ClosedResourceError``."""
-        self._closed = True
-        for record in list(self._live.values()):
-            record.shut_down()
-
-    def __len__(self) -> int:
-        return sum(1 for record in self._live.values() if record.state is not State.CLOSED)
-
-    def __iter__(self) -> Iterator[LiveObject]:
-        return iter(list(self._live.values()))
-
-    def lookup(self, namespace: str, hex_id: str) -> LiveObject | None:
-        """The current activation of an ID, if there is one."""
-        return self._live.get((namespace, hex_id))
-
-    def forget(self, record: LiveObject) -> None:
-        """Drop ``record`` from the table if it is still the current activation."""
-        if self._live.get(record.key) is record:
-            del self._live[record.key]
-
-    def construct(self, record: LiveObject) -> None:
-        """Build the user's instance for ``record`` (runs the constructor)."""
-        token = _current_object.set(record)
-        try:
-            record.instance = record.namespace.object_class(ctx=record.ctx, env=self.runtime.env)
-        finally:
-            _current_object.reset(token)
-
-    def activate(self, namespace: Namespace, object_id: DurableObjectId) -> LiveObject:
-        """The live activation for an ID, building one if needed.
-
-        Raises:
-            trio.ClosedResourceError: the runtime is closed.
-            Exception: the constructor's error, with its type (nothing stays
-                registered, so the next call tries again).
-        """
-        if self._closed or self._nursery is None:
-            raise trio.ClosedResourceError("the runtime is closed")
-        key = (namespace.name, object_id.hex)
-        current = self._live.get(key)
-        if current is not None and current.state in (State.LIVE, State.ACTIVATING):
-            return current
-        record = LiveObject(self, namespace, object_id, predecessor=current)
-        self.counters.activations += 1
-        if current is None:
-            try:
-                self.construct(record)
-            except Exception:
-                self.counters.resets += 1
-                raise
-        else:
-            record.input_gate.close_for_activation()
-        self._live[key] = record
-        if not self.unrecorded:
-            self.unrecorded_added.set()
-        self.unrecorded[key] = object_id
-        self._nursery.start_soon(record.lifetime)
-        return record
-
-    async def invoke(
-        self, namespace: Namespace, object_id: DurableObjectId, invocation: Invocation
-    ) -> Any:
-        """Dispatch one call to an object and return its result.
-
-        When the caller is itself an object's handler, it re-enters its own
-        input gate after the call, so a ``block_concurrency_while`` in the
-        caller holds back the reply.
-        """
-        await trio.lowlevel.checkpoint_if_cancelled()
-        caller = _current_object.get()
-        record = self.activate(namespace, object_id)
-
-        async def handler(instance: DurableObject) -> Any:
-            method = getattr(instance, invocation.method)
-            return await method(*invocation.args, **invocation.kwargs)
-
-        try:
-            result = await record.run_event(handler)
-        finally:
-            if caller is not None and caller is not record and caller.state is not State.CLOSED:
-                await caller.input_gate.pass_through()
-        # Every call is a cancellation point (above). It is also a schedule
-        # point at least every _YIELD_BUDGET calls of a task, so a loop of
-        # calls to handlers that never block cannot starve other tasks for
-        # more than about a millisecond. Yielding on *every* call would cost
-        # a full scheduler pass (an epoll syscall) and halve the call rate.
-        # Shielded, so a result that exists is never lost to a cancellation.
-        await cooperative_yield()
-        return result
-
-    async def evict(self, namespace: Namespace, object_id: DurableObjectId) -> bool:
-        """Evict an object once its running handlers finish; False if it was not live."""
-        record = self._live.get((namespace.name, object_id.hex))
-        if record is None or record.state is State.CLOSED:
-            return False
-        if record.state is not State.CLOSING:
-            record.request_eviction()
-        await record.wait_closed()
-        return True
