@@ -170,7 +170,7 @@ async def _serve(app: App, spec: str, *, host: str, port: int, data_dir: Path) -
         stack = contextlib.AsyncExitStack()
         try:
             runtime = await stack.enter_async_context(
-                open_runtime(app.objects, data_dir, env=app.env)
+                open_runtime(app.objects, data_dir, env=app.env, tune_gc=True)
             )
         except (sqlite3.Error, OSError) as exc:
             raise UsageError(f"cannot open the storage in {str(data_dir)!r}: {exc}") from None

@@ -97,6 +97,20 @@ class Worker(td.DurableObject):
     async def status(self) -> list[str]:
         return list(self.done)
 
+    async def start_slow_to_stop(self, log: list[str]) -> None:
+        """Background work whose cancellation takes a second to clean up."""
+
+        async def work() -> None:
+            try:
+                await trio.sleep_forever()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await trio.sleep(1)
+                log.append("old work cleaned up")
+
+        log.append("constructed before")  # by this instance's first call
+        self.ctx.wait_until(work)
+
     async def bcw(self, fail: bool) -> str:
         async def critical() -> str:
             await trio.sleep(1)
