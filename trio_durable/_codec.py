@@ -10,7 +10,9 @@ everywhere:
   ``bytes``, ``bytearray``, ``list``, ``tuple``, ``dict`` (keys of any of
   these hashable types), ``set``, ``frozenset``, ``datetime`` (naive or
   aware), ``date``, ``time``, ``timedelta``, ``Decimal`` and ``UUID``, nested.
-* An attrs instance is *data*: in storage and attachments it comes back as a
+* An attrs instance is *data* (unless its class has ``eq=False``: equal
+  only to itself, it is an object with identity, like a ``trio.Lock`` or a
+  durable object, and is refused): in storage and attachments it comes back as a
   ``dict`` of its fields (as structured clone turns a class instance into a
   plain object); ``decode(data, type=Cls)`` structures it back through the
   one private cattrs converter. Across RPC it keeps its class (see below).
@@ -56,10 +58,11 @@ What MessagePack has no type for is written with extension types (codes
   ordinary MessagePack, so nesting costs no nested encoder call and
   decoding needs one ``list_hook``;
 * scalars with a bytes payload: 16 bytearray, 17 int beyond 64 bits
-  (signed big-endian), 18 datetime, 19 date, 20 time (ISO 8601 text as
-  ``isoformat()`` writes it, then ``\\x01`` when ``fold`` is 1), 21
-  timedelta (days, seconds, microseconds as ``>iII``), 22 Decimal (its
-  ``str``), 23 UUID (16 bytes).
+  (signed big-endian), 18 datetime (``>HBBBBBIB``: year to microsecond,
+  then fold; then, when aware, the UTC offset in microseconds as ``>q``),
+  19 date (ISO 8601 text), 20 time (``>BBBIB`` and the same optional
+  offset), 21 timedelta (days, seconds, microseconds as ``>iII``), 22
+  Decimal (its ``str``), 23 UUID (16 bytes).
 
 Records, enum members and handles only appear in RPC encodings
 (`encode_call`); storage encodings (`encode`) hold records as plain maps.
@@ -171,7 +174,10 @@ _MARK_ENUM: Final = msgpack.ExtType(_X_ENUM, b"")
 _MARK_VALUE: Final = msgpack.ExtType(_X_VALUE, b"")
 _MARK_HANDLE: Final = msgpack.ExtType(_X_HANDLE, b"")
 
-_TIMEDELTA: Final = struct.Struct(">iII")
+_TIMEDELTA: Final = struct.Struct(">iII")  # days, seconds, microseconds
+_DATETIME: Final = struct.Struct(">HBBBBBIB")  # year ... microsecond, fold
+_TIME: Final = struct.Struct(">BBBIB")  # hour, minute, second, microsecond, fold
+_OFFSET: Final = struct.Struct(">q")  # UTC offset in microseconds
 
 # Types that are their own encoding (ints only inside MessagePack's range,
 # checked separately) and that no one can mutate.
@@ -323,6 +329,11 @@ def _describe(value: object) -> str:
     name = kind.__qualname__
     if "lock" in name.lower() or "semaphore" in name.lower() or "condition" in name.lower():
         return f"a lock ({class_name(kind)})"
+    if attrs.has(kind):
+        return (
+            f"an object of class {class_name(kind)} (an attrs class with eq=False "
+            "has identity, not a value)"
+        )
     return f"an object of class {class_name(kind)}"
 
 
@@ -616,7 +627,14 @@ def _record_fields(kind: type) -> tuple[str, ...] | None:
         return _record_cache[kind]
     except KeyError:
         pass
-    if kind in _value_types or kind in _handle_types or not attrs.has(kind):
+    if (
+        kind in _value_types
+        or kind in _handle_types
+        or not attrs.has(kind)
+        # eq=False: equal only to itself, so an object with identity (a
+        # trio.Lock, a DurableObject, a handle), not data.
+        or kind.__eq__ is object.__eq__
+    ):
         fields = None
     else:
         fields = tuple(field.name for field in attrs.fields(kind))
@@ -670,27 +688,32 @@ def _int_bytes(value: int) -> bytes:
     return value.to_bytes((value.bit_length() + 8) // 8, "big", signed=True)
 
 
-def _with_fold(text: str, fold: int) -> bytes:
-    return text.encode("ascii") + (b"\x01" if fold else b"")
+def _offset(value: datetime.datetime | datetime.time) -> bytes:
+    """The UTC offset in microseconds (8 bytes), or nothing for a naive value.
 
-
-def _fixed_offset(value: Any) -> Any:
-    """Replace a zone (zoneinfo, pytz...) by its fixed UTC offset at that moment."""
-    tzinfo = value.tzinfo
-    if tzinfo is None or type(tzinfo) is datetime.timezone:
-        return value
+    Only the offset is kept: a zone (zoneinfo...) comes back as the fixed
+    offset it had at that moment, which names the same instant.
+    """
     offset = value.utcoffset()
-    return value.replace(tzinfo=None if offset is None else datetime.timezone(offset))
+    if offset is None:
+        return b""
+    return _OFFSET.pack(offset // datetime.timedelta(microseconds=1))
+
+
+def _encode_datetime(v: datetime.datetime) -> msgpack.ExtType:
+    fields = (v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond, v.fold)
+    return msgpack.ExtType(_X_DATETIME, _DATETIME.pack(*fields) + _offset(v))
+
+
+def _encode_time(v: datetime.time) -> msgpack.ExtType:
+    fields = (v.hour, v.minute, v.second, v.microsecond, v.fold)
+    return msgpack.ExtType(_X_TIME, _TIME.pack(*fields) + _offset(v))
 
 
 _SCALARS: Final[dict[type, Callable[[Any], msgpack.ExtType]]] = {
-    datetime.datetime: lambda v: msgpack.ExtType(
-        _X_DATETIME, _with_fold(_fixed_offset(v).isoformat(), v.fold)
-    ),
+    datetime.datetime: _encode_datetime,
     datetime.date: lambda v: msgpack.ExtType(_X_DATE, v.isoformat().encode("ascii")),
-    datetime.time: lambda v: msgpack.ExtType(
-        _X_TIME, _with_fold(_fixed_offset(v).isoformat(), v.fold)
-    ),
+    datetime.time: _encode_time,
     datetime.timedelta: lambda v: msgpack.ExtType(
         _X_TIMEDELTA, _TIMEDELTA.pack(v.days, v.seconds, v.microseconds)
     ),
@@ -712,22 +735,23 @@ class _Mark:
 _MARKS: Final = {code: _Mark(code) for code in range(_X_TUPLE, _X_HANDLE + 1)}
 
 
-def _iso_fold(data: bytes) -> tuple[str, int]:
-    if data.endswith(b"\x01"):
-        return data[:-1].decode("ascii"), 1
-    return data.decode("ascii"), 0
+def _decode_offset(data: bytes, start: int) -> datetime.timezone | None:
+    if len(data) == start:
+        return None
+    (microseconds,) = _OFFSET.unpack_from(data, start)
+    return datetime.timezone(datetime.timedelta(microseconds=microseconds))
 
 
 def _decode_datetime(data: bytes) -> datetime.datetime:
-    text, fold = _iso_fold(data)
-    value = datetime.datetime.fromisoformat(text)
-    return value.replace(fold=1) if fold else value
+    year, month, day, hour, minute, second, microsecond, fold = _DATETIME.unpack_from(data)
+    tzinfo = _decode_offset(data, _DATETIME.size)
+    return datetime.datetime(year, month, day, hour, minute, second, microsecond, tzinfo, fold=fold)
 
 
 def _decode_time(data: bytes) -> datetime.time:
-    text, fold = _iso_fold(data)
-    value = datetime.time.fromisoformat(text)
-    return value.replace(fold=1) if fold else value
+    hour, minute, second, microsecond, fold = _TIME.unpack_from(data)
+    tzinfo = _decode_offset(data, _TIME.size)
+    return datetime.time(hour, minute, second, microsecond, tzinfo, fold=fold)
 
 
 def _decode_timedelta(data: bytes) -> datetime.timedelta:
