@@ -70,6 +70,10 @@ def bench_codec(full: bool) -> tuple[dict[str, Any], list[Row]]:
     return _run_script(["benchmarks/bench_codec.py", *([] if full else ["--quick"])]), []
 
 
+def bench_values(full: bool) -> tuple[dict[str, Any], list[Row]]:
+    return _run_script(["benchmarks/bench_values.py", *([] if full else ["--quick"])]), []
+
+
 def bench_storage(full: bool) -> tuple[dict[str, Any], list[Row]]:
     argv = ["benchmarks/bench_storage.py"]
     if not full:
@@ -364,6 +368,7 @@ def bench_soak(full: bool) -> tuple[dict[str, Any], list[Row]]:
 BENCHMARKS: dict[str, Callable[[bool], tuple[dict[str, Any], list[Row]]]] = {
     "rpc": bench_rpc,
     "codec": bench_codec,
+    "values": bench_values,
     "storage": bench_storage,
     "idle": bench_idle,
     "echo": bench_echo,

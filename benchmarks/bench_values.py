@@ -26,6 +26,7 @@ of ``--repeats`` runs, for:
     non-string keys, big ints, nan/inf need tags), and decoding needs a full
     walk too, since orjson has no object hook;
 
+* the three libraries alone on the JSON-typed values (their core speed);
 * ``ours``: the real ``trio_durable._codec`` (``encode``/``decode``, and the
   RPC copy ``copy_value``), built on the winner.
 
@@ -287,6 +288,15 @@ CODECS: dict[str, tuple[Callable[[Any], bytes], Callable[[bytes], Any]]] = {
 }
 
 
+#: The libraries alone, on the values they carry natively (JSON types): the
+#: speed of their cores, whatever a codec built on them adds.
+RAW: dict[str, tuple[Callable[[Any], bytes], Callable[[bytes], Any]]] = {
+    "cbor2": (cbor2.dumps, cbor2.loads),
+    "msgpack": (msgpack.packb, msgpack.unpackb),
+    "orjson": (orjson.dumps, orjson.loads),
+}
+
+
 def same(a: Any, b: Any) -> bool:
     """Equal and of the same types all the way down (what "round-trips" means)."""
     if type(a) is not type(b):
@@ -366,6 +376,14 @@ def main() -> None:
             row.append(f"{rate(encode, decode, value, repeats, target):,.0f}")
         rows.append(row)
     print(_table(rows, header))
+    print("\nThe libraries alone (no codec semantics), same measure:")
+    raw_rows = []
+    for label in ("small dict", "64-byte str", "10 KB nested"):
+        value = values[label]
+        raw_rows.append(
+            [label] + [f"{rate(e, d, value, repeats, target):,.0f}" for e, d in RAW.values()]
+        )
+    print(_table(raw_rows, ["value", *RAW]))
     print("\nRPC copy (trio_durable._codec.copy_value), calls per CPU second:")
     for label, value in copy_rates(repeats, target).items():
         print(f"  {label}: {value:,.0f}/s ({1e9 / value:,.0f} ns per call)")
