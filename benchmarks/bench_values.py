@@ -352,6 +352,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter runs")
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--json", help="also write the figures here (for python -m benchmarks)")
     args = parser.parse_args()
     repeats = args.repeats or (3 if args.quick else 7)
     target = 0.05 if args.quick else 0.2
@@ -362,9 +363,11 @@ def main() -> None:
     )
     header = ["value", "bytes (ours)", *CODECS]
     rows = []
+    figures: dict[str, dict[str, float]] = {}
     for label, value in values.items():
         row = [label, f"{len(_codec.encode(value)):,}"]
-        for encode, decode in CODECS.values():
+        figures[label] = {}
+        for name, (encode, decode) in CODECS.items():
             try:
                 back = decode(encode(value))
             except (TypeError, ValueError):
@@ -373,7 +376,8 @@ def main() -> None:
             if not same(back, value):
                 row.append("lossy")
                 continue
-            row.append(f"{rate(encode, decode, value, repeats, target):,.0f}")
+            figures[label][name] = rate(encode, decode, value, repeats, target)
+            row.append(f"{figures[label][name]:,.0f}")
         rows.append(row)
     print(_table(rows, header))
     print("\nThe libraries alone (no codec semantics), same measure:")
@@ -385,8 +389,12 @@ def main() -> None:
         )
     print(_table(raw_rows, ["value", *RAW]))
     print("\nRPC copy (trio_durable._codec.copy_value), calls per CPU second:")
-    for label, value in copy_rates(repeats, target).items():
+    copies = copy_rates(repeats, target)
+    for label, value in copies.items():
         print(f"  {label}: {value:,.0f}/s ({1e9 / value:,.0f} ns per call)")
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump({"round_trips": figures, "copy": copies}, out, indent=2)
 
 
 def _version(dist: str) -> str:

@@ -168,3 +168,17 @@ def test_values_in_the_010_fixture_decode_as_its_readme_says() -> None:
     }
     assert same(expected, decoded), f"got {decoded!r}"
     assert _codec.decode(rows["member"], type=Member) == Member("ada", 7), "type= works on it"
+
+
+def test_unknown_extension_type_is_refused() -> None:
+    import msgpack
+
+    data = b"\x01" + msgpack.packb(msgpack.ExtType(99, b"x"))
+    with pytest.raises(ValueError, match="unknown extension type 99"):
+        _codec.decode(data)
+
+
+def test_stored_value_never_holds_an_rpc_record() -> None:
+    data = _codec.encode_call(Member("ada"))
+    with pytest.raises(ValueError, match="RPC-only"):
+        _codec.decode(data)
