@@ -9,7 +9,7 @@ import trio_durable as td
 from trio_durable.testing import evict, list_object_ids
 
 from .conftest import OBJECTS
-from .objects import constructed
+from .objects import constructed, slow_stop_log
 
 
 def is_live(runtime: td.Runtime, stub: td.Stub) -> bool:
@@ -223,12 +223,13 @@ async def test_new_instance_waits_until_the_old_background_work_has_ended(
     autojump_clock: trio.testing.MockClock, runtime: td.Runtime
 ) -> None:
     stub = runtime.namespace("workers").get_by_name("slow-stop")
-    log: list[str] = []
-    await stub.start_slow_to_stop(log)
+    log = slow_stop_log
+    log.clear()
+    await stub.start_slow_to_stop()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(evict, stub)
         await trio.testing.wait_all_tasks_blocked()
         # A call now needs a new instance: it must not be built while the old
         # instance's background work is still cleaning up.
-        await stub.start_slow_to_stop(log)
+        await stub.start_slow_to_stop()
     assert log[:3] == ["constructed before", "old work cleaned up", "constructed before"], log
