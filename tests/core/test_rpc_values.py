@@ -100,7 +100,7 @@ async def test_attrs_instances_keep_their_class_across_rpc(keeper: td.Stub) -> N
 async def test_values_round_trip_as_themselves(keeper: td.Stub) -> None:
     value = {
         (1, 2): {b"\x00\x01", frozenset({3})},
-        "when": datetime.datetime(2026, 11, 27, tzinfo=datetime.timezone.utc),
+        "when": datetime.datetime(2026, 11, 27, tzinfo=datetime.UTC),
         "big": 2**100,
         "ba": bytearray(b"ab"),
     }
