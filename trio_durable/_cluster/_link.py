@@ -42,7 +42,16 @@ import trio
 
 from .. import _codec
 
-__all__ = ["Connection", "LinkClosedError", "Peer", "RequestHandler", "handshake_client"]
+__all__ = [
+    "Connection",
+    "LinkClosedError",
+    "LinkUnavailableError",
+    "Peer",
+    "RequestHandler",
+    "handshake_client",
+    "handshake_server",
+    "link_key",
+]
 
 logger: Final = logging.getLogger("trio_durable.cluster")
 
@@ -61,6 +70,10 @@ RequestHandler = Callable[[str, Any, list[int]], Awaitable[tuple[Any, Sequence[i
 
 class LinkClosedError(trio.BrokenResourceError):
     """The link to another process broke (it exited, or closed the connection)."""
+
+
+class LinkUnavailableError(LinkClosedError):
+    """The link was broken before a request could be sent: nothing ran."""
 
 
 class Connection:
@@ -325,17 +338,22 @@ class Peer:
         Cancelling the call cancels the request on the other side.
 
         Raises:
+            LinkUnavailableError: the link was broken before the request
+                was sent (nothing ran).
             LinkClosedError: the link broke before the reply came (the
                 request may or may not have run).
             RuntimeError: the other side failed to serve it (a bug there).
         """
         if self._broken is not None:
-            raise self._broken
+            raise LinkUnavailableError(str(self._broken)) from self._broken
         call_id = next(self._ids)
         pending = _Pending()
         self._pending[call_id] = pending
         try:
-            await self.connection.send(["req", call_id, op, body], fds)
+            try:
+                await self.connection.send(["req", call_id, op, body], fds)
+            except LinkClosedError as exc:
+                raise LinkUnavailableError(str(exc)) from exc
             try:
                 await pending.done.wait()
             except trio.Cancelled:

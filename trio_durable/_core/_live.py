@@ -96,6 +96,9 @@ class Supervisor(Protocol):
     hibernate_after: float
     evict_after: float
     counters: Counters
+    #: Called before each event's handler; raises to refuse the event (a
+    #: cluster refuses events for objects whose shard it no longer holds).
+    admit: Callable[[LiveObject], None] | None
 
     def schedule(self, record: LiveObject, deadline: float) -> None:
         """Make sure ``record``'s eviction check runs no later than ``deadline``."""
@@ -432,6 +435,9 @@ class LiveObject:
                 instance = self.instance
                 if instance is None:
                     raise ObjectResetError("the object was reset before the event started")
+                admit = self.registry.admit
+                if admit is not None:
+                    admit(self)
                 self.registry.counters.events_dispatched += 1
                 result = await handler(instance)
                 await self.output_gate.wait()

@@ -49,6 +49,8 @@ class Registry:
         self.reset_listeners: list[ResetListener] = []
         self.close_listeners: list[CloseListener] = []
         self.activation_listeners: list[ActivationListener] = []
+        #: Called before each event's handler; raises to refuse the event.
+        self.admit: Callable[[LiveObject], None] | None = None
         self._live: dict[tuple[str, str], LiveObject] = {}
         self._nursery: trio.Nursery | None = None
         self._closed = False
