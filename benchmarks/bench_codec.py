@@ -43,8 +43,8 @@ from wsproto.connection import Connection, ConnectionType
 from wsproto.events import TextMessage
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from trio_durable._websocket._codec import FrameCodec, serialize_message
-from trio_durable._websocket._codec import TextMessage as CodecText
+from trio_durable._websocket._frames import FrameCodec, serialize_message
+from trio_durable._websocket._frames import TextMessage as CodecText
 
 # Decision threshold from the design brief.
 REQUIRED_SPEEDUP = 1.3

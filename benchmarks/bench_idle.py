@@ -21,7 +21,7 @@ of one idle connection in the server process.
     python benchmarks/bench_idle.py --quick          # 2,000
     python benchmarks/bench_idle.py --connections 5000
 
-Target: at most 2 KiB per hibernated connection (SPEC section 6), against
+Target: at most 2 KiB per hibernated connection, against
 about 20 KiB for trio-websocket.
 """
 
@@ -134,7 +134,7 @@ def run_td_server(connections: int, per_object: int) -> dict[str, Any]:
     import trio
 
     import trio_durable as td
-    from trio_durable._websocket._gateway import serve
+    from trio_durable._gateway._serve import serve
 
     @attrs.define
     class Attachment:

@@ -19,7 +19,7 @@ import attrs
 import trio
 
 import trio_durable as td
-from trio_durable._storage.sqlite import SqliteBackend
+from trio_durable._storage._sqlite import SqliteBackend
 from trio_durable.testing import evict, run_in_object
 
 
@@ -174,10 +174,10 @@ async def alarms(data_dir: Path, n: int) -> float:
             for i in range(n):
                 nursery.start_soon(run_in_object, ns.get_by_name(f"a{i}"), arm)
     # Reopen an hour later: all n alarms are due at start.
-    from trio_durable import _alarms
+    from trio_durable._core import _clock
 
-    real = _alarms.wall_clock
-    _alarms.wall_clock = lambda: real() + 7200  # type: ignore[assignment]
+    real = _clock.system_time
+    _clock.system_time = lambda: real() + 7200  # type: ignore[assignment]
     try:
         async with td.open_runtime(OBJECTS, data_dir) as rt:
             start = time.perf_counter()
@@ -186,7 +186,7 @@ async def alarms(data_dir: Path, n: int) -> float:
             await rt.storage_engine.flush()
             return n / (time.perf_counter() - start)
     finally:
-        _alarms.wall_clock = real  # type: ignore[assignment]
+        _clock.system_time = real  # type: ignore[assignment]
 
 
 async def main(args: argparse.Namespace) -> None:

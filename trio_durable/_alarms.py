@@ -1,10 +1,9 @@
 """Alarms: one durable wake-up time per object, and the scheduler that fires them.
 
-Stored alarm times are epoch seconds. The runtime reads time only through
-Trio's clock plus one offset recorded at start (``wall = trio.current_time()
-+ offset``, :meth:`AlarmScheduler.wall_time`), so ``autojump_clock`` tests
-see alarms fire at exact times. The offset is rounded to 1/1024 s, which
-keeps ``wall - offset`` exact for times a test is likely to use.
+Stored alarm times are epoch seconds, compared with the runtime's
+:class:`~trio_durable._core._clock.WallClock` (Trio's clock plus an offset
+recorded at start), so ``autojump_clock`` tests see alarms fire at exact
+times.
 
 One scheduler task per runtime keeps a heap of due times, loaded from the
 backend at start and fed by every successful commit; an alarm is known to
@@ -20,22 +19,20 @@ import heapq
 import itertools
 import logging
 import random
-import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import attrs
 import trio
 
+from ._core._clock import WallClock
+from ._core._live import LiveObject
+from ._core._registry import Registry
 from ._exceptions import ObjectResetError
-from ._ids import DurableObjectId, Namespace
-from ._storage._backend import AlarmRecord, ObjectWrite
-from ._storage._kv import _Hold, storage_for
-
-if TYPE_CHECKING:
-    from ._object import DurableObject
-    from ._registry import LiveObject
-    from ._runtime import Runtime
+from ._ids import DurableObjectId
+from ._storage._backend import AlarmRecord, Backend, ObjectWrite
+from ._storage._kv import _Hold
+from ._storage._service import StorageService
 
 __all__ = ["AlarmInfo", "AlarmScheduler"]
 
@@ -63,11 +60,6 @@ class AlarmInfo:
     is_retry: bool = False
 
 
-def wall_clock() -> float:
-    """The system's epoch seconds, read once at start (tests replace it)."""
-    return time.time()
-
-
 def jitter() -> float:
     """The random part of a retry delay: a fraction in ``[0, 0.25]``."""
     return random.uniform(0.0, MAX_JITTER)
@@ -85,11 +77,30 @@ class _Entry:
 
 
 class AlarmScheduler:
-    """Fires every object's alarm on time (one per runtime)."""
+    """Fires every object's alarm on time (one per runtime).
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self.offset = 0.0
+    Args:
+        backend: Where alarms are stored (loaded once at start).
+        registry: Where alarms are delivered, as events.
+        storages: The objects' storage (the alarm handler runs against it).
+        clock: The runtime's wall clock.
+        classes: Namespace name → object class, to activate an object.
+    """
+
+    def __init__(
+        self,
+        *,
+        backend: Backend,
+        registry: Registry,
+        storages: StorageService,
+        clock: WallClock,
+        classes: Mapping[str, type],
+    ) -> None:
+        self._backend = backend
+        self._registry = registry
+        self._storages = storages
+        self._clock = clock
+        self._classes = classes
         self._entries: dict[ObjectKey, _Entry] = {}
         self._heap: list[tuple[float, int, ObjectKey, float]] = []
         self._seq = itertools.count()
@@ -99,21 +110,11 @@ class AlarmScheduler:
         self._failures: dict[ObjectKey, int] = {}
         self.fired = 0
 
-    # ------------------------------------------------------------------ time
-
-    def start_clock(self) -> None:
-        """Record the wall-clock offset (call once, inside the Trio run)."""
-        self.offset = round((wall_clock() - trio.current_time()) * 1024) / 1024
-
-    def wall_time(self) -> float:
-        """Now, in epoch seconds, according to the runtime's clock."""
-        return trio.current_time() + self.offset
-
     # ----------------------------------------------------------------- table
 
     async def load(self) -> None:
         """Load every stored alarm (those already due fire right after start)."""
-        for stored in await self.runtime.backend.load_alarms():
+        for stored in await self._backend.load_alarms():
             self._set((stored.namespace, stored.hex_id), stored.name, stored.alarm.time)
 
     def on_commit(self, writes: Sequence[ObjectWrite]) -> None:
@@ -134,7 +135,7 @@ class AlarmScheduler:
         self._push(key, at)
 
     def _push(self, key: ObjectKey, at: float) -> None:
-        heapq.heappush(self._heap, (at - self.offset, next(self._seq), key, at))
+        heapq.heappush(self._heap, (self._clock.to_trio(at), next(self._seq), key, at))
         self._changed.set()
 
     def _is_current(self, key: ObjectKey, at: float) -> bool:
@@ -171,14 +172,12 @@ class AlarmScheduler:
 
     async def _fire(self, key: ObjectKey, name: str | None, at: float) -> None:
         try:
-            try:
-                namespace = self.runtime.namespace(key[0])
-            except KeyError:
+            if key[0] not in self._classes:
                 logger.warning("alarm for unknown namespace %r is kept but not run", key[0])
                 return
-            object_id = DurableObjectId(namespace.name, key[1], name)
+            object_id = DurableObjectId(key[0], key[1], name)
             try:
-                await self.deliver(namespace, object_id, manual=False)
+                await self.deliver(object_id, manual=False)
             except trio.ClosedResourceError:
                 return
             except Exception as exc:
@@ -188,7 +187,7 @@ class AlarmScheduler:
                 self._failures[key] = failures
                 if failures <= MAX_RETRIES and self._is_current(key, at):
                     logger.warning("alarm of %s could not run; retrying", object_id, exc_info=exc)
-                    self._push(key, trio.current_time() + self.offset + retry_delay(failures))
+                    self._push(key, self._clock.now() + retry_delay(failures))
                 else:
                     logger.error("alarm of %s could not run; giving up", object_id, exc_info=exc)
         finally:
@@ -199,17 +198,15 @@ class AlarmScheduler:
                 if entry is not None:
                     self._push(key, entry.time)
 
-    async def deliver(
-        self, namespace: Namespace, object_id: DurableObjectId, *, manual: bool
-    ) -> bool:
+    async def deliver(self, object_id: DurableObjectId, *, manual: bool) -> bool:
         """Run the object's alarm handler as an event; False if no alarm was due.
 
         With ``manual=True`` (``testing.run_alarm``) a pending alarm runs
         even if it is not due yet.
         """
-        record = self.runtime.registry.activate(namespace, object_id)
+        record = self._registry.activate(object_id, self._classes[object_id.namespace])
 
-        async def handler(instance: DurableObject) -> bool:
+        async def handler(instance: Any) -> bool:
             return await self._run_handler(record, instance, manual=manual)
 
         result: bool = await record.run_event(handler)
@@ -219,12 +216,12 @@ class AlarmScheduler:
         return result
 
     async def _run_handler(self, record: LiveObject, instance: Any, *, manual: bool) -> bool:
-        storage = storage_for(record)
+        storage = self._storages.storage_for(record)
         async with _Hold(record):
             current = await storage._load_alarm()
         if current is None:
             return False
-        if not manual and current.time - self.offset > trio.current_time():
+        if not manual and self._clock.to_trio(current.time) > trio.current_time():
             return False  # moved to later; its new heap entry will fire it
         handler = getattr(instance, "alarm", None)
         if handler is None:
@@ -249,7 +246,7 @@ class AlarmScheduler:
                     logger.warning(
                         "alarm of %s failed; retry %d", record.object_id, retry, exc_info=exc
                     )
-                    at = self.wall_time() + retry_delay(retry)
+                    at = self._clock.now() + retry_delay(retry)
                     storage._store_alarm(AlarmRecord(at, current.scheduled_time, retry))
             return True
         if not storage._alarm_changed:

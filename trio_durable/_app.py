@@ -7,8 +7,8 @@ from typing import Any
 
 import attrs
 
+from ._gateway._serve import Worker
 from ._object import DurableObject
-from ._websocket._gateway import Worker
 
 __all__ = ["App"]
 

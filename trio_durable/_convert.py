@@ -1,4 +1,4 @@
-"""The runtime's one private cattrs converter.
+"""The package's one private cattrs converter.
 
 Attachments and stored values cross it on the way to bytes and back. It is
 built from cattrs' JSON preset and never touches the global converter, so a
@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from cattrs.preconf.json import JsonConverter, make_converter
 
-__all__ = ["Converter", "make_runtime_converter"]
+__all__ = ["CONVERTER", "Converter"]
 
 T = TypeVar("T")
 
@@ -62,11 +62,7 @@ class Converter:
             return raw
         return self._cattrs.structure(raw, type)
 
-    def structure(self, raw: Any, type: type[T]) -> T:
-        """Structure already-parsed JSON data into ``type``."""
-        return self._cattrs.structure(raw, type)
 
 
-def make_runtime_converter() -> Converter:
-    """A fresh converter for one runtime."""
-    return Converter()
+#: The one converter of the package: no user hook can reach it.
+CONVERTER = Converter()

@@ -12,59 +12,74 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import attrs
 
+from ._core._clock import WallClock
+from ._core._live import LiveObject
 from ._exceptions import ObjectResetError
+from ._ids import DurableObjectId
+from ._storage._kv import Storage
+from ._storage._service import StorageService
+from ._stubs import Namespace
+from ._websocket._hub import SocketHub
+from ._websocket._socket import WebSocket, WebSocketRequestResponsePair
 
-if TYPE_CHECKING:
-    from ._ids import DurableObjectId, Namespace
-    from ._registry import LiveObject
-    from ._runtime import Runtime
-    from ._storage._kv import Storage
-    from ._websocket._socket import WebSocket, WebSocketRequestResponsePair
-
-__all__ = ["DurableObject", "ObjectContext"]
+__all__ = ["DurableObject", "ObjectContext", "ObjectServices"]
 
 T = TypeVar("T")
 
 logger = logging.getLogger("trio_durable")
 
 
+@attrs.frozen(eq=False)
+class ObjectServices:
+    """The runtime's services, as every :class:`ObjectContext` of it reaches them.
+
+    The runtime builds one and gives it to each context it makes: adding a
+    service means adding a field here, never reaching into the runtime.
+
+    Attributes:
+        storages: Each activation's storage.
+        sockets: The hibernatable sockets of every object.
+        clock: The runtime's wall clock.
+        namespace: Namespace name → :class:`Namespace` (for calls to other objects).
+    """
+
+    storages: StorageService
+    sockets: SocketHub
+    clock: WallClock
+    namespace: Callable[[str], Namespace]
+
+
 class ObjectContext:
     """What an object knows about itself: ``self.ctx``.
 
     Built by the runtime, one per activation; not publicly constructible.
-    Storage (``storage``) and the WebSocket registry (``accept_websocket``,
-    ``get_websockets``, ...) are attached by their own layers through
-    :attr:`_services`, so adding them never changes the lifecycle code.
+    Every method works through the runtime's :class:`ObjectServices`.
     """
 
-    __slots__ = ("_record", "_runtime", "id")
+    __slots__ = ("_record", "_services", "_storage", "id")
 
-    def __init__(self, record: LiveObject, runtime: Runtime, object_id: DurableObjectId) -> None:
+    def __init__(self, record: LiveObject, services: ObjectServices) -> None:
         self._record = record
-        self._runtime = runtime
-        self.id = object_id
+        self._services = services
+        self._storage: Storage | None = None
+        self.id: DurableObjectId = record.object_id
 
     def __repr__(self) -> str:
         return f"<ObjectContext {self.id!r}>"
 
-    # --- storage (issue 4) ---
     @property
     def storage(self) -> Storage:
         """The object's durable storage: key-value (async), ``sql`` (sync) and alarms."""
-        storage: Storage | None = self._record.services.get("storage")
+        storage = self._storage
         if storage is None:
-            from ._storage._kv import storage_for
-
-            storage = storage_for(self._record)
+            storage = self._storage = self._services.storages.storage_for(self._record)
         return storage
 
-    # --- end storage ---
-
-    # --- websockets (issue 3) ---
+    # ----------------------------------------------------------- WebSockets
 
     def accept_websocket(self, ws: WebSocket, tags: Iterable[str] = ()) -> None:
         """Accept the server end of a :class:`WebSocketPair` as a hibernatable socket.
@@ -79,47 +94,56 @@ class ObjectContext:
                 or the object already has 32,768 hibernatable sockets.
         """
         self._record.check_alive()
-        self._runtime.sockets.accept(self._record, ws, tags)
+        self._services.sockets.accept(self._record, ws, tags)
 
     def get_websockets(self, tag: str | None = None) -> list[WebSocket]:
         """The open hibernatable sockets of this object (with ``tag``, if given)."""
-        return self._runtime.sockets.get_websockets(self._record, tag)
+        return self._services.sockets.get_websockets(self._record, tag)
 
     def get_tags(self, ws: WebSocket) -> list[str]:
         """The tags ``ws`` was accepted with."""
-        return self._runtime.sockets.get_tags(self._record, ws)
+        return self._services.sockets.get_tags(self._record, ws)
 
     def set_websocket_auto_response(self, pair: WebSocketRequestResponsePair | None) -> None:
         """Answer ``pair.request`` with ``pair.response`` without waking the object.
 
         ``None`` clears it. The setting outlives hibernation.
         """
-        self._runtime.sockets.set_auto_response(self._record, pair)
+        self._services.sockets.set_auto_response(self._record, pair)
 
     def get_websocket_auto_response(self) -> WebSocketRequestResponsePair | None:
         """The auto-response pair in force, or ``None``."""
-        return self._runtime.sockets.get_auto_response(self._record)
+        return self._services.sockets.get_auto_response(self._record)
 
     def get_websocket_auto_response_timestamp(self, ws: WebSocket) -> float | None:
         """When ``ws`` last got an auto-response (epoch seconds), or ``None``."""
-        return self._runtime.sockets.get_auto_response_timestamp(self._record, ws)
+        return self._services.sockets.get_auto_response_timestamp(self._record, ws)
 
     def set_hibernatable_websocket_event_timeout(self, seconds: float | None) -> None:
         """Reset the whole object when a ``websocket_*`` handler runs longer than this.
 
         ``None`` (the default) means no limit.
         """
-        self._runtime.sockets.set_event_timeout(self._record, seconds)
+        self._services.sockets.set_event_timeout(self._record, seconds)
 
     def get_hibernatable_websocket_event_timeout(self) -> float | None:
         """The event timeout in seconds, or ``None``."""
-        return self._runtime.sockets.get_event_timeout(self._record)
+        return self._services.sockets.get_event_timeout(self._record)
 
-    # --- end websockets ---
+    # ---------------------------------------------------------------- other
+
+    def now(self) -> float:
+        """Now, in epoch seconds, by the runtime's clock.
+
+        Use it rather than ``time.time()`` for alarm times: it follows Trio's
+        clock, so under ``autojump_clock`` an alarm set for ``ctx.now() + 300``
+        fires exactly 300 seconds of virtual time later.
+        """
+        return self._services.clock.now()
 
     def namespace(self, name: str) -> Namespace:
         """Another namespace of the same runtime, to call other objects."""
-        return self._runtime.namespace(name)
+        return self._services.namespace(name)
 
     async def block_concurrency_while(self, async_fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run ``await async_fn(*args)`` while no other event may start.

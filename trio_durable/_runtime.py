@@ -1,76 +1,123 @@
-"""The :class:`Runtime` and :func:`open_runtime`.
+"""The composition root: :class:`Runtime` and :func:`open_runtime`.
 
-A runtime owns the registry of live objects, the storage backend, and (once
-the gateway runs) the connection nursery of hibernatable sockets. Leaving
-``open_runtime`` cancels every object, records what must be recorded and
-closes the backend; no ExceptionGroup of ours reaches the caller.
+This is the one module that knows every part and wires them together: the
+registry of live objects, the storage engine and each object's storage, the
+alarm scheduler, the socket hub, the watchdog and the namespaces. Nothing
+below reaches back up to it; each part gets what it needs here, as an
+argument. Leaving ``open_runtime`` cancels every object, commits what is
+buffered and closes the backend; no ExceptionGroup of ours reaches the caller.
 """
 
 from __future__ import annotations
 
+import gc
 import inspect
 import logging
-import math
 import os
+import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import trio
 
 from ._alarms import AlarmScheduler
-from ._convert import make_runtime_converter
-from ._ids import DurableObjectId, Namespace
-from ._object import DurableObject
-from ._registry import Registry
+from ._convert import CONVERTER
+from ._core._clock import WallClock
+from ._core._live import LiveObject
+from ._core._registry import Registry
+from ._ids import DurableObjectId, IdMinter
+from ._limits import (
+    EVICT_AFTER,
+    HIBERNATE_AFTER,
+    MAX_ATTACHMENT_BYTES,
+    MAX_VALUE_BYTES,
+    MAX_WEBSOCKETS_PER_OBJECT,
+    WATCHDOG_RESET_AFTER,
+    WATCHDOG_WARN_AFTER,
+    check_positive_int,
+    check_seconds,
+)
+from ._object import DurableObject, ObjectContext, ObjectServices
 from ._storage._backend import Backend, ObjectEntry
 from ._storage._engine import StorageEngine
-from ._storage._limits import DEFAULT_MAX_VALUE_BYTES
-from ._storage.sqlite import SqliteBackend
-from ._watchdog import (  # faults (issue 6)
-    DEFAULT_BLOCKING_RESET_AFTER,
-    DEFAULT_BLOCKING_WARNING_AFTER,
-    Watchdog,
-    open_watchdog,
-)
+from ._storage._service import StorageService
+from ._storage._sqlite import SqliteBackend
+from ._stubs import LocalDispatcher, Namespace
+from ._watchdog import Watchdog, open_watchdog
 from ._websocket._hub import SocketHub, SocketLimits
 
-__all__ = ["Runtime", "RuntimeStatistics", "open_runtime"]
+__all__ = ["Runtime", "RuntimeOptions", "RuntimeStatistics", "open_runtime", "runtime_of"]
 
-logger = logging.getLogger("trio_durable")
+logger: Final = logging.getLogger("trio_durable")
+
+# Each namespace's runtime, for the testing helpers that start from a stub.
+_runtime_of_namespace: Final[weakref.WeakKeyDictionary[Namespace, Runtime]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-@contextmanager
-def _unwrap_single_exception() -> Iterator[None]:
-    """Re-raise a lone exception out of a nursery's ExceptionGroup.
+def runtime_of(namespace: Namespace) -> Runtime:
+    """The runtime that made ``namespace``.
 
-    The user's own exception from inside ``async with open_runtime()`` comes
-    back with its own type, not wrapped in a group of ours.
+    Raises:
+        LookupError: ``namespace`` was not made by a runtime of this process.
     """
     try:
-        yield
-    except BaseExceptionGroup as group:
-        leaves = _leaves(group)
-        if len(leaves) != 1:
-            raise
-        leaf = leaves[0]
-        context = leaf.__context__
-        try:
-            raise leaf
-        finally:
-            leaf.__context__ = context
-            del leaf
+        return _runtime_of_namespace[namespace]
+    except KeyError:
+        raise LookupError(f"{namespace!r} does not belong to a runtime") from None
 
 
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    result: list[BaseException] = []
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            result.extend(_leaves(exc))
-        else:
-            result.append(exc)
-    return result
+def _optional_seconds(name: str) -> Any:
+    def check(instance: object, attribute: object, value: float | None) -> None:
+        if value is not None:
+            check_seconds(name, value)
+
+    return check
+
+
+def _seconds(name: str) -> Any:
+    def check(instance: object, attribute: object, value: float) -> None:
+        check_seconds(name, value)
+
+    return check
+
+
+def _size(name: str) -> Any:
+    def check(instance: object, attribute: object, value: int) -> None:
+        check_positive_int(name, value)
+
+    return check
+
+
+@attrs.frozen
+class RuntimeOptions:
+    """Every tunable of :func:`open_runtime`, checked once when it is called.
+
+    A bad value raises at the call (``TypeError`` or ``ValueError`` naming
+    the option), before anything is opened.
+    """
+
+    hibernate_after: float = attrs.field(
+        default=HIBERNATE_AFTER, validator=_seconds("hibernate_after")
+    )
+    evict_after: float = attrs.field(default=EVICT_AFTER, validator=_seconds("evict_after"))
+    max_value_bytes: int = attrs.field(default=MAX_VALUE_BYTES, validator=_size("max_value_bytes"))
+    max_websockets_per_object: int = attrs.field(
+        default=MAX_WEBSOCKETS_PER_OBJECT, validator=_size("max_websockets_per_object")
+    )
+    max_attachment_bytes: int = attrs.field(
+        default=MAX_ATTACHMENT_BYTES, validator=_size("max_attachment_bytes")
+    )
+    blocking_warning_after: float | None = attrs.field(
+        default=WATCHDOG_WARN_AFTER, validator=_optional_seconds("blocking_warning_after")
+    )
+    blocking_reset_after: float | None = attrs.field(
+        default=WATCHDOG_RESET_AFTER, validator=_optional_seconds("blocking_reset_after")
+    )
+    tune_gc: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
 
 
 @attrs.frozen
@@ -107,31 +154,60 @@ class Runtime:
         objects: Mapping[str, type[DurableObject]],
         backend: Backend,
         env: Any,
-        hibernate_after: float,
-        evict_after: float,
-        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
-        socket_limits: SocketLimits | None = None,
+        options: RuntimeOptions,
     ) -> None:
         self.env = env
         self.backend = backend
-        self.registry = Registry(self, hibernate_after=hibernate_after, evict_after=evict_after)
-        # --- storage and alarms (issue 4) ---
-        self.converter = make_runtime_converter()
-        self.storage_engine = StorageEngine(backend, max_value_bytes=max_value_bytes)
-        self.alarms = AlarmScheduler(self)
+        self.options = options
+        self.clock = WallClock()
+        self.registry = Registry(
+            self._build,
+            hibernate_after=options.hibernate_after,
+            evict_after=options.evict_after,
+        )
+        self.storage_engine = StorageEngine(backend, max_value_bytes=options.max_value_bytes)
+        self.storages = StorageService(self.storage_engine, CONVERTER)
+        self.registry.close_listeners.append(self.storages.forget)
+        self._object_classes: dict[str, type[DurableObject]] = dict(objects)
+        self.alarms = AlarmScheduler(
+            backend=backend,
+            registry=self.registry,
+            storages=self.storages,
+            clock=self.clock,
+            classes=self._object_classes,
+        )
         self.storage_engine.commit_listeners.append(self.alarms.on_commit)
-        # --- end storage and alarms ---
-        # --- websockets (issue 3) ---
-        self.sockets = SocketHub(self.registry, self.converter, socket_limits or SocketLimits())
-        # --- end websockets ---
-        self.watchdog: Watchdog | None = None  # faults (issue 6)
-        self._object_classes = dict(objects)
+        self.sockets = SocketHub(
+            self.registry,
+            SocketLimits(
+                max_sockets_per_object=options.max_websockets_per_object,
+                max_attachment_bytes=options.max_attachment_bytes,
+            ),
+            self.clock,
+        )
+        self.watchdog: Watchdog | None = None
+        self._dispatcher = LocalDispatcher(self.registry)
+        self._services = ObjectServices(
+            storages=self.storages, sockets=self.sockets, clock=self.clock, namespace=self.namespace
+        )
         self._namespaces: dict[str, Namespace] = {}
+        # IDs activated since the backend last recorded them (written in batches).
+        self._unrecorded: dict[tuple[str, str], DurableObjectId] = {}
+        self._unrecorded_added = trio.Event()
+        self.registry.activation_listeners.append(self._note_activation)
         self._closed = False
 
     def _bind(self, secret: bytes) -> None:
+        minter = IdMinter(secret)
         for name, cls in self._object_classes.items():
-            self._namespaces[name] = Namespace(name, cls, secret, self.registry)
+            namespace = Namespace(name, cls, minter, self._dispatcher)
+            self._namespaces[name] = namespace
+            _runtime_of_namespace[namespace] = self
+
+    def _build(self, record: LiveObject) -> DurableObject:
+        ctx = ObjectContext(record, self._services)
+        instance: DurableObject = record.object_class(ctx=ctx, env=self.env)
+        return instance
 
     def __repr__(self) -> str:
         return f"<Runtime namespaces={sorted(self._namespaces)}>"
@@ -143,7 +219,7 @@ class Runtime:
         ``MockClock`` ``set_alarm(runtime.wall_time() + 10)`` fires exactly
         10 seconds of Trio time later.
         """
-        return self.alarms.wall_time()
+        return self.clock.now()
 
     @property
     def closed(self) -> bool:
@@ -180,30 +256,66 @@ class Runtime:
         entries = await self.backend.list_objects(namespace)
         return [DurableObjectId(ns.name, entry.hex_id, entry.name) for entry in entries]
 
+    def _note_activation(self, record: LiveObject) -> None:
+        if not self._unrecorded:
+            self._unrecorded_added.set()
+        self._unrecorded[record.key] = record.object_id
+
     async def _record_new_objects(self) -> None:
-        pending = self.registry.unrecorded
+        pending = self._unrecorded
         if not pending:
             return
-        self.registry.unrecorded = {}
+        self._unrecorded = {}
         entries = [ObjectEntry(ns, hex_id, oid.name) for (ns, hex_id), oid in pending.items()]
         try:
             await self.backend.record_objects(entries)
         except BaseException:
             # Keep them for the next attempt: losing them would hide objects.
-            self.registry.unrecorded.update(pending)
+            self._unrecorded.update(pending)
             raise
 
     async def _run_recorder(self) -> None:
         # Activations are recorded in batches, off the activation path.
-        registry = self.registry
         while True:
-            await registry.unrecorded_added.wait()
-            registry.unrecorded_added = trio.Event()
+            await self._unrecorded_added.wait()
+            self._unrecorded_added = trio.Event()
             await trio.sleep(0.05)  # gather a batch
             try:
                 await self._record_new_objects()
             except Exception:
                 logger.exception("could not record new object IDs; will retry")
+
+
+@contextmanager
+def _unwrap_single_exception() -> Iterator[None]:
+    """Re-raise a lone exception out of a nursery's ExceptionGroup.
+
+    The user's own exception from inside ``async with open_runtime()`` comes
+    back with its own type, not wrapped in a group of ours.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = _leaves(group)
+        if len(leaves) != 1:
+            raise
+        leaf = leaves[0]
+        context = leaf.__context__
+        try:
+            raise leaf
+        finally:
+            leaf.__context__ = context
+            del leaf
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    result: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            result.extend(_leaves(exc))
+        else:
+            result.append(exc)
+    return result
 
 
 def _check_objects(objects: Mapping[str, type[DurableObject]]) -> None:
@@ -223,20 +335,32 @@ def _check_objects(objects: Mapping[str, type[DurableObject]]) -> None:
             )
 
 
-def _check_size(name: str, value: int) -> int:  # storage and alarms (issue 4)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int number of bytes, got {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value!r}")
-    return value
+#: The collector's thresholds while a runtime with ``tune_gc=True`` is open:
+#: young collections ten times rarer than Python's default (700), chosen by
+#: measurement (``docs/benchmarks.md``, activations).
+TUNED_GC_THRESHOLDS: Final = (10_000, 10, 10)
 
 
-def _check_seconds(name: str, value: float) -> float:
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be a positive, finite number of seconds, got {value!r}")
-    return float(value)
+@contextmanager
+def _tuned_gc(enabled: bool) -> Iterator[None]:
+    """Freeze what exists at start-up and raise the collector's thresholds, then restore.
+
+    Everything imported and built before the runtime opened (modules,
+    classes, the app) is moved out of the collector's sight with
+    ``gc.freeze()``, so a full collection no longer walks it; and young
+    collections run less often. Only when asked: this is process-wide state.
+    """
+    if not enabled:
+        yield
+        return
+    previous = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(*TUNED_GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
+        gc.unfreeze()
 
 
 @asynccontextmanager
@@ -245,14 +369,15 @@ async def open_runtime(
     data_dir: str | os.PathLike[str] | None = None,
     *,
     env: Any = None,
-    hibernate_after: float = 10.0,
-    evict_after: float = 70.0,
+    hibernate_after: float = HIBERNATE_AFTER,
+    evict_after: float = EVICT_AFTER,
     backend: Backend | None = None,
-    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
-    max_websockets_per_object: int = 32_768,
-    max_attachment_bytes: int = 16_384,
-    blocking_warning_after: float | None = DEFAULT_BLOCKING_WARNING_AFTER,  # faults (issue 6)
-    blocking_reset_after: float | None = DEFAULT_BLOCKING_RESET_AFTER,  # faults (issue 6)
+    max_value_bytes: int = MAX_VALUE_BYTES,
+    max_websockets_per_object: int = MAX_WEBSOCKETS_PER_OBJECT,
+    max_attachment_bytes: int = MAX_ATTACHMENT_BYTES,
+    blocking_warning_after: float | None = WATCHDOG_WARN_AFTER,
+    blocking_reset_after: float | None = WATCHDOG_RESET_AFTER,
+    tune_gc: bool = False,
 ) -> AsyncIterator[Runtime]:
     """Open a runtime serving the given object classes.
 
@@ -261,6 +386,9 @@ async def open_runtime(
         async with td.open_runtime(objects={"counters": Counter}, data_dir="data") as runtime:
             stub = runtime.namespace("counters").get_by_name("home")
             await stub.increment()
+
+    Every option is checked when this is called, before anything opens: a
+    bad value raises ``TypeError`` or ``ValueError`` naming the option.
 
     Args:
         objects: Namespace name → :class:`DurableObject` subclass.
@@ -271,7 +399,8 @@ async def open_runtime(
             background work, no standard socket) before it is evicted.
         evict_after: Seconds without an event after which an object kept
             awake only by background work is evicted anyway.
-        backend: A storage backend to use instead of SQLite in ``data_dir``.
+        backend: A storage backend to use instead of SQLite in ``data_dir``
+            (for example ``SqliteBackend(path, durability="power")``).
         max_value_bytes: Largest serialized value ``ctx.storage.put`` accepts
             (default 2 MiB).
         max_websockets_per_object: Most hibernatable WebSockets one object
@@ -285,56 +414,53 @@ async def open_runtime(
         blocking_reset_after: An object whose code blocks the loop this
             long is also reset (default 30 s; ``None``:
             never). ``None`` for both turns the watchdog off.
+        tune_gc: Tune Python's garbage collector for many live objects while
+            the runtime is open: ``gc.freeze()`` of everything that exists at
+            start-up and higher collection thresholds (restored on exit).
+            Process-wide, so off by default for a runtime embedded in
+            another application; ``trio-durable serve`` turns it on. See
+            ``docs/lifecycle.md``.
 
     On exit every object is cancelled and the backend is closed. Cancelling
     the block cancels them the same way.
     """
     _check_objects(objects)
-    hibernate_after = _check_seconds("hibernate_after", hibernate_after)
-    evict_after = _check_seconds("evict_after", evict_after)
-    if blocking_warning_after is not None:  # faults (issue 6)
-        blocking_warning_after = _check_seconds("blocking_warning_after", blocking_warning_after)
-    if blocking_reset_after is not None:  # faults (issue 6)
-        blocking_reset_after = _check_seconds("blocking_reset_after", blocking_reset_after)
+    options = RuntimeOptions(
+        hibernate_after=hibernate_after,
+        evict_after=evict_after,
+        max_value_bytes=max_value_bytes,
+        max_websockets_per_object=max_websockets_per_object,
+        max_attachment_bytes=max_attachment_bytes,
+        blocking_warning_after=blocking_warning_after,
+        blocking_reset_after=blocking_reset_after,
+        tune_gc=tune_gc,
+    )
     if backend is None:
         backend = SqliteBackend(data_dir)
     elif data_dir is not None:
         raise TypeError("pass either data_dir or backend, not both")
     await backend.open()
-    runtime = Runtime(
-        objects=objects,
-        backend=backend,
-        env=env,
-        hibernate_after=hibernate_after,
-        evict_after=evict_after,
-        max_value_bytes=_check_size("max_value_bytes", max_value_bytes),
-        socket_limits=SocketLimits(
-            max_sockets_per_object=_check_size(
-                "max_websockets_per_object", max_websockets_per_object
-            ),
-            max_attachment_bytes=_check_size("max_attachment_bytes", max_attachment_bytes),
-        ),
-    )
+    runtime = Runtime(objects=objects, backend=backend, env=env, options=options)
     try:
         runtime._bind(await backend.load_secret())
-        runtime.alarms.start_clock()  # storage and alarms (issue 4)
-        await runtime.alarms.load()  # storage and alarms (issue 4)
+        runtime.clock.start()
+        await runtime.alarms.load()
         with (
             _unwrap_single_exception(),
-            open_watchdog(  # faults (issue 6)
+            _tuned_gc(options.tune_gc),
+            open_watchdog(
                 runtime.registry,
-                warn_after=blocking_warning_after,
-                reset_after=blocking_reset_after,
+                warn_after=options.blocking_warning_after,
+                reset_after=options.blocking_reset_after,
             ) as runtime.watchdog,
         ):
             async with trio.open_nursery() as nursery:
-                runtime.registry.attach(nursery)
-                nursery.start_soon(runtime.registry.run_timers)
+                await nursery.start(runtime.registry.run)
                 nursery.start_soon(runtime._run_recorder)
-                nursery.start_soon(runtime.storage_engine.run)  # storage and alarms (issue 4)
-                nursery.start_soon(runtime.alarms.run)  # storage and alarms (issue 4)
-                await nursery.start(runtime.sockets.run)  # websockets (issue 3)
-                runtime.sockets.bind_to_current_task()  # websockets (issue 3)
+                nursery.start_soon(runtime.storage_engine.run)
+                nursery.start_soon(runtime.alarms.run)
+                await nursery.start(runtime.sockets.run)
+                runtime.sockets.bind_to_current_task()
                 try:
                     yield runtime
                 finally:
@@ -342,7 +468,7 @@ async def open_runtime(
                     runtime.registry.shutdown()
                     nursery.cancel_scope.cancel()
         with trio.CancelScope(shield=True):
-            await runtime.storage_engine.flush()  # storage and alarms (issue 4)
+            await runtime.storage_engine.flush()
             await runtime._record_new_objects()
     finally:
         runtime._closed = True

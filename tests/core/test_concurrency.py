@@ -9,7 +9,7 @@ import trio
 import trio.testing
 
 import trio_durable as td
-from trio_durable._gates import InputGate
+from trio_durable._core._gates import InputGate
 
 
 @attrs.define(eq=False)

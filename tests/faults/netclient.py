@@ -18,7 +18,7 @@ import trio
 from websockets.frames import Frame, Opcode
 
 import trio_durable as td
-from trio_durable._websocket._gateway import serve
+from trio_durable._gateway._serve import serve
 
 Worker = Callable[[td.Request, td.Runtime], Awaitable[td.Response]]
 

@@ -13,7 +13,7 @@ import trio.lowlevel
 
 import trio_durable as td
 from trio_durable._storage._backend import ObjectWrite
-from trio_durable._storage.sqlite import SqliteBackend
+from trio_durable._storage._sqlite import SqliteBackend
 
 
 def block_loop(seconds: float) -> None:

@@ -20,8 +20,8 @@ import trio
 import trustme
 
 import trio_durable as td
-from trio_durable._websocket._codec import accept_key
-from trio_durable._websocket._gateway import serve
+from trio_durable._gateway._serve import serve
+from trio_durable._websocket._frames import accept_key
 from trio_durable._websocket._network import ConnectionHome, NetworkTransport
 from trio_durable._websocket._parking import SocketParking
 

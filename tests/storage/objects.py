@@ -10,7 +10,7 @@ import trio
 
 import trio_durable as td
 from trio_durable._storage._backend import KeyRange, ObjectWrite
-from trio_durable._storage.sqlite import SqliteBackend
+from trio_durable._storage._sqlite import SqliteBackend
 
 
 @attrs.define
@@ -61,8 +61,7 @@ class Box(td.DurableObject):
 
 
 def td_wall(obj: td.DurableObject) -> float:
-    runtime: td.Runtime = obj.ctx._runtime  # type: ignore[attr-defined]
-    return runtime.wall_time()
+    return obj.ctx.now()
 
 
 @attrs.define(eq=False)

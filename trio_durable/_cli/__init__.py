@@ -17,10 +17,10 @@ unwritable data directory, ...) prints one line to stderr and exits 2.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 from collections.abc import Sequence
 from typing import NoReturn
 
-from .. import __version__
 from . import _dev, _new, _serve
 from ._common import USAGE_ERROR, UsageError, configure_logging, report_usage_error
 
@@ -38,13 +38,22 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="trio-durable",
         description="Durable Objects for Python, on Trio.",
     )
-    parser.add_argument("--version", action="version", version=f"trio-durable {__version__}")
+    parser.add_argument("--version", action="version", version=f"trio-durable {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
     _serve.add_parser(commands)
     _dev.add_parser(commands)
     _new.add_parser(commands)
     return parser
+
+
+def _version() -> str:
+    # The installed distribution's version (what pip reports); the package
+    # root is not imported from here (tests/test_layering.py).
+    try:
+        return importlib.metadata.version("trio_durable")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

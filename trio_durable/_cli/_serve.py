@@ -15,9 +15,9 @@ from pathlib import Path
 import trio
 
 from .._app import App
+from .._gateway._serve import Worker, serve
 from .._http import Request, Response
 from .._runtime import Runtime, open_runtime
-from .._websocket._gateway import Worker, serve
 from ._common import LOG_LEVELS, Commands, UsageError, check_port, load_app, prepare_data_dir, url
 
 __all__ = ["add_parser", "logged_worker", "run", "serve_app"]
@@ -93,7 +93,7 @@ async def serve_app(
         stack = contextlib.AsyncExitStack()
         try:
             runtime = await stack.enter_async_context(
-                open_runtime(app.objects, data_dir, env=app.env)
+                open_runtime(app.objects, data_dir, env=app.env, tune_gc=True)
             )
         except (sqlite3.Error, OSError) as exc:
             raise UsageError(f"cannot open the storage in {str(data_dir)!r}: {exc}") from exc

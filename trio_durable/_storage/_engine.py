@@ -2,7 +2,7 @@
 
 A write lands at once in the object's cache and in its *batch*: the object's
 uncommitted changes. The first write of a batch registers one
-:class:`~trio_durable._gates.PendingCommit` on the object's output gate, so
+:class:`~trio_durable._core._gates.PendingCommit` on the object's output gate, so
 replies and messages that follow wait for the commit.
 
 One committer task per runtime turns batches into backend commits. It waits
@@ -35,8 +35,8 @@ from ._backend import AlarmRecord, Backend, ObjectWrite
 if TYPE_CHECKING:
     import sqlite3
 
-    from .._gates import PendingCommit
-    from .._registry import LiveObject
+    from .._core._gates import PendingCommit
+    from .._core._live import LiveObject
 
 __all__ = ["MISSING", "Batch", "StorageEngine"]
 

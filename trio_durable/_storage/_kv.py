@@ -23,23 +23,23 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import attrs
 import trio
 
-from .._registry import cooperative_yield
+from .._core._budget import cooperative_yield
 from ._backend import AlarmRecord, KeyRange
-from ._engine import MISSING, StorageEngine
-from ._limits import (
+from ._checks import (
     check_entries,
     check_key,
     check_keys,
     check_list_args,
     check_value_size,
 )
+from ._engine import MISSING, StorageEngine
+from ._sql import SqlStorage
 
 if TYPE_CHECKING:
     from .._convert import Converter
-    from .._registry import LiveObject
-    from ._sql import SqlStorage
+    from .._core._live import LiveObject
 
-__all__ = ["Storage", "Transaction", "storage_for"]
+__all__ = ["Storage", "Transaction"]
 
 T = TypeVar("T")
 
@@ -49,15 +49,6 @@ _UNKNOWN: Any = object()
 #: The per-activation cache is dropped when it grows past either bound.
 CACHE_MAX_ENTRIES = 10_000
 CACHE_MAX_BYTES = 32 * 1024 * 1024
-
-
-def storage_for(record: LiveObject) -> Storage:
-    """The :class:`Storage` of one activation, created on first use."""
-    storage = record.services.get("storage")
-    if storage is None:
-        storage = Storage(record)
-        record.services["storage"] = storage
-    return storage
 
 
 class _Changes(Protocol):
@@ -317,11 +308,10 @@ class Storage(_KeyValue):
         "_txn",
     )
 
-    def __init__(self, record: LiveObject) -> None:
-        runtime = record.registry.runtime
+    def __init__(self, record: LiveObject, engine: StorageEngine, converter: Converter) -> None:
         self._record = record
-        self._engine: StorageEngine = runtime.storage_engine
-        self._converter = runtime.converter
+        self._engine = engine
+        self._converter = converter
         self._cache: dict[str, bytes | None] = {}
         self._cache_bytes = 0
         self._complete = False  # after delete_all: a key not in the cache is absent
@@ -431,9 +421,7 @@ class Storage(_KeyValue):
     def sql(self) -> SqlStorage:
         """The object's own SQLite database (synchronous API)."""
         if self._sql is None:
-            from ._sql import SqlStorage
-
-            self._sql = SqlStorage(self)
+            self._sql = SqlStorage(self._record, self._engine, lambda: self._txn is not None)
         return self._sql
 
     # ---------------------------------------------------------------- alarms
@@ -474,7 +462,7 @@ class Storage(_KeyValue):
                 not a number or an aware datetime.
             ValueError: ``when`` is not finite.
         """
-        cls = self._record.namespace.object_class
+        cls = self._record.object_class
         if not callable(getattr(cls, "alarm", None)):
             raise TypeError(f"{cls.__name__} has no alarm() handler, so it cannot set an alarm")
         at = _epoch_seconds(when)

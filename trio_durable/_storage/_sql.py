@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import secrets
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import SqlError
 
 if TYPE_CHECKING:
-    from ._kv import Storage
+    from .._core._live import LiveObject
+    from ._engine import StorageEngine
 
 __all__ = ["SqlCursor", "SqlError", "SqlStorage"]
 
@@ -190,19 +191,23 @@ class SqlCursor:
 class SqlStorage:
     """``ctx.storage.sql``: synchronous SQL on the object's own SQLite database."""
 
-    __slots__ = ("_savepoint", "_storage")
+    __slots__ = ("_engine", "_in_transaction", "_record", "_savepoint")
 
-    def __init__(self, storage: Storage) -> None:
-        self._storage = storage
+    def __init__(
+        self, record: LiveObject, engine: StorageEngine, in_transaction: Callable[[], bool]
+    ) -> None:
+        self._record = record
+        self._engine = engine
+        self._in_transaction = in_transaction
         self._savepoint = False
 
     def __repr__(self) -> str:
-        return f"<SqlStorage of {self._storage._record.object_id!r}>"
+        return f"<SqlStorage of {self._record.object_id!r}>"
 
     def _db(self) -> sqlite3.Connection:
-        oid = self._storage._record.object_id
+        oid = self._record.object_id
         try:
-            return self._storage._engine.backend.sql_database(oid.namespace, oid.hex, _setup)
+            return self._engine.backend.sql_database(oid.namespace, oid.hex, _setup)
         except NotImplementedError:
             raise NotImplementedError(
                 "this storage backend has no SQL database; use the key-value API"
@@ -228,15 +233,14 @@ class SqlStorage:
                     f"binding {index + 1} has type {type(value).__name__}; SQL values are "
                     "int, float, str, bytes or None"
                 )
-        storage = self._storage
-        record = storage._record
+        record = self._record
         record.check_alive()
         db = self._db()
         guard = _guard(db)
         began = not db.in_transaction
         if began:
             db.execute(_BEGIN)
-        if storage._txn is not None and not self._savepoint:
+        if self._in_transaction() and not self._savepoint:
             db.execute(_SAVEPOINT)
             self._savepoint = True
         guard.checking, guard.wrote, guard.reason = True, False, None
@@ -260,7 +264,7 @@ class SqlStorage:
             guard.checking = False
             if guard.wrote or (began and self._savepoint):
                 # Committed by the storage engine with the object's batch.
-                storage._engine.batch_for(record).sql = db
+                self._engine.batch_for(record).sql = db
             elif began:
                 db.execute(_COMMIT)  # a read-only statement: end its read transaction
         return SqlCursor(rows, names, written)
@@ -294,4 +298,4 @@ class SqlStorage:
         for kind, name in rows:
             quoted = '"' + name.replace('"', '""') + '"'
             db.execute(f"DROP {kind.upper()} IF EXISTS {quoted}")
-        self._storage._engine.batch_for(self._storage._record).sql = db
+        self._engine.batch_for(self._record).sql = db

@@ -16,58 +16,35 @@ object.
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import math
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 import trio
 
-from .._convert import Converter
+from .._core._clock import WallClock
+from .._core._live import LiveObject
+from .._core._registry import Registry
 from .._exceptions import LimitExceededError
-from .._ids import DurableObjectId, Namespace
-from .._registry import LiveObject, current_object
+from .._ids import DurableObjectId
+from .._limits import MAX_ATTACHMENT_BYTES, MAX_TAG_BYTES, MAX_TAGS, MAX_WEBSOCKETS_PER_OBJECT
 from ._parking import SocketParking
-from ._socket import WebSocket, WebSocketRequestResponsePair, _Mode
+from ._socket import WebSocket, WebSocketRequestResponsePair, bind_home, register_home
 
-if TYPE_CHECKING:
-    from .._object import DurableObject
-    from .._registry import Registry
-
-__all__ = ["ObjectSockets", "SocketHub", "SocketLimits", "current_hub"]
+__all__ = ["ObjectSockets", "SocketHub", "SocketLimits"]
 
 logger = logging.getLogger("trio_durable.websocket")
 
-_current_hub: contextvars.ContextVar[SocketHub | None] = contextvars.ContextVar(
-    "trio_durable_socket_hub", default=None
-)
-
-
-def current_hub() -> SocketHub:
-    """The hub of the runtime whose code is running (object or runtime task)."""
-    record = current_object()
-    if record is not None:
-        hub: SocketHub = record.registry.runtime.sockets
-        return hub
-    found = _current_hub.get()
-    if found is None:
-        raise RuntimeError(
-            "this WebSocket operation needs a running trio_durable runtime "
-            "(call it inside an object, or inside `async with open_runtime(...)`)"
-        )
-    return found
-
-
 @attrs.frozen
 class SocketLimits:
-    """Limits on hibernatable sockets (SPEC §7); set through ``open_runtime``."""
+    """Limits on hibernatable sockets; set through ``open_runtime``."""
 
-    max_tags: int = 10
-    max_tag_bytes: int = 256
-    max_sockets_per_object: int = 32_768
-    max_attachment_bytes: int = 16_384
+    max_tags: int = MAX_TAGS
+    max_tag_bytes: int = MAX_TAG_BYTES
+    max_sockets_per_object: int = MAX_WEBSOCKETS_PER_OBJECT
+    max_attachment_bytes: int = MAX_ATTACHMENT_BYTES
 
 
 class ObjectSockets:
@@ -78,16 +55,16 @@ class ObjectSockets:
         "event_timeout",
         "hub",
         "key",
-        "namespace",
+        "object_class",
         "object_id",
         "sockets",
     )
 
-    def __init__(self, hub: SocketHub, namespace: Namespace, object_id: DurableObjectId) -> None:
+    def __init__(self, hub: SocketHub, object_id: DurableObjectId, object_class: type) -> None:
         self.hub = hub
-        self.namespace = namespace
         self.object_id = object_id
-        self.key = (namespace.name, object_id.hex)
+        self.object_class = object_class
+        self.key = (object_id.namespace, object_id.hex)
         # An ordered set: dict keys keep acceptance order.
         self.sockets: dict[WebSocket, None] = {}
         self.auto_response: WebSocketRequestResponsePair | None = None
@@ -95,6 +72,11 @@ class ObjectSockets:
 
     def __len__(self) -> int:
         return len(self.sockets)
+
+    @property
+    def max_attachment_bytes(self) -> int:
+        """The attachment limit of this runtime."""
+        return self.hub.limits.max_attachment_bytes
 
     def __iter__(self) -> Iterator[WebSocket]:
         return iter(list(self.sockets))
@@ -110,9 +92,7 @@ class ObjectSockets:
         """Answer an auto-response, or dispatch ``websocket_message``."""
         pair = self.auto_response
         if pair is not None and isinstance(message, str) and message == pair.request:
-            ws._auto_response_at = self.hub.registry.runtime.wall_time()
-            if ws._transport is not None and ws._transport.is_open:
-                ws._transport.send_message(pair.response)
+            ws._auto_respond(pair.response, self.hub.clock.now())
             self.hub.auto_responses += 1
             return
         await self._dispatch("websocket_message", ws, message)
@@ -127,9 +107,9 @@ class ObjectSockets:
 
     async def _dispatch(self, handler_name: str, *args: Any) -> None:
         registry = self.hub.registry
-        if registry._closed:
+        if registry.closed:
             return
-        cls = self.namespace.object_class
+        cls = self.object_class
         if getattr(cls, handler_name, None) is None:
             if handler_name == "websocket_message":
                 logger.warning(
@@ -140,11 +120,11 @@ class ObjectSockets:
                 )
             return
 
-        async def handler(instance: DurableObject) -> None:
+        async def handler(instance: Any) -> None:
             await getattr(instance, handler_name)(*args)
 
         try:
-            record = registry.activate(self.namespace, self.object_id)
+            record = registry.activate(self.object_id, self.object_class)
         except trio.ClosedResourceError:
             return
         except Exception:
@@ -179,18 +159,25 @@ class ObjectSockets:
 class SocketHub:
     """Every hibernatable socket of one runtime, its connection nursery and parking."""
 
-    def __init__(self, registry: Registry, converter: Converter, limits: SocketLimits) -> None:
+    def __init__(self, registry: Registry, limits: SocketLimits, clock: WallClock) -> None:
         self.registry = registry
-        self.converter = converter
         self.limits = limits
+        self.clock = clock
         self.parking = SocketParking()
         self._groups: dict[tuple[str, str], ObjectSockets] = {}
+        # Standard and outbound sockets of each activation: they pin it.
+        self._pinned: dict[LiveObject, set[WebSocket]] = {}
         self._nursery: trio.Nursery | None = None
         #: Auto-responses sent without waking an object.
         self.auto_responses = 0
         registry.reset_listeners.append(self._on_reset)
         registry.close_listeners.append(self._on_object_closed)
-        registry.socket_closers.append(self.close_object_sockets)
+        register_home(registry, self)
+
+    @property
+    def max_attachment_bytes(self) -> int:
+        """The attachment limit of this runtime."""
+        return self.limits.max_attachment_bytes
 
     @property
     def connection_nursery(self) -> trio.Nursery:
@@ -201,7 +188,7 @@ class SocketHub:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Host the connection nursery and the parking waiter until cancelled."""
-        _current_hub.set(self)
+        bind_home(self)
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.parking.run)
@@ -212,12 +199,11 @@ class SocketHub:
             self._nursery = None
             for group in list(self._groups.values()):
                 for ws in group:
-                    if ws._transport is not None:
-                        ws._transport.abort()
+                    ws._abort_connection()
 
     def bind_to_current_task(self) -> None:
-        """Make :func:`current_hub` find this hub in the calling task."""
-        _current_hub.set(self)
+        """Make this hub the socket home of the calling task (see ``current_home``)."""
+        bind_home(self)
 
     # --------------------------------------------------------------- groups
 
@@ -226,13 +212,9 @@ class SocketHub:
         group = self._groups.get(record.key)
         if group is None:
             group = self._groups[record.key] = ObjectSockets(
-                self, record.namespace, record.object_id
+                self, record.object_id, record.object_class
             )
         return group
-
-    def existing_group(self, key: tuple[str, str]) -> ObjectSockets | None:
-        """The socket group of an object, if it has one."""
-        return self._groups.get(key)
 
     def _forget_if_empty(self, group: ObjectSockets) -> None:
         if not group.sockets and group.auto_response is None and group.event_timeout is None:
@@ -246,14 +228,11 @@ class SocketHub:
 
     def accept(self, record: LiveObject, ws: WebSocket, tags: Any) -> None:
         """``ctx.accept_websocket``: make ``ws`` a hibernatable socket of ``record``."""
-        if not isinstance(ws, WebSocket) or ws._is_client:
+        if not isinstance(ws, WebSocket):
             raise TypeError(
                 f"accept_websocket() takes the server end of a WebSocketPair, got {ws!r}"
             )
-        if ws._mode is not _Mode.UNUSED:
-            raise RuntimeError(f"this WebSocket was already accepted ({ws._mode.value})")
-        if ws._state >= WebSocket.CLOSED:
-            raise trio.ClosedResourceError("this WebSocket is already closed")
+        ws._check_acceptable()
         clean_tags = self._check_tags(tags)
         group = self.group_for(record)
         limit = self.limits.max_sockets_per_object
@@ -262,9 +241,7 @@ class SocketHub:
                 f"object {record.object_id} already has {len(group.sockets):,} "
                 f"hibernatable WebSockets; the limit is {limit:,}"
             )
-        ws._mode = _Mode.HIBERNATABLE
-        ws._group = group
-        ws._tags = clean_tags
+        ws._join_group(group, clean_tags)
         group.sockets[ws] = None
 
     def _check_tags(self, tags: Any) -> tuple[str, ...]:
@@ -299,21 +276,23 @@ class SocketHub:
         if group is None:
             return []
         if tag is None:
-            return [ws for ws in group.sockets if ws._state < WebSocket.CLOSED]
+            return [ws for ws in group.sockets if ws.ready_state < WebSocket.CLOSED]
         if not isinstance(tag, str):
             raise TypeError(f"tag must be a str, got {type(tag).__name__}")
-        return [ws for ws in group.sockets if tag in ws._tags and ws._state < WebSocket.CLOSED]
+        return [
+            ws for ws in group.sockets if ws.ready_state < WebSocket.CLOSED and ws._has_tag(tag)
+        ]
 
     def get_tags(self, record: LiveObject, ws: WebSocket) -> list[str]:
         """``ctx.get_tags``."""
-        self._check_own(record, ws)
-        return list(ws._tags)
+        return list(self._check_own(record, ws)._tags)
 
-    def _check_own(self, record: LiveObject, ws: WebSocket) -> None:
+    def _check_own(self, record: LiveObject, ws: WebSocket) -> WebSocket:
         if not isinstance(ws, WebSocket):
             raise TypeError(f"expected a WebSocket, got {type(ws).__name__}")
         if ws._group is None or ws._group.key != record.key:
             raise ValueError("this WebSocket is not a hibernatable socket of this object")
+        return ws
 
     def set_auto_response(
         self, record: LiveObject, pair: WebSocketRequestResponsePair | None
@@ -335,8 +314,7 @@ class SocketHub:
 
     def get_auto_response_timestamp(self, record: LiveObject, ws: WebSocket) -> float | None:
         """``ctx.get_websocket_auto_response_timestamp`` (epoch seconds or None)."""
-        self._check_own(record, ws)
-        return ws._auto_response_at
+        return self._check_own(record, ws)._auto_response_at
 
     def set_event_timeout(self, record: LiveObject, seconds: float | None) -> None:
         """``ctx.set_hibernatable_websocket_event_timeout``."""
@@ -366,18 +344,29 @@ class SocketHub:
         if group is None:
             return
         for ws in group:
-            transport = ws._transport
-            ws._finish(1006, "the object was aborted", was_clean=False)
-            if transport is not None:
-                transport.abort()
+            ws._drop(1006, "the object was aborted")
 
     def _on_object_closed(self, record: LiveObject) -> None:
         # Standard and outbound sockets live and die with their instance.
-        for ws in list(record.services.pop("pinned_sockets", ())):
-            transport = ws._transport
-            ws._finish(1001, "the object was evicted", was_clean=False)
-            if transport is not None:
-                transport.abort()
+        for ws in list(self._pinned.pop(record, ())):
+            ws._drop(1001, "the object was evicted")
+
+    # ------------------------------------------------- standard sockets
+
+    def pin(self, record: LiveObject, ws: WebSocket) -> None:
+        """Keep ``record`` awake while ``ws`` (a standard or outbound socket) is open."""
+        record.pin(socket=True)
+        self._pinned.setdefault(record, set()).add(ws)
+        ws._pin_to(self, record)
+
+    def unpin(self, record: LiveObject, ws: WebSocket) -> None:
+        """``ws`` closed: it no longer keeps ``record`` awake."""
+        record.unpin(socket=True)
+        pinned = self._pinned.get(record)
+        if pinned is not None:
+            pinned.discard(ws)
+            if not pinned:
+                del self._pinned[record]
 
     async def close_object_sockets(self, namespace: str, hex_id: str) -> None:
         """Close every hibernatable socket of one object (1001 going away)."""

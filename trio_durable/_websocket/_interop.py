@@ -28,19 +28,17 @@ from urllib.parse import urlsplit
 import trio
 import trio_websocket
 
+from .._core._live import current_object
 from .._http import Request, Response
-from .._ids import Stub
-from .._registry import current_object
-from ._hub import current_hub
-from ._socket import WebSocket, _Mode, bind_client_end, pin_socket
+from .._limits import MAX_MESSAGE_SIZE, SEND_BUFFER_LIMIT
+from .._stubs import Stub
+from ._socket import WebSocket, bind_client_end, current_home
 from ._transport import DISCONNECTED_REASON, MessageSink
 
 __all__ = ["TrioWebSocketTransport", "connect_websocket", "hand_over_websocket"]
 
 logger = logging.getLogger("trio_durable.websocket")
 
-#: Bytes of queued outgoing messages after which a slow peer is dropped.
-DEFAULT_SEND_BUFFER = 1 << 20
 
 _CLOSE = object()
 
@@ -69,7 +67,7 @@ class TrioWebSocketTransport:
         connection: trio_websocket.WebSocketConnection,
         nursery: trio.Nursery,
         *,
-        send_buffer: int = DEFAULT_SEND_BUFFER,
+        send_buffer: int = SEND_BUFFER_LIMIT,
     ) -> None:
         self._connection = connection
         self._nursery = nursery
@@ -151,7 +149,7 @@ async def connect_websocket(
     *,
     subprotocols: list[str] | None = None,
     headers: list[tuple[str, str]] | None = None,
-    max_message_size: int = 32 * 1024 * 1024,
+    max_message_size: int = MAX_MESSAGE_SIZE,
 ) -> WebSocket:
     """Open an outbound WebSocket to ``url`` (``ws://`` or ``wss://``).
 
@@ -164,15 +162,16 @@ async def connect_websocket(
             failed (``ConnectionRejected`` carries the HTTP status).
     """
     record = current_object()
+    home = current_home()
     # The connection nursery, not the object's: trio-websocket must be able to
     # finish a closing handshake after the object let go of the socket.
-    nursery = current_hub().connection_nursery
+    nursery = home.connection_nursery
     extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers or []]
     ws: WebSocket = await nursery.start(
         _own_outbound_connection, nursery, url, subprotocols, extra, max_message_size
     )
     if record is not None:
-        pin_socket(record, ws)
+        home.pin(record, ws)
     return ws
 
 
@@ -211,14 +210,8 @@ async def _own_outbound_connection(
                 extra_headers=extra_headers,
                 max_message_size=max_message_size,
             )
-            ws = WebSocket(is_client=True)
-            ws._mode = _Mode.STANDARD
-            ws._inbox = deque()
-            ws._state = WebSocket.OPEN
-            ws.url = url
-            ws.protocol = connection.subprotocol
             transport = TrioWebSocketTransport(connection, nursery)
-            ws._transport = transport
+            ws = WebSocket._outbound(transport, url=url, protocol=connection.subprotocol)
             task_status.started(ws)
             await transport.run_reader(ws)
             own.cancel_scope.cancel()

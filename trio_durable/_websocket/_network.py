@@ -7,7 +7,7 @@ object holds, and delivers what it reads to that handle's
 :class:`~trio_durable._websocket._transport.MessageSink`.
 
 **Parked while idle.** A connection without traffic holds no Trio task, no
-:class:`~trio_durable._websocket._codec.FrameCodec` and no buffer: only the
+:class:`~trio_durable._websocket._frames.FrameCodec` and no buffer: only the
 stdlib socket, registered in the runtime's shared
 :class:`~trio_durable._websocket._parking.SocketParking`, and this small
 ``__slots__`` object. When bytes arrive, the parking calls `_wake`, which
@@ -69,7 +69,7 @@ from typing import Final
 import trio
 
 from .._exceptions import WebSocketProtocolError
-from ._codec import (
+from ._frames import (
     DEFAULT_MAX_MESSAGE_SIZE,
     BinaryMessage,
     CloseReceived,

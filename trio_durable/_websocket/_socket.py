@@ -23,28 +23,35 @@ thousands of parked ones must stay cheap.
 
 from __future__ import annotations
 
+import contextvars
 import enum
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 import attrs
 import trio
 
+from .. import _codec
+from .._convert import CONVERTER
+from .._core._live import LiveObject, Supervisor, current_object
 from .._exceptions import LimitExceededError, WebSocketClosedError
-from .._registry import current_object
-from ._codec import validate_close
+from .._limits import AUTO_RESPONSE_MAX_BYTES, MAX_ATTACHMENT_BYTES
+from ._frames import validate_close
 from ._transport import DISCONNECTED_REASON, MessageSink, Transport
-
-if TYPE_CHECKING:
-    from .._registry import LiveObject
-    from ._hub import ObjectSockets
 
 __all__ = [
     "WebSocket",
     "WebSocketPair",
+    "SocketGroup",
+    "SocketHome",
     "WebSocketRequestResponsePair",
+    "abandon_pair",
     "bind_client_end",
+    "bind_home",
+    "current_home",
+    "register_home",
 ]
 
 T = TypeVar("T")
@@ -53,6 +60,95 @@ T = TypeVar("T")
 _INBOX_LIMIT = 256
 #: Messages sent to an end before its peer is connected (kept until then).
 _EARLY_LIMIT = 1024
+
+
+# ------------------------------------------------------------ the socket home
+#
+# A WebSocketPair is made by user code, with no runtime in sight. When one of
+# its ends needs the runtime's help (a task in the connection nursery,
+# pinning its object while it is open), it asks current_home(): the hub of
+# the object whose code is running, or the hub bound to the current task by
+# open_runtime. The hub registers itself with register_home().
+
+
+class SocketHome(Protocol):
+    """What a socket handle needs from its runtime's socket hub."""
+
+    @property
+    def connection_nursery(self) -> trio.Nursery:
+        """The long-lived nursery where connections run (never an object's)."""
+
+    @property
+    def max_attachment_bytes(self) -> int:
+        """The attachment limit of the runtime."""
+
+    def pin(self, record: LiveObject, ws: WebSocket) -> None:
+        """Keep ``record`` awake while ``ws`` (a standard or outbound socket) is open."""
+
+    def unpin(self, record: LiveObject, ws: WebSocket) -> None:
+        """``ws`` closed: it no longer keeps ``record`` awake."""
+
+
+_bound: Final[contextvars.ContextVar[SocketHome | None]] = contextvars.ContextVar(
+    "trio_durable_socket_home", default=None
+)
+_by_registry: Final[weakref.WeakKeyDictionary[Supervisor, SocketHome]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def register_home(registry: Supervisor, home: SocketHome) -> None:
+    """Make ``home`` the socket home of every object of ``registry``."""
+    _by_registry[registry] = home
+
+
+def bind_home(home: SocketHome) -> None:
+    """Make ``home`` the socket home of the calling task (and the tasks it starts)."""
+    _bound.set(home)
+
+
+def current_home() -> SocketHome:
+    """The socket home of the running object's runtime, or of the current task.
+
+    Raises:
+        RuntimeError: no runtime is running here.
+    """
+    record = current_object()
+    if record is not None:
+        home: SocketHome | None = _by_registry.get(record.registry)
+        if home is not None:
+            return home
+    home = _bound.get()
+    if home is None:
+        raise RuntimeError(
+            "this WebSocket operation needs a running trio_durable runtime "
+            "(call it inside an object, or inside `async with open_runtime(...)`)"
+        )
+    return home
+
+
+class SocketGroup(Protocol):
+    """The hibernatable sockets of one object, as a socket handle sees them."""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """The object's ``(namespace, hex id)``."""
+
+    @property
+    def max_attachment_bytes(self) -> int:
+        """The attachment limit of the runtime that owns the group."""
+
+    def remove(self, ws: WebSocket) -> None:
+        """Forget a socket (it closed)."""
+
+    async def deliver_message(self, ws: WebSocket, message: str | bytes) -> None:
+        """Answer an auto-response, or run ``websocket_message``."""
+
+    async def deliver_close(self, ws: WebSocket, code: int, reason: str, was_clean: bool) -> None:
+        """Run ``websocket_close``."""
+
+    async def deliver_error(self, ws: WebSocket, error: BaseException) -> None:
+        """Run ``websocket_error``."""
 
 
 class _Mode(enum.Enum):
@@ -104,14 +200,14 @@ class WebSocket:
         self._transport: Transport | None = None
         # Messages sent before the peer was connected, in order.
         self._early: deque[str | bytes] | None = None
-        self._group: ObjectSockets | None = None
+        self._group: SocketGroup | None = None
         self._tags: tuple[str, ...] = ()
         self._attachment: bytes | None = None
         self._auto_response_at: float | None = None
         self._inbox: deque[str | bytes] | None = None
         self._inbox_ready: trio.Event | None = None
         self._close_info: tuple[int, str, bool] | None = None
-        self._pinned_by: LiveObject | None = None
+        self._pinned_by: tuple[SocketHome, LiveObject] | None = None
         #: The URL of the WebSocket request, when known.
         self.url: str | None = None
         #: The negotiated subprotocol, if any.
@@ -145,7 +241,8 @@ class WebSocket:
         """Keep ``value`` with the socket; it survives hibernation.
 
         ``value`` is an attrs instance or plain JSON-able data, converted by
-        the runtime's converter (never pickle). Passing ``None`` clears it.
+        the package's private converter (never pickle). Passing ``None``
+        clears it.
 
         Raises:
             TypeError: the value cannot be serialized.
@@ -155,13 +252,10 @@ class WebSocket:
         if value is None:
             self._attachment = None
             return
-        hub = _current_hub()
-        data = hub.converter.dumps(value)
-        limit = hub.limits.max_attachment_bytes
-        if len(data) > limit:
-            raise LimitExceededError(
-                f"attachment is {len(data):,} bytes serialized; the limit is {limit:,}"
-            )
+        data = CONVERTER.dumps(value)
+        group = self._group
+        limit = _attachment_limit() if group is None else group.max_attachment_bytes
+        _check_attachment(data, limit)
         self._attachment = data
 
     def deserialize_attachment(self, type: type[T] | None = None) -> Any:
@@ -171,7 +265,7 @@ class WebSocket:
         """
         if self._attachment is None:
             return None
-        return _current_hub().converter.loads(self._attachment, type)
+        return CONVERTER.loads(self._attachment, type)
 
     # -------------------------------------------------------------- sending
 
@@ -256,7 +350,7 @@ class WebSocket:
         self._inbox = deque()
         record = current_object()
         if record is not None and not self._is_client:
-            pin_socket(record, self)
+            current_home().pin(record, self)
         if self._is_client:
             _connect_in_memory(self, _accepted_server_end(self))
         elif self._peer is not None and self._peer._mode is _Mode.STANDARD:
@@ -348,14 +442,72 @@ class WebSocket:
         if self._group is not None:
             self._group.remove(self)
         if self._pinned_by is not None:
-            record, self._pinned_by = self._pinned_by, None
-            record.unpin(socket=True)
-            record.services.get("pinned_sockets", set()).discard(self)
+            (home, record), self._pinned_by = self._pinned_by, None
+            home.unpin(record, self)
         self._wake_inbox()
 
     def _take_early(self) -> deque[str | bytes]:
         early, self._early = self._early, None
         return early if early is not None else deque()
+
+    # ------------------------------------- what the hub and the gateway use
+
+    def _check_acceptable(self) -> None:
+        """Refuse to accept a client end, an end used before, or a closed one."""
+        if self._is_client:
+            raise TypeError(
+                f"accept_websocket() takes the server end of a WebSocketPair, got {self!r}"
+            )
+        if self._mode is not _Mode.UNUSED:
+            raise RuntimeError(f"this WebSocket was already accepted ({self._mode.value})")
+        if self._state >= WebSocket.CLOSED:
+            raise trio.ClosedResourceError("this WebSocket is already closed")
+
+    def _join_group(self, group: SocketGroup, tags: tuple[str, ...]) -> None:
+        """Become a hibernatable socket of ``group``'s object, with ``tags``."""
+        if self._attachment is not None:
+            _check_attachment(self._attachment, group.max_attachment_bytes)
+        self._mode = _Mode.HIBERNATABLE
+        self._group = group
+        self._tags = tags
+
+    def _has_tag(self, tag: str) -> bool:
+        return tag in self._tags
+
+    def _auto_respond(self, response: str, at: float) -> None:
+        """Send the auto-response ``response`` and remember when (epoch seconds)."""
+        self._auto_response_at = at
+        transport = self._transport
+        if transport is not None and transport.is_open:
+            transport.send_message(response)
+
+    def _abort_connection(self) -> None:
+        """Drop the connection under this end, if it has one (the runtime is stopping)."""
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _drop(self, code: int, reason: str) -> None:
+        """End this socket now without telling its object, and drop its connection."""
+        transport = self._transport
+        self._finish(code, reason, was_clean=False)
+        if transport is not None:
+            transport.abort()
+
+    def _pin_to(self, home: SocketHome, record: LiveObject) -> None:
+        """Remember that this open socket keeps ``record`` awake (see ``SocketHome.pin``)."""
+        self._pinned_by = (home, record)
+
+    @classmethod
+    def _outbound(cls, transport: Transport, *, url: str, protocol: str | None) -> WebSocket:
+        """An open client end over ``transport``, in the standard API (outbound sockets)."""
+        ws = cls(is_client=True)
+        ws._mode = _Mode.STANDARD
+        ws._inbox = deque()
+        ws._state = WebSocket.OPEN
+        ws._transport = transport
+        ws.url = url
+        ws.protocol = protocol
+        return ws
 
 
 class WebSocketPair(tuple[WebSocket, WebSocket]):
@@ -399,15 +551,11 @@ def _check_pair_text(name: str, value: Any, limit: int) -> str:
 
 
 def _check_request(instance: Any, attribute: Any, value: Any) -> None:
-    _check_pair_text("request", value, AUTO_RESPONSE_LIMIT)
+    _check_pair_text("request", value, AUTO_RESPONSE_MAX_BYTES)
 
 
 def _check_response(instance: Any, attribute: Any, value: Any) -> None:
-    _check_pair_text("response", value, AUTO_RESPONSE_LIMIT)
-
-
-#: The most bytes an auto-response request or response may have.
-AUTO_RESPONSE_LIMIT = 2048
+    _check_pair_text("response", value, AUTO_RESPONSE_MAX_BYTES)
 
 
 @attrs.frozen
@@ -495,9 +643,9 @@ class _MemoryTransport:
 
 def _connect_in_memory(client: WebSocket, server: WebSocket) -> None:
     """Link two ends of a pair in-process and flush what each sent early."""
-    hub = _current_hub()
-    client._transport = _MemoryTransport(client, server, hub)
-    server._transport = _MemoryTransport(server, client, hub)
+    home = current_home()
+    client._transport = _MemoryTransport(client, server, home)
+    server._transport = _MemoryTransport(server, client, home)
     client._state = WebSocket.OPEN
     server._state = WebSocket.OPEN
     for end in (client, server):
@@ -518,11 +666,19 @@ def _accepted_server_end(client: WebSocket) -> WebSocket:
     return server
 
 
-def pin_socket(record: LiveObject, ws: WebSocket) -> None:
-    """Keep ``record`` awake while ``ws`` (a standard or outbound socket) is open."""
-    record.pin(socket=True)
-    ws._pinned_by = record
-    record.services.setdefault("pinned_sockets", set()).add(ws)
+def abandon_pair(client: object) -> None:
+    """Drop the server end of a pair whose upgrade failed after the object accepted it.
+
+    Otherwise the object would keep a socket that no connection will ever
+    serve (it would show in ``get_websockets()`` and buffer broadcasts).
+    """
+    if not isinstance(client, WebSocket) or not client._is_client:
+        return
+    if client._mode is not _Mode.UNUSED:
+        return
+    server = client._peer
+    if server is not None and server._state < WebSocket.CLOSED:
+        server._finish(1006, DISCONNECTED_REASON, was_clean=False)
 
 
 def bind_client_end(
@@ -564,7 +720,21 @@ def bind_client_end(
     return server
 
 
-def _current_hub() -> Any:
-    from ._hub import current_hub
+def _attachment_limit() -> int:
+    # A socket not accepted yet: the limit of the runtime whose code runs, if any.
+    try:
+        return current_home().max_attachment_bytes
+    except RuntimeError:
+        return MAX_ATTACHMENT_BYTES
 
-    return current_hub()
+
+def _check_attachment(data: bytes, limit: int) -> None:
+    if len(data) > limit:
+        raise LimitExceededError(
+            f"attachment is {len(data):,} bytes serialized; the limit is {limit:,}"
+        )
+
+
+# The client end of a pair travels in ``Response.websocket(client)`` back to
+# the gateway, in the same process only.
+_codec.register_handle_type(WebSocket, name="websocket")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .._ids import Stub
-from .._runtime import Runtime
+from .._runtime import runtime_of
+from .._stubs import Stub
 
 __all__ = ["run_alarm"]
 
@@ -18,6 +18,4 @@ async def run_alarm(stub: Stub) -> bool:
         True if the object had an alarm and its handler ran; False if it
         had none.
     """
-    namespace = stub.namespace
-    runtime: Runtime = namespace._registry.runtime
-    return await runtime.alarms.deliver(namespace, stub.id, manual=True)
+    return await runtime_of(stub.namespace).alarms.deliver(stub.id, manual=True)

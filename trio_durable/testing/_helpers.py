@@ -6,9 +6,10 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
-from .._ids import DurableObjectId, Namespace, Stub
+from .._ids import DurableObjectId
 from .._object import DurableObject, ObjectContext
-from .._runtime import Runtime
+from .._runtime import runtime_of
+from .._stubs import Namespace, Stub
 
 __all__ = ["evict", "list_object_ids", "run_in_object"]
 
@@ -39,7 +40,7 @@ async def run_in_object(stub: Stub, fn: Callable[[Any, ObjectContext], Awaitable
             f"got {type(fn).__name__} {fn!r}"
         )
     namespace = stub.namespace
-    record = namespace._registry.activate(namespace, stub.id)
+    record = runtime_of(namespace).registry.activate(stub.id, namespace.object_class)
 
     async def handler(instance: DurableObject) -> T:
         result = fn(instance, instance.ctx)
@@ -62,16 +63,13 @@ async def evict(stub: Stub, close_websockets: bool = False) -> bool:
     Returns:
         True if an instance was live and got evicted, False if none was.
     """
-    namespace = stub.namespace
-    registry = namespace._registry
-    evicted = await registry.evict(namespace, stub.id)
+    runtime = runtime_of(stub.namespace)
+    evicted = await runtime.registry.evict(stub.id)
     if close_websockets:
-        for close_sockets in registry.socket_closers:
-            await close_sockets(namespace.name, stub.id.hex)
+        await runtime.sockets.close_object_sockets(stub.id.namespace, stub.id.hex)
     return evicted
 
 
 async def list_object_ids(namespace: Namespace) -> list[DurableObjectId]:
     """Every ID of ``namespace`` ever activated or holding data, ordered by ID."""
-    runtime: Runtime = namespace._registry.runtime
-    return await runtime.list_object_ids(namespace.name)
+    return await runtime_of(namespace).list_object_ids(namespace.name)

@@ -9,7 +9,7 @@ from typing import Any
 import trio
 
 from .._http import Request, Response
-from .._ids import Stub
+from .._stubs import Stub
 from .._websocket._socket import WebSocket
 
 __all__ = ["open_websocket"]

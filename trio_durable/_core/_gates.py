@@ -28,13 +28,11 @@ Output gate
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import attrs
 import trio
 
-from ._exceptions import ObjectResetError
+from .._exceptions import ObjectResetError
 
 __all__ = ["InputGate", "OutputGate", "PendingCommit"]
 
@@ -147,15 +145,6 @@ class InputGate:
         if self._depth == 0:
             self._holder = None
             self._wake_next()
-
-    @asynccontextmanager
-    async def hold(self) -> AsyncIterator[None]:
-        """``async with gate.hold():`` — no event starts inside the block."""
-        await self.acquire()
-        try:
-            yield
-        finally:
-            self.release()
 
     def close_for_activation(self) -> None:
         """Shut the gate until :meth:`open_after_activation`: events queue in order."""

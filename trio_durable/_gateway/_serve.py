@@ -56,14 +56,15 @@ import math
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Collection
-from typing import TYPE_CHECKING, Any, Final, NoReturn
+from typing import Any, Final, NoReturn, Protocol
 
 import h11
 import trio
 
 from .._http import Headers, Request, Response
-from ._codec import DEFAULT_MAX_MESSAGE_SIZE, accept_key
-from ._network import (
+from .._websocket._frames import DEFAULT_MAX_MESSAGE_SIZE, accept_key
+from .._websocket._hub import SocketHub
+from .._websocket._network import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_FRAME_TIMEOUT,
     DEFAULT_PARK_AFTER,
@@ -72,11 +73,7 @@ from ._network import (
     NetworkTransport,
     TlsState,
 )
-from ._socket import WebSocket, _Mode, bind_client_end
-from ._transport import DISCONNECTED_REASON
-
-if TYPE_CHECKING:
-    from .._runtime import Runtime
+from .._websocket._socket import abandon_pair, bind_client_end
 
 __all__ = [
     "DEFAULT_HANDSHAKE_TIMEOUT",
@@ -91,8 +88,16 @@ __all__ = [
 
 logger: Final = logging.getLogger("trio_durable.gateway")
 
-#: What ``serve`` calls for each request.
-Worker = Callable[[Request, "Runtime"], Awaitable[Response]]
+class Host(Protocol):
+    """What the gateway needs from the runtime it serves: its socket hub."""
+
+    @property
+    def sockets(self) -> SocketHub:
+        """Where upgraded WebSockets live."""
+
+
+#: What ``serve`` calls for each request: ``async worker(request, runtime)``.
+Worker = Callable[[Request, Any], Awaitable[Response]]
 #: ``serve(authenticate=...)``: ``None`` lets an upgrade through, a Response refuses it.
 Authenticator = Callable[[Request], Awaitable[Response | None]]
 
@@ -122,7 +127,7 @@ _UPGRADE_OWN_HEADERS: Final = frozenset(
 
 
 async def serve(
-    runtime: Runtime,
+    runtime: Host,
     worker: Worker,
     *,
     host: str,
@@ -377,7 +382,7 @@ class _Gateway:
 
     def __init__(
         self,
-        runtime: Runtime,
+        runtime: Host,
         worker: Worker,
         *,
         ssl_context: ssl.SSLContext | None,
@@ -726,7 +731,7 @@ class _Gateway:
                 request.method,
                 request.url,
             )
-            _abandon(response.web_socket)
+            abandon_pair(response.web_socket)
             return await self.respond(wire, conn, request, _error_response(500))
         # check_upgrade() has validated the key before the worker ran.
         key = request.headers.get("sec-websocket-key", "").strip()
@@ -748,10 +753,10 @@ class _Gateway:
             home = self.connection_home()
         except h11.LocalProtocolError as exc:
             logger.error("worker returned invalid 101 headers for %s: %s", request.url, exc)
-            _abandon(response.web_socket)
+            abandon_pair(response.web_socket)
             return await self.respond(wire, conn, request, _error_response(500))
         except trio.ClosedResourceError:
-            _abandon(response.web_socket)
+            abandon_pair(response.web_socket)
             return await self.fail(wire, conn, 503, "the runtime is shutting down")
         transport = NetworkTransport(wire.sock, home, tls=wire.tls)
         url = "ws" + request.url[4:] if request.url.startswith("http") else request.url
@@ -759,7 +764,7 @@ class _Gateway:
             sink = bind_client_end(response.web_socket, transport, url=url, protocol=protocol)
         except (TypeError, RuntimeError) as exc:
             logger.error("cannot complete the WebSocket upgrade for %s: %s", request.url, exc)
-            _abandon(response.web_socket)
+            abandon_pair(response.web_socket)
             return await self.respond(wire, conn, request, _error_response(500))
         preamble = conn.send(switch) or b""
         trailing, _closed = conn.trailing_data
@@ -767,21 +772,6 @@ class _Gateway:
         # already sent, so the handover needs no await and loses no message.
         transport.start(sink, initial=bytes(trailing), preamble=preamble)
         return _Outcome.HANDED_OVER
-
-
-def _abandon(client: object) -> None:
-    """Drop the server end of a pair whose upgrade failed after the worker accepted it.
-
-    Otherwise the object would keep a socket that no connection will ever
-    serve (it would show in ``get_websockets()`` and buffer broadcasts).
-    """
-    if not isinstance(client, WebSocket) or not client._is_client:
-        return
-    if client._mode is not _Mode.UNUSED:
-        return
-    server = client._peer
-    if server is not None and server._state < WebSocket.CLOSED:
-        server._finish(1006, DISCONNECTED_REASON, was_clean=False)
 
 
 def _content_length(event: h11.Request) -> int | None:

@@ -18,7 +18,7 @@ from wsproto.events import CloseConnection as WpClose
 from wsproto.events import TextMessage as WpText
 
 from trio_durable._exceptions import LimitExceededError
-from trio_durable._websocket._codec import (
+from trio_durable._websocket._frames import (
     BinaryMessage,
     CloseReceived,
     ConnectionLost,
@@ -440,7 +440,7 @@ def test_hand_packed_frames_match_the_reference_serializer(size: int, text: bool
     from websockets.frames import Frame as RefFrame
     from websockets.frames import Opcode as RefOpcode
 
-    from trio_durable._websocket._codec import serialize_message
+    from trio_durable._websocket._frames import serialize_message
 
     raw = bytes(range(256)) * (size // 256) + bytes(size % 256)
     data: str | bytes = "é" * size if text else raw

@@ -1,4 +1,4 @@
-"""Argument checks and the documented storage limits (SPEC §5 and §7).
+"""Argument checks of the storage API, against the limits of ``_limits.py``.
 
 Every violation names the limit and the value: "key is 2,100 bytes; the
 limit is 2,048". A value of the wrong type is a ``TypeError``.
@@ -10,11 +10,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .._exceptions import LimitExceededError
+from .._limits import MAX_KEY_BYTES, MAX_KEYS_PER_CALL
 
 __all__ = [
-    "DEFAULT_MAX_VALUE_BYTES",
-    "MAX_KEYS_PER_CALL",
-    "MAX_KEY_BYTES",
     "check_entries",
     "check_key",
     "check_keys",
@@ -22,10 +20,6 @@ __all__ = [
     "check_value_size",
     "prefix_end",
 ]
-
-MAX_KEYS_PER_CALL = 128
-MAX_KEY_BYTES = 2048
-DEFAULT_MAX_VALUE_BYTES = 2 * 1024 * 1024
 
 
 def _short(key: str) -> str:
