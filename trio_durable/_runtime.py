@@ -17,7 +17,7 @@ import os
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, Final
+from typing import Any, Final, overload
 
 import attrs
 import trio
@@ -44,7 +44,7 @@ from ._storage._backend import Backend, ObjectEntry
 from ._storage._engine import StorageEngine
 from ._storage._service import StorageService
 from ._storage._sqlite import SqliteBackend
-from ._stubs import LocalDispatcher, Namespace
+from ._stubs import LocalDispatcher, Namespace, ObjectT, typed_namespace
 from ._watchdog import Watchdog, open_watchdog
 from ._websocket._hub import SocketHub, SocketLimits
 
@@ -53,12 +53,12 @@ __all__ = ["Runtime", "RuntimeOptions", "RuntimeStatistics", "open_runtime", "ru
 logger: Final = logging.getLogger("trio_durable")
 
 # Each namespace's runtime, for the testing helpers that start from a stub.
-_runtime_of_namespace: Final[weakref.WeakKeyDictionary[Namespace, Runtime]] = (
+_runtime_of_namespace: Final[weakref.WeakKeyDictionary[Namespace[Any], Runtime]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def runtime_of(namespace: Namespace) -> Runtime:
+def runtime_of(namespace: Namespace[Any]) -> Runtime:
     """The runtime that made ``namespace``.
 
     Raises:
@@ -190,7 +190,7 @@ class Runtime:
         self._services = ObjectServices(
             storages=self.storages, sockets=self.sockets, clock=self.clock, namespace=self.namespace
         )
-        self._namespaces: dict[str, Namespace] = {}
+        self._namespaces: dict[str, Namespace[Any]] = {}
         # IDs activated since the backend last recorded them (written in batches).
         self._unrecorded: dict[tuple[str, str], DurableObjectId] = {}
         self._unrecorded_added = trio.Event()
@@ -200,7 +200,7 @@ class Runtime:
     def _bind(self, secret: bytes) -> None:
         minter = IdMinter(secret)
         for name, cls in self._object_classes.items():
-            namespace = Namespace(name, cls, minter, self._dispatcher)
+            namespace: Namespace[Any] = Namespace(name, cls, minter, self._dispatcher)
             self._namespaces[name] = namespace
             _runtime_of_namespace[namespace] = self
 
@@ -226,17 +226,29 @@ class Runtime:
         """True once ``open_runtime`` has exited."""
         return self._closed
 
-    def namespace(self, name: str) -> Namespace:
+    @overload
+    def namespace(self, name: str) -> Namespace[Any]: ...
+
+    @overload
+    def namespace(self, name: str, object_class: type[ObjectT]) -> Namespace[ObjectT]: ...
+
+    def namespace(self, name: str, object_class: type[Any] | None = None) -> Namespace[Any]:
         """The namespace registered as ``name`` in ``open_runtime(objects=...)``.
+
+        With ``object_class`` (``runtime.namespace("counters", Counter)``) it
+        is typed: its stubs are typed as that class, so a type checker
+        verifies the methods called on them and their arguments.
 
         Raises:
             KeyError: no such namespace; the message lists the known ones.
+            TypeError: the namespace serves another class than ``object_class``.
         """
         try:
-            return self._namespaces[name]
+            namespace = self._namespaces[name]
         except KeyError:
             known = ", ".join(sorted(self._namespaces)) or "none"
             raise KeyError(f"no namespace {name!r}; this runtime has: {known}") from None
+        return namespace if object_class is None else typed_namespace(namespace, object_class)
 
     def statistics(self) -> RuntimeStatistics:
         """A snapshot of the runtime's counters."""

@@ -53,7 +53,7 @@ class ClusterDispatcher:
     Args:
         member: This process's membership (leases, owners, links).
         local: Runs calls on objects of this process.
-        namespace: Namespace name → :class:`Namespace` (to rebuild stubs).
+        namespace: Namespace[Any] name → :class:`Namespace` (to rebuild stubs).
         classes: The classes that may cross this process's boundary.
     """
 
@@ -61,7 +61,7 @@ class ClusterDispatcher:
         self,
         member: ClusterMember,
         local: LocalDispatcher,
-        namespace: Callable[[str], Namespace],
+        namespace: Callable[[str], Namespace[Any]],
         classes: AppClasses,
     ) -> None:
         self._member = member
@@ -71,7 +71,7 @@ class ClusterDispatcher:
         member.on("invoke", self._serve_invoke)
 
     async def invoke(
-        self, namespace: Namespace, object_id: DurableObjectId, invocation: Invocation
+        self, namespace: Namespace[Any], object_id: DurableObjectId, invocation: Invocation
     ) -> Any:
         """Run one call on its object, wherever it lives; return (a copy of) its result.
 
@@ -114,7 +114,7 @@ class ClusterDispatcher:
     async def _call_remote(
         self,
         owner: Any,
-        namespace: Namespace,
+        namespace: Namespace[Any],
         object_id: DurableObjectId,
         invocation: Invocation,
         payload: bytes,
