@@ -40,6 +40,7 @@ __all__ = [
     "ALLOWED_MODULES",
     "ALLOWED_PRAGMAS",
     "RESERVED_PREFIX",
+    "NO_ATTACH",
     "GuardState",
     "authorize",
     "expire_statements",
@@ -185,7 +186,7 @@ _USE_TRANSACTION: Final = (
     "`async with ctx.storage.transaction()`; statements without an await between them "
     "already commit together"
 )
-_NO_ATTACH: Final = (
+NO_ATTACH: Final = (
     "ATTACH/DETACH/VACUUM are refused: an object has exactly one database, and the "
     "runtime manages its file"
 )
@@ -302,7 +303,7 @@ def _refusal(action: int, arg1: str | None, arg2: str | None, runtime: bool) -> 
     elif action in (_A.SQLITE_TRANSACTION, _A.SQLITE_SAVEPOINT):
         return None if runtime else _USE_TRANSACTION
     elif action in (_A.SQLITE_ATTACH, _A.SQLITE_DETACH):
-        return _NO_ATTACH
+        return NO_ATTACH
     elif action in _TEMP_ACTIONS:
         return _NO_TEMP
     else:

@@ -18,7 +18,7 @@ from typing import Any, Final
 import attrs
 
 from .._exceptions import SqlError
-from ._guard import RESERVED_PREFIX, expire_statements, runtime_statements, state
+from ._guard import NO_ATTACH, RESERVED_PREFIX, expire_statements, runtime_statements, state
 
 __all__ = ["ObjectDatabase", "StatementResult"]
 
@@ -228,6 +228,10 @@ def _translated(exc: sqlite3.DatabaseError, reason: str | None) -> Exception:
     """The error a user sees for a statement that SQLite or the guard refused."""
     if reason is not None:
         return SqlError(reason)
+    if str(exc) == "cannot VACUUM from within a transaction":
+        # SQLite refuses VACUUM before the authorizer sees its ATTACH, because
+        # user SQL always runs inside the object's transaction.
+        return SqlError(NO_ATTACH)
     missing = str(exc).lower().partition("no such table: ")[2]
     if missing.startswith(RESERVED_PREFIX) or missing.startswith("main." + RESERVED_PREFIX):
         # The runtime keeps no table here, but say so in its own words.
