@@ -14,6 +14,7 @@ uncommitted ones in the storage engine's batches, where reads find them.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Final
 
 __all__ = ["ENTRY_OVERHEAD", "MISSING", "CacheBudget", "ObjectCache"]
@@ -21,13 +22,11 @@ __all__ = ["ENTRY_OVERHEAD", "MISSING", "CacheBudget", "ObjectCache"]
 #: Marker for "the cache knows nothing about this key".
 MISSING: Final[Any] = object()
 
+_UNLIMITED: Final = 2**62
+
 #: Bytes an entry costs beyond its key and value: the dict slot, the bytes
 #: and str headers (measured on CPython 3.11, rounded up).
 ENTRY_OVERHEAD: Final = 128
-
-
-def _entry_size(key: str, data: bytes | None) -> int:
-    return ENTRY_OVERHEAD + len(key) + (0 if data is None else len(data))
 
 
 class CacheBudget:
@@ -38,14 +37,15 @@ class CacheBudget:
             keys, values and a fixed overhead per entry).
     """
 
-    __slots__ = ("_caches", "_clock", "evictions", "max_bytes", "used")
+    __slots__ = ("_caches", "clock", "evictions", "max_bytes", "used")
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.used = 0
         #: Caches emptied to stay within the budget (for tests and statistics).
         self.evictions = 0
-        self._clock = 0
+        #: Counts uses of any cache: ``next(clock)`` orders caches by last use.
+        self.clock = itertools.count(1)
         self._caches: set[ObjectCache] = set()
 
     def __repr__(self) -> str:
@@ -57,15 +57,10 @@ class CacheBudget:
         self._caches.add(cache)
         return cache
 
-    def tick(self) -> int:
-        """A number that grows with every use of any cache (for LRU order)."""
-        self._clock += 1
-        return self._clock
-
     def forget(self, cache: ObjectCache) -> None:
         """Stop counting ``cache`` (its activation ended)."""
-        cache.clear()
         self._caches.discard(cache)
+        cache.detach()
 
     def enforce(self) -> None:
         """Empty the least recently used caches until the total is under 3/4 of the budget.
@@ -93,46 +88,52 @@ class ObjectCache:
     ``delete_all``: a key that is not in the cache then does not exist.
     """
 
-    __slots__ = ("_budget", "_entries", "complete", "last_used", "size")
+    __slots__ = ("_budget", "_clock", "complete", "entries", "last_used", "size")
 
     def __init__(self, budget: CacheBudget) -> None:
         self._budget = budget
-        self._entries: dict[str, bytes | None] = {}
+        self._clock = budget.clock
+        #: Key → cached value; read it directly, change it only through the methods.
+        self.entries: dict[str, bytes | None] = {}
         self.size = 0
         self.complete = False
         self.last_used = 0
 
     def __repr__(self) -> str:
-        return f"<ObjectCache {len(self._entries)} entries, {self.size:,} bytes>"
-
-    def __len__(self) -> int:
-        return len(self._entries)
+        return f"<ObjectCache {len(self.entries)} entries, {self.size:,} bytes>"
 
     def touch(self) -> None:
         """Mark the cache as just used (called once per storage operation)."""
-        self.last_used = self._budget.tick()
-
-    def lookup(self, key: str) -> bytes | None:
-        """The cached value (``None``: known absent), or :data:`MISSING`."""
-        return self._entries.get(key, MISSING)
+        self.last_used = next(self._clock)
 
     def remember(self, key: str, data: bytes | None) -> None:
         """Cache ``data`` as the value of ``key`` (``None``: the key is absent)."""
-        entries = self._entries
+        entries = self.entries
         old = entries.get(key, MISSING)
-        delta = _entry_size(key, data)
-        if old is not MISSING:
-            delta -= _entry_size(key, old)
+        if old is MISSING:
+            delta = ENTRY_OVERHEAD + len(key) + (0 if data is None else len(data))
+        else:
+            delta = (0 if data is None else len(data)) - (0 if old is None else len(old))
         entries[key] = data
-        self.size += delta
-        budget = self._budget
-        budget.used += delta
-        if budget.used > budget.max_bytes:
-            budget.enforce()
+        if delta:
+            self.size += delta
+            budget = self._budget
+            budget.used += delta
+            if budget.used > budget.max_bytes:
+                budget.enforce()
+
+    def detach(self) -> None:
+        """Empty the cache and count it against a budget of its own from now on.
+
+        A call still running when its activation ended (a reset during a
+        backend read) may yet remember a value; it no longer counts.
+        """
+        self.clear()
+        self._budget = CacheBudget(_UNLIMITED)
 
     def clear(self, *, complete: bool = False) -> None:
         """Forget every entry; ``complete=True`` records that the object is now empty."""
-        self._entries.clear()
+        self.entries.clear()
         self._budget.used -= self.size
         self.size = 0
         self.complete = complete

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 import math
 
-from ._backend import AlarmRecord, KeyRange
+from ._backend import AlarmRecord
 from ._kv import KeyValue
 from ._sql import SqlStorage
 from ._store import ObjectStore
@@ -25,23 +25,15 @@ class Storage(KeyValue):
     Key-value calls and alarm calls are async; ``sql`` is synchronous.
     """
 
-    __slots__ = ("_sql", "_store")
+    __slots__ = ("_source", "_sql", "_store")
 
     def __init__(self, store: ObjectStore) -> None:
         self._store = store
+        self._source = store
         self._sql: SqlStorage | None = None
 
     def __repr__(self) -> str:
         return f"<Storage of {self._store.record.object_id!r}>"
-
-    async def _read(self, keys: list[str]) -> dict[str, bytes]:
-        return await self._store.read(keys)
-
-    def _write(self, changes: dict[str, bytes | None]) -> None:
-        self._store.write(changes)
-
-    async def _list_rows(self, key_range: KeyRange) -> list[tuple[str, bytes]]:
-        return await self._store.list_rows(key_range)
 
     async def delete_all(self) -> None:
         """Delete every key, the alarm and every SQL table of this object, atomically."""

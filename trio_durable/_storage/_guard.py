@@ -196,8 +196,8 @@ _NO_TEMP: Final = (
 )
 
 
-class GuardState(threading.local):
-    """What the authorizer knows about the statement being prepared (per thread).
+class GuardState:
+    """What the authorizer knows about the statement being prepared (one per thread).
 
     Attributes:
         runtime: True while the runtime runs its own statement.
@@ -208,21 +208,29 @@ class GuardState(threading.local):
         alter_table: The table an ``ALTER TABLE`` was refused for, pending a retry.
     """
 
-    runtime = False
-    allow_alter = False
-    reason: str | None = None
-    wrote = False
-    alter_table: str | None = None
+    __slots__ = ("allow_alter", "alter_table", "reason", "runtime", "wrote")
 
-    def start_user_statement(self) -> None:
-        """Forget the verdicts of the previous statement."""
-        self.reason = None
+    def __init__(self) -> None:
+        self.runtime = False
+        self.allow_alter = False
+        self.reason: str | None = None
         self.wrote = False
-        self.alter_table = None
+        self.alter_table: str | None = None
 
 
-#: The guard's state for the current thread.
-state: Final = GuardState()
+class _PerThread(threading.local):
+    # One attribute lookup per statement on the thread-local, then plain
+    # attributes: the guard's state sits on the hot path of every statement.
+    def __init__(self) -> None:
+        self.state = GuardState()
+
+
+_per_thread: Final = _PerThread()
+
+
+def state() -> GuardState:
+    """The guard's state for the current thread."""
+    return _per_thread.state
 
 
 @contextmanager
@@ -232,12 +240,13 @@ def runtime_statements() -> Iterator[None]:
     Everything else stays under the user rules, so a trigger or virtual
     table that runs inside such a statement gains nothing.
     """
-    previous = state.runtime
-    state.runtime = True
+    current = _per_thread.state
+    previous = current.runtime
+    current.runtime = True
     try:
         yield
     finally:
-        state.runtime = previous
+        current.runtime = previous
 
 
 def install_guard(db: sqlite3.Connection) -> None:
@@ -319,7 +328,7 @@ def authorize(
     action: int, arg1: str | None, arg2: str | None, _db: str | None, _source: str | None
 ) -> int:
     """The authorizer callback of every object database (see the module docstring)."""
-    current = state
+    current = _per_thread.state
     reason = _refusal(action, arg1, arg2, current.runtime)
     if reason is not None:
         current.reason = reason

@@ -10,36 +10,42 @@ class.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from ._backend import KeyRange
 from ._checks import check_entries, check_key, check_keys, check_list_args
+from ._gate import InputGateHold
 
 if TYPE_CHECKING:
     from ._store import ObjectStore
 
-__all__ = ["KeyValue"]
+__all__ = ["KeyValue", "KeyValueSource"]
 
 T = TypeVar("T")
 
 _NO_VALUE: Final[Any] = object()
 
 
+class KeyValueSource(Protocol):
+    """Where the key-value calls read and write serialized values (the caller holds the gate)."""
+
+    async def read(self, keys: list[str]) -> dict[str, bytes]:
+        """The values of those keys that exist."""
+
+    def write(self, changes: dict[str, bytes | None]) -> None:
+        """Buffer values (``None`` deletes)."""
+
+    async def list_rows(self, key_range: KeyRange) -> list[tuple[str, bytes]]:
+        """Entries in ``key_range``, in key order."""
+
+
 class KeyValue:
-    """The key-value calls, over a subclass's ``_read``, ``_write`` and ``_list_rows``."""
+    """The key-value calls, over a subclass's ``_source`` (and ``_store``, for the gate)."""
 
     __slots__ = ()
 
     _store: ObjectStore
-
-    async def _read(self, keys: list[str]) -> dict[str, bytes]:
-        raise NotImplementedError
-
-    def _write(self, changes: dict[str, bytes | None]) -> None:
-        raise NotImplementedError
-
-    async def _list_rows(self, key_range: KeyRange) -> list[tuple[str, bytes]]:
-        raise NotImplementedError
+    _source: KeyValueSource
 
     async def get(self, keys: str | Iterable[str], type: type[T] | None = None) -> Any:
         """Read one key (its value or ``None``) or many keys (a dict of those found).
@@ -60,13 +66,13 @@ class KeyValue:
         store = self._store
         if isinstance(keys, str):
             key = check_key(keys)
-            async with store.hold():
-                found = await self._read([key])
+            async with InputGateHold(store.record):
+                found = await self._source.read([key])
             data = found.get(key)
             return None if data is None else store.codec.loads(key, data, type)
         names = check_keys(keys)
-        async with store.hold():
-            found = await self._read(names)
+        async with InputGateHold(store.record):
+            found = await self._source.read(names)
         loads = store.codec.loads
         return {key: loads(key, found[key], type) for key in sorted(found)}
 
@@ -96,8 +102,8 @@ class KeyValue:
         store = self._store
         dumps = store.codec.dumps
         changes: dict[str, bytes | None] = {k: dumps(k, v) for k, v in entries.items()}
-        async with store.hold():
-            self._write(changes)
+        async with InputGateHold(store.record):
+            self._source.write(changes)
 
     async def delete(self, keys: str | Iterable[str]) -> Any:
         """Delete one key (returns whether it existed) or many (returns how many existed).
@@ -108,9 +114,10 @@ class KeyValue:
         """
         single = isinstance(keys, str)
         names = [check_key(keys)] if single else check_keys(keys)
-        async with self._store.hold():
-            found = await self._read(names)
-            self._write(dict.fromkeys(names))
+        source = self._source
+        async with InputGateHold(self._store.record):
+            found = await source.read(names)
+            source.write(dict.fromkeys(names))
         return bool(found) if single else len(found)
 
     async def list(
@@ -143,10 +150,10 @@ class KeyValue:
         """
         lo, hi, rev, lim = check_list_args(start, start_after, end, prefix, reverse, limit)
         store = self._store
-        async with store.hold():
+        async with InputGateHold(store.record):
             if lo is not None and hi is not None and lo >= hi:
                 rows: list[tuple[str, bytes]] = []
             else:
-                rows = await self._list_rows(KeyRange(lo, hi, rev, lim))
+                rows = await self._source.list_rows(KeyRange(lo, hi, rev, lim))
         loads = store.codec.loads
         return {key: loads(key, data, type) for key, data in rows}

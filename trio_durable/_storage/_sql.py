@@ -112,13 +112,10 @@ class SqlStorage:
                 )
         store = self._store
         store.record.check_alive()
-        result = store.database().execute(
-            query,
-            bindings,
-            in_transaction=store.in_transaction,
-            on_pending=store.sql_changed,
+        rows, names, written = store.database().execute(
+            query, bindings, store.in_transaction, store.sql_changed
         )
-        return SqlCursor(result.rows, result.column_names, result.rows_written)
+        return SqlCursor(rows, names, written)
 
     @property
     def database_size(self) -> int:

@@ -15,8 +15,6 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-import attrs
-
 from .._exceptions import SqlError
 from ._guard import NO_ATTACH, RESERVED_PREFIX, expire_statements, runtime_statements, state
 
@@ -37,13 +35,8 @@ _USER_OBJECTS: Final = (
 )
 
 
-@attrs.frozen
-class StatementResult:
-    """What one user statement returned."""
-
-    rows: list[tuple[Any, ...]]
-    column_names: list[str]
-    rows_written: int
+#: What one user statement returned: its rows, its column names, the rows it wrote.
+StatementResult = tuple[list[tuple[Any, ...]], list[str], int]
 
 
 def _quote(name: str) -> str:
@@ -75,7 +68,6 @@ class ObjectDatabase:
         self,
         query: str,
         bindings: Sequence[Any],
-        *,
         in_transaction: bool,
         on_pending: Callable[[ObjectDatabase], None],
     ) -> StatementResult:
@@ -100,12 +92,17 @@ class ObjectDatabase:
         if in_transaction and not self._savepoint:
             self._control(_SAVEPOINT)
             self._savepoint = True
-        guard = state
-        guard.start_user_statement()
+        guard = state()
+        guard.reason = guard.alter_table = None
+        guard.wrote = False
         changes = db.total_changes
         try:
             try:
-                return self._run(query, bindings)
+                cursor = db.execute(query, bindings)
+                rows = cursor.fetchall()
+                return rows, [column[0] for column in cursor.description or ()], max(
+                    cursor.rowcount, 0
+                )
             except sqlite3.DatabaseError as exc:
                 if guard.reason is None and guard.alter_table is not None:
                     return self._run_alter(query, bindings)
@@ -119,8 +116,7 @@ class ObjectDatabase:
     def _run(self, query: str, bindings: Sequence[Any]) -> StatementResult:
         cursor = self.connection.execute(query, bindings)
         rows = cursor.fetchall()
-        names = [column[0] for column in cursor.description or ()]
-        return StatementResult(rows, names, max(cursor.rowcount, 0))
+        return rows, [column[0] for column in cursor.description or ()], max(cursor.rowcount, 0)
 
     def _run_alter(self, query: str, bindings: Sequence[Any]) -> StatementResult:
         """Run an ``ALTER TABLE`` in a savepoint, undone if it made a reserved name.
@@ -129,15 +125,16 @@ class ObjectDatabase:
         one is checked in ``sqlite_master`` once the statement has run.
         """
         self._control(_ALTER_SAVEPOINT)
+        guard = state()
         keep = False
         try:
-            state.allow_alter = True
+            guard.allow_alter = True
             try:
                 result = self._run(query, bindings)
             except sqlite3.DatabaseError as exc:
-                raise _translated(exc, state.reason) from None
+                raise _translated(exc, guard.reason) from None
             finally:
-                state.allow_alter = False
+                guard.allow_alter = False
             reserved = self.connection.execute(_RESERVED_NAMES).fetchall()
             if reserved:
                 name = reserved[0][0]

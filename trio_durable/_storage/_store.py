@@ -67,10 +67,11 @@ class ObjectStore:
         record = self.record
         cache = self.cache
         cache.touch()
+        entries = cache.entries
         result: dict[str, bytes] = {}
         missing: list[str] = []
         for key in keys:
-            data = cache.lookup(key)
+            data = entries.get(key, MISSING)
             if data is MISSING:
                 data = self._engine.pending_value(record.key, key)
                 if data is MISSING:

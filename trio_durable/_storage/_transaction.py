@@ -24,49 +24,23 @@ if TYPE_CHECKING:
 __all__ = ["Transaction", "TransactionContext"]
 
 
-class Transaction(KeyValue):
-    """The ``txn`` of ``async with storage.transaction() as txn``.
+class _TransactionWrites:
+    """The transaction's own writes, laid over the object's storage."""
 
-    Reads see the transaction's own writes; nothing reaches the object's
-    storage until the block ends without an exception.
-    """
-
-    __slots__ = ("_changes", "_state", "_store")
+    __slots__ = ("changes", "state", "store")
 
     def __init__(self, store: ObjectStore) -> None:
-        self._store = store
-        self._changes = PendingChanges()
-        self._state = "open"
+        self.store = store
+        self.changes = PendingChanges()
+        self.state = "open"
 
-    def __repr__(self) -> str:
-        return f"<Transaction of {self._store.record.object_id!r} ({self._state})>"
+    def check_open(self) -> None:
+        if self.state != "open":
+            raise RuntimeError(f"this transaction is {self.state}; start a new one")
 
-    def _check_open(self) -> None:
-        if self._state != "open":
-            raise RuntimeError(f"this transaction is {self._state}; start a new one")
-
-    def rollback(self) -> None:
-        """Discard every write of this transaction; the block then commits nothing."""
-        self._check_open()
-        self._state = "rolled back"
-        self._changes = PendingChanges()
-        self._store.end_transaction_sql(commit=False)
-
-    def _commit(self) -> None:
-        """The block ended normally: hand the writes to the object's storage."""
-        self._state = "committed"
-        self._store.end_transaction_sql(commit=True)
-        if self._changes.puts:
-            self._store.write(self._changes.puts)
-
-    @property
-    def is_open(self) -> bool:
-        """True until the transaction is committed or rolled back."""
-        return self._state == "open"
-
-    async def _read(self, keys: list[str]) -> dict[str, bytes]:
-        self._check_open()
-        puts = self._changes.puts
+    async def read(self, keys: list[str]) -> dict[str, bytes]:
+        self.check_open()
+        puts = self.changes.puts
         result: dict[str, bytes] = {}
         rest = []
         for key in keys:
@@ -77,31 +51,64 @@ class Transaction(KeyValue):
             else:
                 rest.append(key)
         if rest:
-            result.update(await self._store.read(rest))
+            result.update(await self.store.read(rest))
         return result
 
-    def _write(self, changes: dict[str, bytes | None]) -> None:
-        self._check_open()
-        self._changes.puts.update(changes)
+    def write(self, changes: dict[str, bytes | None]) -> None:
+        self.check_open()
+        self.changes.puts.update(changes)
 
-    async def _list_rows(self, key_range: KeyRange) -> list[tuple[str, bytes]]:
-        self._check_open()
-        return await merged_rows(self._store.list_rows, [self._changes], key_range)
+    async def list_rows(self, key_range: KeyRange) -> list[tuple[str, bytes]]:
+        self.check_open()
+        return await merged_rows(self.store.list_rows, [self.changes], key_range)
+
+    def rollback(self) -> None:
+        self.check_open()
+        self.state = "rolled back"
+        self.changes = PendingChanges()
+        self.store.end_transaction_sql(commit=False)
+
+    def commit(self) -> None:
+        self.state = "committed"
+        self.store.end_transaction_sql(commit=True)
+        if self.changes.puts:
+            self.store.write(self.changes.puts)
+
+
+class Transaction(KeyValue):
+    """The ``txn`` of ``async with storage.transaction() as txn``.
+
+    Reads see the transaction's own writes; nothing reaches the object's
+    storage until the block ends without an exception.
+    """
+
+    __slots__ = ("_source", "_store", "_writes")
+
+    def __init__(self, store: ObjectStore, writes: _TransactionWrites) -> None:
+        self._store = store
+        self._source = self._writes = writes
+
+    def __repr__(self) -> str:
+        return f"<Transaction of {self._store.record.object_id!r} ({self._writes.state})>"
+
+    def rollback(self) -> None:
+        """Discard every write of this transaction; the block then commits nothing."""
+        self._writes.rollback()
 
 
 class TransactionContext:
     """The async context manager returned by ``Storage.transaction()``."""
 
-    __slots__ = ("_store", "_txn")
+    __slots__ = ("_store", "_writes")
 
     def __init__(self, store: ObjectStore) -> None:
         self._store = store
-        self._txn: Transaction | None = None
+        self._writes: _TransactionWrites | None = None
 
     async def __aenter__(self) -> Transaction:
         await self._store.enter_transaction()
-        self._txn = Transaction(self._store)
-        return self._txn
+        self._writes = _TransactionWrites(self._store)
+        return Transaction(self._store, self._writes)
 
     async def __aexit__(
         self,
@@ -109,14 +116,14 @@ class TransactionContext:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        txn = self._txn
-        assert txn is not None
+        writes = self._writes
+        assert writes is not None
         try:
-            if txn.is_open:
+            if writes.state == "open":
                 if exc_type is None:
-                    txn._commit()
+                    writes.commit()
                 else:
-                    txn.rollback()
+                    writes.rollback()
             await trio.lowlevel.cancel_shielded_checkpoint()
         finally:
             self._store.leave_transaction()
