@@ -40,6 +40,11 @@ def _edit(data_dir: Path, statement: str, *bindings: Any) -> None:
         db.close()
 
 
+def _replace_secret(data_dir: Path) -> None:
+    new_secret = secrets.token_bytes(32)
+    _edit(data_dir, "UPDATE _td_meta SET value = ? WHERE key = 'id_secret'", new_secret)
+
+
 # ------------------------------------------------------------ permissions
 
 
@@ -87,7 +92,7 @@ async def test_sql_databases_are_private(tmp_path: Path) -> None:
 
 async def test_replaced_secret_is_refused_at_start(tmp_path: Path) -> None:
     await _store(tmp_path, k=1)
-    _edit(tmp_path, "UPDATE _td_meta SET value = ? WHERE key = 'id_secret'", secrets.token_bytes(32))
+    _replace_secret(tmp_path)
     with pytest.raises(td.StorageError, match="not the one its objects were created with") as info:
         await _store(tmp_path, k=2)
     assert DATABASE_NAME in str(info.value), f"the error names the file: {info.value}"
@@ -97,7 +102,7 @@ async def test_replaced_secret_is_refused_with_only_unique_objects(tmp_path: Pat
     async with td.open_runtime(OBJECTS, tmp_path) as rt:
         boxes = rt.namespace("boxes")
         await boxes.get(boxes.new_unique_id()).put("k", 1)
-    _edit(tmp_path, "UPDATE _td_meta SET value = ? WHERE key = 'id_secret'", secrets.token_bytes(32))
+    _replace_secret(tmp_path)
     with pytest.raises(td.StorageError, match="unique object"):
         await _store(tmp_path, k=2)
 
