@@ -86,12 +86,20 @@ class ObjectDatabase:
             sqlite3.Error: SQLite refused it (syntax, constraint, ...).
         """
         db = self.connection
-        began = not db.in_transaction
-        if began:
-            self._begin()
         if in_transaction and not self._savepoint:
+            if db.in_transaction:
+                # Statements from before the block are made durable now, so
+                # that the block's open savepoint never holds back their
+                # commit (see commit()).
+                self.commit()
+            self._begin()
+            began = True
             self._control(_SAVEPOINT)
             self._savepoint = True
+        else:
+            began = not db.in_transaction
+            if began:
+                self._begin()
         guard = state()
         guard.reason = guard.alter_table = None
         guard.wrote = False
@@ -167,7 +175,14 @@ class ObjectDatabase:
             expire_statements(self.connection)
 
     def commit(self) -> None:
-        """Commit the implicit transaction, if one is open (the storage engine's commit)."""
+        """Commit the implicit transaction, if one is open (the storage engine's commit).
+
+        While a ``storage.transaction()`` block has its savepoint open, the
+        statements in it are not final: the commit waits, and the block hands
+        them to the object's next batch when it ends (:meth:`end_savepoint`).
+        """
+        if self._savepoint:
+            return
         if self.connection.in_transaction:
             with runtime_statements():
                 self.connection.commit()  # prepared outside the statement cache
@@ -184,14 +199,23 @@ class ObjectDatabase:
             # cached statements were authorized: authorize them again.
             expire_statements(self.connection)
 
-    def end_savepoint(self, *, commit: bool) -> None:
-        """End the savepoint of ``storage.transaction()``: keep or undo its statements."""
+    def end_savepoint(self, *, commit: bool, on_pending: Callable[[ObjectDatabase], None]) -> None:
+        """End the savepoint of ``storage.transaction()``: keep or undo its statements.
+
+        ``on_pending`` is called when kept statements now wait for a commit.
+        """
         if not self._savepoint:
             return
         self._savepoint = False
-        if not commit:
+        if commit:
+            self._control(_RELEASE)
+            on_pending(self)
+        else:
             self._control(_ROLLBACK_TO)
-        self._control(_RELEASE)
+            self._control(_RELEASE)
+            # The transaction began with the block (earlier statements were
+            # committed then), so nothing is left in it.
+            self.commit()
 
     def drop_all(self, on_pending: Callable[[ObjectDatabase], None]) -> None:
         """Drop every user table and view (``delete_all``), in the implicit transaction."""

@@ -156,7 +156,7 @@ class ObjectStore:
     def end_transaction_sql(self, *, commit: bool) -> None:
         """Keep or undo the SQL statements of the transaction block."""
         if self._db is not None:
-            self._db.end_savepoint(commit=commit)
+            self._db.end_savepoint(commit=commit, on_pending=self.sql_changed)
 
     def leave_transaction(self) -> None:
         """The transaction block is over: release the input gate."""
