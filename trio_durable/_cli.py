@@ -33,6 +33,7 @@ from typing import NoReturn
 import trio
 
 from ._app import App
+from ._exceptions import StorageError
 from ._gateway._serve import serve
 from ._runtime import open_runtime
 
@@ -172,7 +173,7 @@ async def _serve(app: App, spec: str, *, host: str, port: int, data_dir: Path) -
             runtime = await stack.enter_async_context(
                 open_runtime(app.objects, data_dir, env=app.env)
             )
-        except (sqlite3.Error, OSError) as exc:
+        except (StorageError, sqlite3.Error, OSError) as exc:
             raise UsageError(f"cannot open the storage in {str(data_dir)!r}: {exc}") from None
         # Leaving the stack closes the runtime: WebSockets get 1001, writes commit.
         async with stack, trio.open_nursery() as nursery:
