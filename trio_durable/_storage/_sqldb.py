@@ -106,11 +106,10 @@ class ObjectDatabase:
         changes = db.total_changes
         try:
             try:
-                cursor = db.execute(query, bindings)
+                cursor = db.execute(query, bindings)  # inlined _run(): the hot path
                 rows = cursor.fetchall()
-                return rows, [column[0] for column in cursor.description or ()], max(
-                    cursor.rowcount, 0
-                )
+                names = [column[0] for column in cursor.description or ()]
+                return rows, names, max(cursor.rowcount, 0)
             except sqlite3.DatabaseError as exc:
                 if guard.reason is None and guard.alter_table is not None:
                     return self._run_alter(query, bindings)
