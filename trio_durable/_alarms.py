@@ -31,7 +31,7 @@ from ._core._registry import Registry
 from ._exceptions import ObjectResetError
 from ._ids import DurableObjectId
 from ._storage._backend import AlarmRecord, Backend, ObjectWrite
-from ._storage._kv import _Hold
+from ._storage._gate import InputGateHold
 from ._storage._service import StorageService
 
 __all__ = ["AlarmInfo", "AlarmScheduler"]
@@ -216,9 +216,9 @@ class AlarmScheduler:
         return result
 
     async def _run_handler(self, record: LiveObject, instance: Any, *, manual: bool) -> bool:
-        storage = self._storages.storage_for(record)
-        async with _Hold(record):
-            current = await storage._load_alarm()
+        alarm = self._storages.store_for(record).alarm
+        async with InputGateHold(record):
+            current = await alarm.current()
         if current is None:
             return False
         if not manual and self._clock.to_trio(current.time) > trio.current_time():
@@ -226,13 +226,12 @@ class AlarmScheduler:
         handler = getattr(instance, "alarm", None)
         if handler is None:
             raise ObjectResetError(f"{type(instance).__name__} has no alarm() handler")
-        storage._alarm = None  # get_alarm() is None inside the handler...
-        storage._alarm_changed = False  # ...unless it sets a new one
+        alarm.handler_started()
         info = AlarmInfo(current.scheduled_time, current.retry_count, current.retry_count > 0)
         try:
             await handler(info)
         except Exception as exc:
-            if not storage._alarm_changed:
+            if not alarm.changed_by_handler:
                 retry = current.retry_count + 1
                 if retry > MAX_RETRIES:
                     logger.error(
@@ -241,14 +240,14 @@ class AlarmScheduler:
                         retry,
                         exc_info=exc,
                     )
-                    storage._store_alarm(None)
+                    alarm.settle(None)
                 else:
                     logger.warning(
                         "alarm of %s failed; retry %d", record.object_id, retry, exc_info=exc
                     )
                     at = self._clock.now() + retry_delay(retry)
-                    storage._store_alarm(AlarmRecord(at, current.scheduled_time, retry))
+                    alarm.settle(AlarmRecord(at, current.scheduled_time, retry))
             return True
-        if not storage._alarm_changed:
-            storage._store_alarm(None)
+        if not alarm.changed_by_handler:
+            alarm.settle(None)
         return True

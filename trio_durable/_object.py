@@ -20,7 +20,7 @@ from ._core._clock import WallClock
 from ._core._live import LiveObject
 from ._exceptions import ObjectResetError
 from ._ids import DurableObjectId
-from ._storage._kv import Storage
+from ._storage._facade import Storage
 from ._storage._service import StorageService
 from ._stubs import Namespace, ObjectT, typed_namespace
 from ._websocket._hub import SocketHub

@@ -34,6 +34,7 @@ from ._limits import (
     MAX_ATTACHMENT_BYTES,
     MAX_VALUE_BYTES,
     MAX_WEBSOCKETS_PER_OBJECT,
+    STORAGE_CACHE_BYTES,
     WATCHDOG_RESET_AFTER,
     WATCHDOG_WARN_AFTER,
     check_positive_int,
@@ -105,6 +106,9 @@ class RuntimeOptions:
     )
     evict_after: float = attrs.field(default=EVICT_AFTER, validator=_seconds("evict_after"))
     max_value_bytes: int = attrs.field(default=MAX_VALUE_BYTES, validator=_size("max_value_bytes"))
+    storage_cache_bytes: int = attrs.field(
+        default=STORAGE_CACHE_BYTES, validator=_size("storage_cache_bytes")
+    )
     max_websockets_per_object: int = attrs.field(
         default=MAX_WEBSOCKETS_PER_OBJECT, validator=_size("max_websockets_per_object")
     )
@@ -166,7 +170,9 @@ class Runtime:
             evict_after=options.evict_after,
         )
         self.storage_engine = StorageEngine(backend, max_value_bytes=options.max_value_bytes)
-        self.storages = StorageService(self.storage_engine, CONVERTER)
+        self.storages = StorageService(
+            self.storage_engine, CONVERTER, cache_bytes=options.storage_cache_bytes
+        )
         self.registry.close_listeners.append(self.storages.forget)
         self._object_classes: dict[str, type[DurableObject]] = dict(objects)
         self.alarms = AlarmScheduler(
@@ -385,6 +391,7 @@ async def open_runtime(
     evict_after: float = EVICT_AFTER,
     backend: Backend | None = None,
     max_value_bytes: int = MAX_VALUE_BYTES,
+    storage_cache_bytes: int = STORAGE_CACHE_BYTES,
     max_websockets_per_object: int = MAX_WEBSOCKETS_PER_OBJECT,
     max_attachment_bytes: int = MAX_ATTACHMENT_BYTES,
     blocking_warning_after: float | None = WATCHDOG_WARN_AFTER,
@@ -415,6 +422,9 @@ async def open_runtime(
             (for example ``SqliteBackend(path, durability="power")``).
         max_value_bytes: Largest serialized value ``ctx.storage.put`` accepts
             (default 2 MiB).
+        storage_cache_bytes: How much the key-value caches of all live
+            objects may hold together (default 64 MiB); past it, the caches
+            of the least recently used objects are emptied.
         max_websockets_per_object: Most hibernatable WebSockets one object
             may accept (default 32,768).
         max_attachment_bytes: Largest serialized WebSocket attachment
@@ -441,6 +451,7 @@ async def open_runtime(
         hibernate_after=hibernate_after,
         evict_after=evict_after,
         max_value_bytes=max_value_bytes,
+        storage_cache_bytes=storage_cache_bytes,
         max_websockets_per_object=max_websockets_per_object,
         max_attachment_bytes=max_attachment_bytes,
         blocking_warning_after=blocking_warning_after,

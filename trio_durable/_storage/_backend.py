@@ -1,7 +1,7 @@
 """The one seam between the runtime and durable storage.
 
 Everything the runtime persists goes through a :class:`Backend`. The
-embedded default is :class:`~trio_durable._storage.sqlite.SqliteBackend`; a
+embedded default is :class:`~trio_durable._storage._sqlite.SqliteBackend`; a
 PostgreSQL backend for several nodes will implement the same protocol. So no
 caller may assume a local file, a single process, or synchronous access: every
 method that touches data is async and may do network I/O.
@@ -103,7 +103,12 @@ class Backend(Protocol):
         """Flush and disconnect. Idempotent."""
 
     async def load_secret(self) -> bytes:
-        """The deployment's ID secret, created on first use and then never changed."""
+        """The deployment's ID secret, created on first use and then never changed.
+
+        A backend that holds objects but no secret, or a secret that did not
+        mint them, raises ``StorageError`` rather than start (a new secret
+        would orphan every object): ``_secret.check_secret`` does the check.
+        """
 
     async def record_objects(self, entries: Sequence[ObjectEntry]) -> None:
         """Remember that these objects exist (idempotent; names are kept)."""

@@ -24,26 +24,23 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
 
 from .._exceptions import CommitFailedError
 from ._backend import AlarmRecord, Backend, ObjectWrite
+from ._cache import MISSING
 
 if TYPE_CHECKING:
-    import sqlite3
-
     from .._core._gates import PendingCommit
     from .._core._live import LiveObject
+    from ._sqldb import ObjectDatabase
 
 __all__ = ["MISSING", "Batch", "StorageEngine"]
 
 logger = logging.getLogger("trio_durable")
-
-#: Marker for "the overlay knows nothing about this key".
-MISSING: Any = object()
 
 #: Rounds an object may keep writing before its batch is committed anyway.
 MAX_COALESCE_ROUNDS = 32
@@ -57,7 +54,7 @@ class Batch:
 
     write: ObjectWrite
     commits: dict[LiveObject, PendingCommit] = attrs.field(factory=dict)
-    sql: sqlite3.Connection | None = None
+    sql: ObjectDatabase | None = None
     version: int = 0
     rounds: int = 0
 
@@ -201,8 +198,7 @@ class StorageEngine:
         db = batch.sql
         assert db is not None
         try:
-            if db.in_transaction:
-                db.execute("COMMIT /* td-engine */")
+            db.commit()
         except Exception as exc:
             logger.error("SQL commit of %s failed", batch.write.hex_id, exc_info=exc)
             self._fail(batch, exc)
@@ -218,9 +214,9 @@ class StorageEngine:
         error = CommitFailedError(f"a storage commit failed: {exc!r}")
         error.__cause__ = exc
         for dropped in batches:
-            if dropped.sql is not None and dropped.sql.in_transaction:
+            if dropped.sql is not None:
                 try:
-                    dropped.sql.execute("ROLLBACK /* td-engine */")
+                    dropped.sql.rollback()
                 except Exception:  # the database is already unusable; the reset suffices
                     logger.exception("SQL rollback failed")
             for record, commit in dropped.commits.items():
