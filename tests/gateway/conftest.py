@@ -158,12 +158,15 @@ async def runtime() -> AsyncIterator[td.Runtime]:
 
 @pytest.fixture
 def start_server(nursery: trio.Nursery, runtime: td.Runtime) -> Callable[..., Awaitable[int]]:
-    """``port = await start_server(**serve_options)``: serve the test app on 127.0.0.1."""
+    """``port = await start_server(**serve_options)``: serve the test app on 127.0.0.1.
 
-    async def start(**options: Any) -> int:
+    ``worker=`` replaces the test app's worker.
+    """
+
+    async def start(worker: Any = app.worker, **options: Any) -> int:
         options.setdefault("handshake_timeout", 2.0)
         port: int = await nursery.start(
-            functools.partial(serve, runtime, app.worker, host="127.0.0.1", port=0, **options)
+            functools.partial(serve, runtime, worker, host="127.0.0.1", port=0, **options)
         )
         return port
 
