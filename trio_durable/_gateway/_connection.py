@@ -22,7 +22,7 @@ from __future__ import annotations
 import enum
 import logging
 import socket
-from typing import Any, Final
+from typing import Final
 
 import attrs
 import h11
@@ -41,7 +41,7 @@ from ._http1 import (
     read_request,
 )
 from ._options import ServeOptions, Worker
-from ._upgrade import Upgrades, check_upgrade
+from ._upgrade import ServedRuntime, Upgrades, check_upgrade
 from ._wire import Wire, WriteTimeoutError
 
 __all__ = ["Site", "serve_connection"]
@@ -53,7 +53,7 @@ logger: Final = logging.getLogger("trio_durable.gateway")
 class Site:
     """What every connection of one ``serve()`` call shares."""
 
-    runtime: Any
+    runtime: ServedRuntime
     worker: Worker
     options: ServeOptions
     upgrades: Upgrades
@@ -79,10 +79,11 @@ async def serve_connection(site: Site, sock: socket.socket, peer: tuple[str, int
             unless a WebSocket transport took it.
         peer: The client's ``(host, port)``.
     """
-    connection = _Connection(site, sock, peer)
+    connection: _Connection | None = None
     try:
         failed = False
         try:
+            connection = _Connection(site, sock, peer)
             await connection.run()
         except* (OSError, trio.BrokenResourceError) as group:
             # The client left or stopped reading: nothing to answer.
@@ -97,10 +98,13 @@ async def serve_connection(site: Site, sock: socket.socket, peer: tuple[str, int
                 peer,
                 exc_info=error,
             )
-        if failed:
+        if failed and connection is not None:
             await connection.answer_failure()
     finally:
-        connection.close()
+        if connection is not None:
+            connection.close()
+        else:
+            sock.close()
 
 
 class _Connection:

@@ -295,6 +295,8 @@ class _Gateway:
                     pass
         except (OSError, trio.BrokenResourceError):
             pass
+        except Exception:  # as for any connection's task: log it, never end the server
+            logger.exception("unexpected error while refusing a connection")
         finally:
             self.refusing -= 1
             wire.close()
