@@ -10,13 +10,14 @@ buffered and closes the backend; no ExceptionGroup of ours reaches the caller.
 
 from __future__ import annotations
 
+import gc
 import inspect
 import logging
 import os
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, Final
+from typing import Any, Final, overload
 
 import attrs
 import trio
@@ -43,7 +44,7 @@ from ._storage._backend import Backend, ObjectEntry
 from ._storage._engine import StorageEngine
 from ._storage._service import StorageService
 from ._storage._sqlite import SqliteBackend
-from ._stubs import LocalDispatcher, Namespace
+from ._stubs import LocalDispatcher, Namespace, ObjectT, typed_namespace
 from ._watchdog import Watchdog, open_watchdog
 from ._websocket._hub import SocketHub, SocketLimits
 
@@ -52,12 +53,12 @@ __all__ = ["Runtime", "RuntimeOptions", "RuntimeStatistics", "open_runtime", "ru
 logger: Final = logging.getLogger("trio_durable")
 
 # Each namespace's runtime, for the testing helpers that start from a stub.
-_runtime_of_namespace: Final[weakref.WeakKeyDictionary[Namespace, Runtime]] = (
+_runtime_of_namespace: Final[weakref.WeakKeyDictionary[Namespace[Any], Runtime]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def runtime_of(namespace: Namespace) -> Runtime:
+def runtime_of(namespace: Namespace[Any]) -> Runtime:
     """The runtime that made ``namespace``.
 
     Raises:
@@ -116,6 +117,7 @@ class RuntimeOptions:
     blocking_reset_after: float | None = attrs.field(
         default=WATCHDOG_RESET_AFTER, validator=_optional_seconds("blocking_reset_after")
     )
+    tune_gc: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
 
 
 @attrs.frozen
@@ -188,7 +190,7 @@ class Runtime:
         self._services = ObjectServices(
             storages=self.storages, sockets=self.sockets, clock=self.clock, namespace=self.namespace
         )
-        self._namespaces: dict[str, Namespace] = {}
+        self._namespaces: dict[str, Namespace[Any]] = {}
         # IDs activated since the backend last recorded them (written in batches).
         self._unrecorded: dict[tuple[str, str], DurableObjectId] = {}
         self._unrecorded_added = trio.Event()
@@ -198,7 +200,7 @@ class Runtime:
     def _bind(self, secret: bytes) -> None:
         minter = IdMinter(secret)
         for name, cls in self._object_classes.items():
-            namespace = Namespace(name, cls, minter, self._dispatcher)
+            namespace: Namespace[Any] = Namespace(name, cls, minter, self._dispatcher)
             self._namespaces[name] = namespace
             _runtime_of_namespace[namespace] = self
 
@@ -224,17 +226,29 @@ class Runtime:
         """True once ``open_runtime`` has exited."""
         return self._closed
 
-    def namespace(self, name: str) -> Namespace:
+    @overload
+    def namespace(self, name: str) -> Namespace[Any]: ...
+
+    @overload
+    def namespace(self, name: str, object_class: type[ObjectT]) -> Namespace[ObjectT]: ...
+
+    def namespace(self, name: str, object_class: type[Any] | None = None) -> Namespace[Any]:
         """The namespace registered as ``name`` in ``open_runtime(objects=...)``.
+
+        With ``object_class`` (``runtime.namespace("counters", Counter)``) it
+        is typed: its stubs are typed as that class, so a type checker
+        verifies the methods called on them and their arguments.
 
         Raises:
             KeyError: no such namespace; the message lists the known ones.
+            TypeError: the namespace serves another class than ``object_class``.
         """
         try:
-            return self._namespaces[name]
+            namespace = self._namespaces[name]
         except KeyError:
             known = ", ".join(sorted(self._namespaces)) or "none"
             raise KeyError(f"no namespace {name!r}; this runtime has: {known}") from None
+        return namespace if object_class is None else typed_namespace(namespace, object_class)
 
     def statistics(self) -> RuntimeStatistics:
         """A snapshot of the runtime's counters."""
@@ -333,6 +347,34 @@ def _check_objects(objects: Mapping[str, type[DurableObject]]) -> None:
             )
 
 
+#: The collector's thresholds while a runtime with ``tune_gc=True`` is open:
+#: young collections ten times rarer than Python's default (700), chosen by
+#: measurement (``docs/benchmarks.md``, activations).
+TUNED_GC_THRESHOLDS: Final = (10_000, 10, 10)
+
+
+@contextmanager
+def _tuned_gc(enabled: bool) -> Iterator[None]:
+    """Freeze what exists at start-up and raise the collector's thresholds, then restore.
+
+    Everything imported and built before the runtime opened (modules,
+    classes, the app) is moved out of the collector's sight with
+    ``gc.freeze()``, so a full collection no longer walks it; and young
+    collections run less often. Only when asked: this is process-wide state.
+    """
+    if not enabled:
+        yield
+        return
+    previous = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(*TUNED_GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
+        gc.unfreeze()
+
+
 @asynccontextmanager
 async def open_runtime(
     objects: Mapping[str, type[DurableObject]],
@@ -347,6 +389,7 @@ async def open_runtime(
     max_attachment_bytes: int = MAX_ATTACHMENT_BYTES,
     blocking_warning_after: float | None = WATCHDOG_WARN_AFTER,
     blocking_reset_after: float | None = WATCHDOG_RESET_AFTER,
+    tune_gc: bool = False,
 ) -> AsyncIterator[Runtime]:
     """Open a runtime serving the given object classes.
 
@@ -383,6 +426,12 @@ async def open_runtime(
         blocking_reset_after: An object whose code blocks the loop this
             long is also reset (default 30 s; ``None``:
             never). ``None`` for both turns the watchdog off.
+        tune_gc: Tune Python's garbage collector for many live objects while
+            the runtime is open: ``gc.freeze()`` of everything that exists at
+            start-up and higher collection thresholds (restored on exit).
+            Process-wide, so off by default for a runtime embedded in
+            another application; ``trio-durable serve`` turns it on. See
+            ``docs/lifecycle.md``.
 
     On exit every object is cancelled and the backend is closed. Cancelling
     the block cancels them the same way.
@@ -396,6 +445,7 @@ async def open_runtime(
         max_attachment_bytes=max_attachment_bytes,
         blocking_warning_after=blocking_warning_after,
         blocking_reset_after=blocking_reset_after,
+        tune_gc=tune_gc,
     )
     if backend is None:
         backend = SqliteBackend(data_dir)
@@ -409,6 +459,7 @@ async def open_runtime(
         await runtime.alarms.load()
         with (
             _unwrap_single_exception(),
+            _tuned_gc(options.tune_gc),
             open_watchdog(
                 runtime.registry,
                 warn_after=options.blocking_warning_after,

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, Protocol
+from typing import Any, Final, Generic, Protocol, TypeVar, cast
 
 import trio
 
+from . import _codec
 from ._core._budget import cooperative_yield
 from ._core._live import State, current_object
 from ._core._registry import Registry
@@ -31,7 +32,11 @@ __all__ = [
     "Namespace",
     "Stub",
     "rpc_methods",
+    "typed_namespace",
 ]
+
+#: The object class a typed namespace's stubs stand for.
+ObjectT = TypeVar("ObjectT")
 
 #: Methods the runtime calls itself; a stub refuses them.
 HANDLER_NAMES: Final = frozenset(
@@ -42,8 +47,11 @@ HANDLER_NAMES: Final = frozenset(
 class Invocation:
     """One call to an object: a method name and its arguments.
 
-    This is the unit a :class:`Dispatcher` carries. (A slotted plain class,
-    not attrs: it is built once per call and sits on the hot path.)
+    This is the unit a :class:`Dispatcher` carries. Its arguments are the
+    caller's own values: the dispatcher copies them (in one process) or
+    encodes them (across processes) before the object sees them, so caller
+    and object never share a mutable value. (A slotted plain class, not
+    attrs: it is built once per call and sits on the hot path.)
     """
 
     __slots__ = ("args", "kwargs", "method")
@@ -63,7 +71,7 @@ class Dispatcher(Protocol):
     """Delivers calls to objects, wherever they live."""
 
     async def invoke(
-        self, namespace: Namespace, object_id: DurableObjectId, invocation: Invocation
+        self, namespace: Namespace[Any], object_id: DurableObjectId, invocation: Invocation
     ) -> Any:
         """Run ``invocation`` on the object and return its result (or raise its error)."""
 
@@ -115,18 +123,29 @@ class LocalDispatcher:
         self._registry = registry
 
     async def invoke(
-        self, namespace: Namespace, object_id: DurableObjectId, invocation: Invocation
+        self, namespace: Namespace[Any], object_id: DurableObjectId, invocation: Invocation
     ) -> Any:
-        """Dispatch one call to an object and return its result.
+        """Dispatch one call to an object and return a copy of its result.
 
-        When the caller is itself an object's handler, it re-enters its own
-        input gate after the call, so a ``block_concurrency_while`` in the
-        caller holds back the reply.
+        Arguments and result are copied through the value codec, as they
+        would be between processes (values that cannot change are shared,
+        at the cost of a type check). When the caller is itself an object's
+        handler, it re-enters its own input gate after the call, so a
+        ``block_concurrency_while`` in the caller holds back the reply.
+
+        Raises:
+            TypeError: an argument or the result is not data (a function, a
+                lock...); the message names it and where it sits. An argument
+                is refused before the object is activated.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
+        method_name = invocation.method
+        args = _codec.copy_value(invocation.args, where="args")
+        kwargs = invocation.kwargs
+        if kwargs:
+            kwargs = _codec.copy_value(kwargs, where="kwargs")
         caller = current_object()
         record = self._registry.activate(object_id, namespace.object_class)
-        method_name, args, kwargs = invocation.method, invocation.args, invocation.kwargs
 
         async def handler(instance: Any) -> Any:
             return await getattr(instance, method_name)(*args, **kwargs)
@@ -140,13 +159,17 @@ class LocalDispatcher:
         # budget, a schedule point: a loop of calls to handlers that never
         # block cannot starve other tasks for more than about a millisecond.
         await cooperative_yield()
-        return result
+        return _codec.copy_value(result, where="result")
 
 
-class Namespace:
+class Namespace(Generic[ObjectT]):
     """The IDs and stubs of one object class (``runtime.namespace("rooms")``).
 
-    Made by the runtime; not publicly constructible.
+    Made by the runtime; not publicly constructible. Asked for with its
+    class, ``runtime.namespace("counters", Counter)`` is a
+    ``Namespace[Counter]``: its stubs are typed as ``Counter``, so a type
+    checker verifies the methods called on them and their arguments (at
+    run time they are :class:`Stub` objects all the same).
     """
 
     __slots__ = ("__weakref__", "_dispatcher", "_minter", "name", "object_class")
@@ -179,18 +202,32 @@ class Namespace:
         """
         return self._minter.from_string(self.name, hex_id)
 
-    def get(self, object_id: DurableObjectId) -> Stub:
+    def get(self, object_id: DurableObjectId) -> ObjectT:
         """A stub for ``object_id``. Creates nothing: the first call activates the object.
 
         Raises:
             TypeError: ``object_id`` is not a ``DurableObjectId``.
             ValueError: it belongs to another namespace, or was forged.
         """
-        return Stub(self, self._minter.check(self.name, object_id))
+        return cast(ObjectT, Stub(self, self._minter.check(self.name, object_id)))
 
-    def get_by_name(self, name: str) -> Stub:
+    def get_by_name(self, name: str) -> ObjectT:
         """Shorthand for ``get(id_from_name(name))``."""
-        return Stub(self, self.id_from_name(name))
+        return cast(ObjectT, Stub(self, self.id_from_name(name)))
+
+
+def typed_namespace(namespace: Namespace[Any], object_class: type[ObjectT]) -> Namespace[ObjectT]:
+    """``namespace`` as a ``Namespace[object_class]``, once its class is checked.
+
+    Raises:
+        TypeError: the namespace serves another class.
+    """
+    if not (isinstance(object_class, type) and issubclass(namespace.object_class, object_class)):
+        raise TypeError(
+            f"namespace {namespace.name!r} serves {namespace.object_class.__qualname__}, "
+            f"not {getattr(object_class, '__qualname__', object_class)!r}"
+        )
+    return cast("Namespace[ObjectT]", namespace)
 
 
 class Stub:
@@ -203,7 +240,7 @@ class Stub:
 
     __slots__ = ("_methods", "_namespace", "id")
 
-    def __init__(self, namespace: Namespace, object_id: DurableObjectId) -> None:
+    def __init__(self, namespace: Namespace[Any], object_id: DurableObjectId) -> None:
         self._namespace = namespace
         self.id = object_id
         self._methods: dict[str, Callable[..., Awaitable[Any]]] = {}
@@ -214,7 +251,7 @@ class Stub:
         return self.id.name
 
     @property
-    def namespace(self) -> Namespace:
+    def namespace(self) -> Namespace[Any]:
         """The namespace this stub belongs to."""
         return self._namespace
 
@@ -265,3 +302,9 @@ class Stub:
         call.__qualname__ = f"Stub.{method}"
         self._methods[method] = call
         return call
+
+
+# A stub crosses RPC as a reference to its object, never as a copy.
+_codec.register_handle_type(
+    Stub, name="stub", to_ref=lambda stub: (stub.id.namespace, stub.id.hex, stub.id.name)
+)
