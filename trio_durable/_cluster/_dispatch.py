@@ -29,11 +29,10 @@ import trio
 from .. import _codec
 from .._core._live import State, current_object
 from .._exceptions import ObjectResetError, ObjectUnavailableError
-from .._ids import DurableObjectId
+from .._ids import DurableObjectId, shard_of
 from .._stubs import Invocation, LocalDispatcher, Namespace
 from ._link import LinkClosedError, LinkUnavailableError
 from ._member import ClusterMember, ShardNotHeldError
-from ._placement import shard_of
 from ._remote import AppClasses, encode_error, rebuild_error
 
 __all__ = ["ClusterDispatcher"]

@@ -31,6 +31,7 @@ import trio
 
 from .._core._live import LiveObject
 from .._exceptions import TrioDurableError
+from .._ids import SHARD_COUNT, shard_of
 from .._limits import check_seconds
 from ._leases import Fence, LeaseState, LeaseStore
 from ._link import (
@@ -41,7 +42,7 @@ from ._link import (
     handshake_client,
     handshake_server,
 )
-from ._placement import SHARD_COUNT, Member, desired_owners, shard_of
+from ._placement import Member, desired_owners
 
 __all__ = ["ClusterMember", "ClusterSpec", "ShardEvents", "ShardNotHeldError"]
 

@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
-from .._exceptions import CommitFailedError
-from ._backend import AlarmRecord, Backend, ObjectWrite
+from .._exceptions import CommitFailedError, StorageError
+from .._ids import shard_of
+from ._backend import AlarmRecord, Backend, Fence, ObjectWrite
 from ._cache import MISSING
 
 if TYPE_CHECKING:
@@ -70,6 +71,9 @@ class StorageEngine:
         self._wake = trio.Event()
         #: Called with each successful commit's writes (the alarm scheduler listens).
         self.commit_listeners: list[Callable[[Sequence[ObjectWrite]], None]] = []
+        #: In a cluster: the shards (and epochs) this process holds, proved by
+        #: every commit. ``None`` in a single process: nothing is checked.
+        self.fence: Callable[[], Fence | None] | None = None
         #: When a list, the loop-thread seconds spent per commit are appended (benchmarks).
         self.block_times: list[float] | None = None
         self.commits = 0
@@ -165,8 +169,15 @@ class StorageEngine:
 
     async def _commit(self, ready: dict[ObjectKey, Batch]) -> None:
         started = time.perf_counter()
+        fence = self.fence() if self.fence is not None else None
         writes = []
         for key, batch in list(ready.items()):
+            if fence is not None and shard_of(key[1]) not in fence.epochs:
+                # This process no longer holds the object's shard: nothing of
+                # the batch may reach the disk, its SQL part included.
+                del ready[key]
+                self._fail(batch, _not_held(key))
+                continue
             if batch.sql is not None and not self._commit_sql(batch):
                 del ready[key]
                 continue
@@ -174,7 +185,7 @@ class StorageEngine:
             self.inflight[key] = batch
         blocked = time.perf_counter() - started
         try:
-            await self.backend.commit(writes)
+            refused = await self.backend.commit(writes, fence)
         except Exception as exc:
             logger.error("storage commit of %d object(s) failed", len(writes), exc_info=exc)
             for batch in ready.values():
@@ -183,6 +194,10 @@ class StorageEngine:
         finally:
             for key in ready:
                 self.inflight.pop(key, None)
+        if refused:
+            for key in [key for key in ready if shard_of(key[1]) in refused]:
+                self._fail(ready.pop(key), _not_held(key))
+            writes = [w for w in writes if shard_of(w.hex_id) not in refused]
         started = time.perf_counter()
         self.commits += 1
         self.objects_committed += len(writes)
@@ -222,3 +237,10 @@ class StorageEngine:
             for record, commit in dropped.commits.items():
                 commit.resolve(error)
                 record.reset(error, origin="commit")
+
+
+def _not_held(key: ObjectKey) -> StorageError:
+    return StorageError(
+        f"this process no longer holds the shard of object {key[0]}:{key[1][:16]}…; "
+        "its writes were refused (another process owns it now)"
+    )

@@ -44,7 +44,8 @@ from urllib.parse import quote
 import trio
 
 from .._exceptions import StorageError
-from ._backend import AlarmRecord, KeyRange, ObjectEntry, ObjectWrite, StoredAlarm
+from .._ids import shard_of
+from ._backend import AlarmRecord, Fence, KeyRange, ObjectEntry, ObjectWrite, StoredAlarm
 from ._secret import check_secret, missing_secret_error
 
 __all__ = ["DATABASE_NAME", "SqliteBackend"]
@@ -285,11 +286,31 @@ class SqliteBackend:
 
         await self._run_write(lambda: self._transaction(record))
 
-    async def commit(self, writes: Sequence[ObjectWrite]) -> None:
-        """Apply a batch of many objects' writes in one transaction."""
+    async def commit(
+        self, writes: Sequence[ObjectWrite], fence: Fence | None = None
+    ) -> frozenset[int]:
+        """Apply a batch of many objects' writes in one transaction.
+
+        With a ``fence``, the shard table (``_td_shards``, kept by the
+        cluster's lease rounds in this same database) is read in the same
+        transaction: writes of shards the fence no longer holds are left
+        out and their shards returned.
+        """
         if not writes:
-            return
-        await self._run_write(lambda: self._transaction(lambda db: _apply(db, writes)))
+            return frozenset()
+        refused: frozenset[int] = frozenset()
+
+        def apply(db: sqlite3.Connection) -> None:
+            nonlocal refused
+            accepted = writes
+            if fence is not None:
+                refused = _refused_shards(db, writes, fence)
+                if refused:
+                    accepted = [w for w in writes if shard_of(w.hex_id) not in refused]
+            _apply(db, accepted)
+
+        await self._run_write(lambda: self._transaction(apply))
+        return refused
 
     # ------------------------------------------------------------------ reads
 
@@ -476,6 +497,23 @@ def _check_integrity(db: sqlite3.Connection, path: Path) -> None:
             f"the data file {str(path)!r} failed SQLite's integrity check "
             f"(PRAGMA quick_check): {shown}; restore it from a backup"
         ) from cause
+
+
+def _refused_shards(
+    db: sqlite3.Connection, writes: Sequence[ObjectWrite], fence: Fence
+) -> frozenset[int]:
+    """The shards of ``writes`` that ``fence`` no longer holds (read in the commit's transaction)."""
+    shards = {shard_of(w.hex_id) for w in writes}
+    marks = ",".join("?" * len(shards))
+    held = {
+        shard
+        for shard, owner, epoch in db.execute(
+            f"SELECT shard, owner, epoch FROM _td_shards WHERE shard IN ({marks})",
+            tuple(shards),
+        )
+        if owner == fence.member_id and epoch == fence.epochs.get(shard)
+    }
+    return frozenset(shards - held)
 
 
 def _apply(db: sqlite3.Connection, writes: Sequence[ObjectWrite]) -> None:
