@@ -502,7 +502,7 @@ def _check_integrity(db: sqlite3.Connection, path: Path) -> None:
 def _refused_shards(
     db: sqlite3.Connection, writes: Sequence[ObjectWrite], fence: Fence
 ) -> frozenset[int]:
-    """The shards of ``writes`` that ``fence`` no longer holds (read in the commit's transaction)."""
+    """The shards of ``writes`` that ``fence`` no longer holds, read in the commit's transaction."""
     shards = {shard_of(w.hex_id) for w in writes}
     marks = ",".join("?" * len(shards))
     held = {
