@@ -82,7 +82,7 @@ class ClusterDispatcher:
         """
         member = self._member
         shard = shard_of(object_id.hex)
-        payload: bytes | None = None
+        payload: tuple[bytes, bytes] | None = None
         deadline = trio.current_time() + member.spec.call_timeout
         while True:
             if member.holds(shard):
@@ -94,8 +94,9 @@ class ClusterDispatcher:
                 owner = member.owner_of(shard)
                 if owner is not None and owner.member_id != member.member.member_id:
                     if payload is None:
-                        payload = _codec.encode_call(
-                            (invocation.args, invocation.kwargs), where="args"
+                        payload = (
+                            _codec.encode_call(invocation.args, where="args"),
+                            _codec.encode_call(invocation.kwargs, where="kwargs"),
                         )
                     result = await self._call_remote(
                         owner, namespace, object_id, invocation, payload
@@ -116,13 +117,13 @@ class ClusterDispatcher:
         namespace: Namespace[Any],
         object_id: DurableObjectId,
         invocation: Invocation,
-        payload: bytes,
+        payload: tuple[bytes, bytes],
     ) -> Any:
         """One attempt at the owner; ``_RETRY`` when it does not hold the object."""
         caller = current_object()
         try:
             peer = await self._member.peer(owner)
-            body = [namespace.name, object_id.hex, object_id.name, invocation.method, payload]
+            body = [namespace.name, object_id.hex, object_id.name, invocation.method, *payload]
             try:
                 reply, fds = await peer.call("invoke", body)
             except LinkUnavailableError:
@@ -152,7 +153,7 @@ class ClusterDispatcher:
     async def _serve_invoke(self, op: str, body: Any, fds: list[int]) -> tuple[Any, Sequence[int]]:
         for fd in fds:
             _close(fd)
-        namespace_name, hex_id, name, method, payload = body
+        namespace_name, hex_id, name, method, args_data, kwargs_data = body
         try:
             namespace = self._namespace(namespace_name)
         except KeyError as exc:
@@ -162,8 +163,11 @@ class ClusterDispatcher:
             return ["moved"], ()
         allowed = self._classes.allowed(namespace.object_class, method)
         try:
-            args, kwargs = _codec.decode_call(
-                payload, allowed=allowed, resolve_handle=self._resolve, where="args"
+            args = _codec.decode_call(
+                args_data, allowed=allowed, resolve_handle=self._resolve, where="args"
+            )
+            kwargs = _codec.decode_call(
+                kwargs_data, allowed=allowed, resolve_handle=self._resolve, where="kwargs"
             )
             result = await self._local.invoke(
                 namespace, object_id, Invocation(method, tuple(args), dict(kwargs))

@@ -174,6 +174,7 @@ class ClusterMember:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen for links and keep the leases until cancelled; then leave cleanly."""
+        await self._store.setup()
         # The run directory is private: only our user reaches the sockets in it.
         await trio.Path(self.spec.run_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
         listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING
 
 import attrs
@@ -160,6 +160,16 @@ class StorageEngine:
                     del self.dirty[key]
                 return ready
         return {}
+
+    async def settle(self, keys: Collection[ObjectKey]) -> None:
+        """Wait until no write of these objects is buffered or being committed.
+
+        (An object whose commit failed has been reset: its writes are gone.)
+        """
+        wanted = set(keys)
+        while wanted & (self.dirty.keys() | self.inflight.keys()):
+            self._wake.set()
+            await trio.sleep(0.001)
 
     async def flush(self) -> None:
         """Commit everything buffered now (used when the runtime closes)."""
