@@ -16,7 +16,7 @@ does.
 The sockets are plain stdlib sockets driven with ``trio.lowlevel``
 (``wait_readable``/``wait_writable``) rather than ``trio.SocketStream``, so
 that the same socket, and for TLS the same ``ssl.SSLObject`` over memory
-BIOs (:class:`~trio_durable._websocket._network.TlsState`), can be handed to
+BIOs (:class:`~trio_durable._websocket._tls.TlsState`), can be handed to
 the WebSocket transport and parked.
 
 Bad input gets a clear answer and never hurts other clients:
@@ -62,18 +62,20 @@ import h11
 import trio
 
 from .._http import Headers, Request, Response
-from .._websocket._frames import DEFAULT_MAX_MESSAGE_SIZE, accept_key
-from .._websocket._hub import SocketHub
-from .._websocket._network import (
-    DEFAULT_CLOSE_TIMEOUT,
-    DEFAULT_FRAME_TIMEOUT,
-    DEFAULT_PARK_AFTER,
-    DEFAULT_SEND_BUFFER_LIMIT,
-    ConnectionHome,
-    NetworkTransport,
-    TlsState,
+from .._limits import (
+    CLOSE_TIMEOUT,
+    FRAME_TIMEOUT,
+    PARK_AFTER,
+    SEND_BUFFER_LIMIT,
+    check_positive_int,
+    check_seconds,
 )
+from .._websocket._frames import DEFAULT_MAX_MESSAGE_SIZE, accept_key
+from .._websocket._home import ConnectionHome
+from .._websocket._hub import SocketHub
+from .._websocket._network import NetworkTransport
 from .._websocket._socket import abandon_pair, bind_client_end
+from .._websocket._tls import TlsState
 
 __all__ = [
     "DEFAULT_HANDSHAKE_TIMEOUT",
@@ -137,12 +139,12 @@ async def serve(
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    park_after: float = DEFAULT_PARK_AFTER,
-    send_buffer_limit: int = DEFAULT_SEND_BUFFER_LIMIT,
+    park_after: float = PARK_AFTER,
+    send_buffer_limit: int = SEND_BUFFER_LIMIT,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-    close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+    close_timeout: float = CLOSE_TIMEOUT,
     write_timeout: float = DEFAULT_WRITE_TIMEOUT,
-    frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
+    frame_timeout: float = FRAME_TIMEOUT,
     max_messages_per_second: float | None = None,
     allowed_origins: Collection[str | None] | None = None,
     authenticate: Authenticator | None = None,
@@ -213,6 +215,11 @@ async def serve(
         raise ValueError(
             f"max_messages_per_second must be positive or None, got {max_messages_per_second!r}"
         )
+    # ConnectionHome takes checked values: check what it gets here, at the call.
+    park_after = check_seconds("park_after", park_after, allow_zero=True)
+    close_timeout = check_seconds("close_timeout", close_timeout)
+    send_buffer_limit = check_positive_int("send_buffer_limit", send_buffer_limit)
+    max_message_size = check_positive_int("max_message_size", max_message_size)
     origins: frozenset[str | None] | None = None
     if allowed_origins is not None:
         if isinstance(allowed_origins, str):

@@ -37,6 +37,7 @@ __all__ = ["ObjectSockets", "SocketHub", "SocketLimits"]
 
 logger = logging.getLogger("trio_durable.websocket")
 
+
 @attrs.frozen
 class SocketLimits:
     """Limits on hibernatable sockets; set through ``open_runtime``."""
