@@ -11,6 +11,21 @@ stream to the connection, which owns the close handshake. Once the codec is
 idle and nothing arrived for ``park_after`` seconds, `Reader.run` returns and
 the connection parks the socket again.
 
+**Fairness.** A flooding client fills each ``recv`` with thousands of small
+frames; parsing and delivering them all at once would hold the event loop
+for tens of milliseconds while every other connection, handshake and timer
+waits. So the reader bounds its turns, whatever the rate limit says:
+
+* it feeds the codec small bites (``_FEED_SIZE`` bytes) while the stream
+  is made of small frames, and doubles the bite while it is inside a big
+  frame (whose payload is cheap to parse), so one parse stays short without
+  slowing big messages;
+* after each event it spends one unit of its task's cooperative budget
+  (`~trio_durable._core._budget.cooperative_yield`), as calls do, and it
+  yields at the latest ``_TURN`` seconds after its turn began. Ten flooders
+  then delay a bystander by about ten turns, a millisecond, instead of ten
+  reads' worth of messages.
+
 The reader uses one cancel scope per wake-up, not one per message: the
 scope's deadline is finite only while the reader waits for bytes, so it can
 never cancel a sink call half way.
@@ -20,10 +35,12 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Final, Protocol
 
 import trio
 
+from .._core._budget import cooperative_yield
 from ._frames import (
     BinaryMessage,
     CloseReceived,
@@ -40,6 +57,14 @@ from ._transport import MessageSink
 __all__ = ["Reader", "ReaderOwner"]
 
 logger: Final = logging.getLogger("trio_durable.websocket")
+
+#: Bytes given to the codec at once while the stream is made of small frames
+#: (a few dozen frames: parsing costs several microseconds per frame).
+_FEED_SIZE: Final = 512
+#: The largest bite, inside a big frame: what one ``recv`` returns.
+_MAX_FEED: Final = 65536
+#: Seconds (of real time) a reader may deliver before it lets others run.
+_TURN: Final = 100e-6
 
 
 class ReaderOwner(Protocol):
@@ -114,6 +139,7 @@ class Reader:
         "_pending",
         "_scope",
         "_sink",
+        "_turn_end",
         "_waiting",
     )
 
@@ -134,6 +160,8 @@ class Reader:
         self._scope: trio.CancelScope | None = None
         self._last_rx = 0.0
         self._waiting = False
+        # perf_counter() time at which this turn is over.
+        self._turn_end = 0.0
 
     def close_deadline_changed(self, deadline: float) -> None:
         """The connection sent a Close: stop waiting for bytes at ``deadline``."""
@@ -145,6 +173,7 @@ class Reader:
         owner = self._owner
         codec = self._codec = FrameCodec(max_message_size=self._home.max_message_size)
         self._last_rx = trio.current_time()
+        self._turn_end = time.perf_counter() + _TURN
         try:
             while True:
                 with trio.CancelScope() as scope:
@@ -211,6 +240,7 @@ class Reader:
                 finally:
                     self._waiting = False
                 scope.deadline = math.inf
+                self._turn_end = time.perf_counter() + _TURN
                 if scope.cancel_called:
                     # Bytes and the deadline arrived together; the scope is
                     # spent, so leave it before calling the sink again.
@@ -221,12 +251,24 @@ class Reader:
             if data:
                 self._last_rx = trio.current_time()
             await self._take(codec, data)
-            # A flood of pings or tiny frames must not starve other tasks.
-            await trio.lowlevel.checkpoint()
+            # Also when the read completed nothing (a big message arriving).
+            await self._end_of_turn()
 
     async def _take(self, codec: FrameCodec, data: bytes) -> bool:
-        """Parse and handle ``data``; True once the connection ended."""
-        return await self._handle(codec, codec.receive(data))
+        """Parse and handle ``data`` a bite at a time; True once the connection ended."""
+        end = len(data)
+        if end <= _FEED_SIZE:
+            return await self._handle(codec, codec.receive(data))
+        feed, pos = _FEED_SIZE, 0
+        while pos < end:
+            events = codec.receive(data[pos : pos + feed])
+            pos += feed
+            if await self._handle(codec, events):
+                return True
+            # No whole event came out: we are inside a big frame, whose
+            # payload is cheap to parse, so take bigger bites.
+            feed = _FEED_SIZE if events else min(2 * feed, _MAX_FEED)
+        return False
 
     async def _handle(self, codec: FrameCodec, events: list[WsEvent]) -> bool:
         """Handle events in order; return True once the connection ended."""
@@ -255,4 +297,14 @@ class Reader:
                 owner._lost()
             if owner._ended:
                 return True
+            if not await self._end_of_turn():
+                await cooperative_yield()
         return False
+
+    async def _end_of_turn(self) -> bool:
+        """Let others run if this turn is over (True); else do nothing."""
+        if time.perf_counter() < self._turn_end:
+            return False
+        await trio.lowlevel.checkpoint()
+        self._turn_end = time.perf_counter() + _TURN
+        return True
