@@ -184,7 +184,7 @@ class Runtime:
             self.clock,
         )
         self.watchdog: Watchdog | None = None
-        self._dispatcher = LocalDispatcher(self.registry)
+        self._dispatcher = LocalDispatcher(self.registry, watch_fetch=self.sockets.watch_fetch)
         self._services = ObjectServices(
             storages=self.storages, sockets=self.sockets, clock=self.clock, namespace=self.namespace
         )

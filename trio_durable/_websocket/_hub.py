@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
@@ -28,10 +28,17 @@ from .._core._clock import WallClock
 from .._core._live import LiveObject
 from .._core._registry import Registry
 from .._exceptions import LimitExceededError
+from .._http import Response
 from .._ids import DurableObjectId
 from .._limits import MAX_ATTACHMENT_BYTES, MAX_TAG_BYTES, MAX_TAGS, MAX_WEBSOCKETS_PER_OBJECT
 from ._parking import SocketParking
-from ._socket import WebSocket, WebSocketRequestResponsePair, bind_home, register_home
+from ._socket import (
+    WebSocket,
+    WebSocketRequestResponsePair,
+    bind_home,
+    register_home,
+    watch_fetch,
+)
 
 __all__ = ["ObjectSockets", "SocketHub", "SocketLimits"]
 
@@ -201,6 +208,14 @@ class SocketHub:
             for group in list(self._groups.values()):
                 for ws in group:
                     ws._abort_connection()
+
+    def watch_fetch(self) -> Callable[[Response | None], None]:
+        """Settle the sockets a fetch accepts when it returns (a ``FetchWatcher``).
+
+        Given to the dispatcher: a socket accepted by a fetch that raised, or
+        whose response does not carry its client end, is dropped at once.
+        """
+        return watch_fetch()
 
     def bind_to_current_task(self) -> None:
         """Make this hub the socket home of the calling task (see ``current_home``)."""
