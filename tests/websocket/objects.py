@@ -191,3 +191,24 @@ class Proxy(td.DurableObject):
         if request.query.get("drop"):
             return td.Response.text("never mind", status=503)
         return response
+
+
+@attrs.define(eq=False)
+class Ledger(td.DurableObject):
+    """``"write K"`` stores K and answers "stored K"; anything else is echoed, no write."""
+
+    async def fetch(self, request: td.Request) -> td.Response:
+        client, server = td.WebSocketPair()
+        self.ctx.accept_websocket(server)
+        return td.Response.websocket(client)
+
+    async def websocket_message(self, ws: td.WebSocket, message: str | bytes) -> None:
+        if isinstance(message, str) and message.startswith("write "):
+            key = message.split()[1]
+            await self.ctx.storage.put(key, True)
+            await ws.send(f"stored {key}")
+        else:
+            await ws.send(message)
+
+    async def stored(self, key: str) -> bool:
+        return bool(await self.ctx.storage.get(key))

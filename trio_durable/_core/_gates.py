@@ -23,18 +23,26 @@ Output gate
     every commit registered *before* the wait began has finished, or raises
     :class:`~trio_durable.ObjectResetError` when one of them failed (the
     object is reset and the message is dropped).
+
+    Whoever runs an event can also learn whether *its* writes were lost:
+    inside :class:`EventWrites`, storage reports every write with
+    :func:`note_write`, and the commits it names are the event's. (The
+    socket hub uses it to close, with 1011, the socket whose message's
+    writes a failed commit dropped, and no other.)
 """
 
 from __future__ import annotations
 
+import contextvars
 from collections import deque
+from typing import Final
 
 import attrs
 import trio
 
 from .._exceptions import ObjectResetError
 
-__all__ = ["InputGate", "OutputGate", "PendingCommit"]
+__all__ = ["EventWrites", "InputGate", "OutputGate", "PendingCommit", "note_write"]
 
 
 _ACTIVATING = object()
@@ -224,3 +232,53 @@ class OutputGate:
                     "the object was reset and the held message was dropped"
                 ) from commit.error
         self._forget_committed()
+
+
+# The commits the writes of the event running in this task wait for, while
+# someone watches (EventWrites); None otherwise. Per task, as events are.
+_event_commits: Final[contextvars.ContextVar[list[PendingCommit] | None]] = (
+    contextvars.ContextVar("trio_durable_event_commits", default=None)
+)
+
+
+def note_write(commit: PendingCommit) -> None:
+    """(Storage) the running event just made a write that ``commit`` will carry."""
+    commits = _event_commits.get()
+    if commits is not None and (not commits or commits[-1] is not commit):
+        commits.append(commit)
+
+
+class EventWrites:
+    """Watches the writes of the event run inside it: ``with EventWrites() as writes``.
+
+    Only writes made in the watching task count (an event's handler runs in
+    its caller's task); work the event started in the background does not.
+    """
+
+    __slots__ = ("_commits", "_token")
+
+    def __init__(self) -> None:
+        self._commits: list[PendingCommit] = []
+        self._token: contextvars.Token[list[PendingCommit] | None] | None = None
+
+    def __enter__(self) -> EventWrites:
+        self._token = _event_commits.set(self._commits)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._token is not None:
+            _event_commits.reset(self._token)
+            self._token = None
+
+    async def lost(self) -> bool:
+        """Wait until the event's writes are committed or not; True if any was lost.
+
+        Returns at once, without a checkpoint, when the event wrote nothing
+        or its commits are already over.
+        """
+        lost = False
+        for commit in self._commits:
+            if not commit.done.is_set():
+                await commit.done.wait()
+            lost = lost or commit.error is not None
+        return lost

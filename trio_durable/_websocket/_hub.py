@@ -25,12 +25,19 @@ import attrs
 import trio
 
 from .._core._clock import WallClock
+from .._core._gates import EventWrites
 from .._core._live import LiveObject
 from .._core._registry import Registry
 from .._exceptions import LimitExceededError
 from .._http import Response
 from .._ids import DurableObjectId
-from .._limits import MAX_ATTACHMENT_BYTES, MAX_TAG_BYTES, MAX_TAGS, MAX_WEBSOCKETS_PER_OBJECT
+from .._limits import (
+    MAX_ATTACHMENT_BYTES,
+    MAX_TAG_BYTES,
+    MAX_TAGS,
+    MAX_WEBSOCKETS_PER_OBJECT,
+    CloseCode,
+)
 from ._parking import SocketParking
 from ._socket import (
     WebSocket,
@@ -40,9 +47,12 @@ from ._socket import (
     watch_fetch,
 )
 
-__all__ = ["ObjectSockets", "SocketHub", "SocketLimits"]
+__all__ = ["LOST_WRITES_REASON", "ObjectSockets", "SocketHub", "SocketLimits"]
 
 logger = logging.getLogger("trio_durable.websocket")
+
+#: The close reason (code 1011) of a socket whose message's writes a failed commit lost.
+LOST_WRITES_REASON = "a storage commit failed: the message was not processed, try again"
 
 
 @attrs.frozen
@@ -139,29 +149,37 @@ class ObjectSockets:
             logger.exception("could not activate %s for %s", self.object_id, handler_name)
             return
         timeout = self.event_timeout
-        try:
-            if timeout is None:
-                await record.run_event(handler)
-            else:
-                with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
+        with EventWrites() as writes:
+            try:
+                if timeout is None:
                     await record.run_event(handler)
-                if scope.cancelled_caught:
-                    record.reset(
-                        TimeoutError(
-                            f"{handler_name} ran longer than the event timeout of {timeout} s"
-                        ),
-                        origin=f"{handler_name} timeout",
-                    )
-        except (trio.ClosedResourceError, Exception) as exc:
-            # The object lives on (as after a failed fetch); the socket too.
-            logger.warning(
-                "%s.%s of %s raised %r",
-                cls.__name__,
-                handler_name,
-                self.object_id,
-                exc,
-                exc_info=not isinstance(exc, trio.ClosedResourceError),
-            )
+                else:
+                    with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
+                        await record.run_event(handler)
+                    if scope.cancelled_caught:
+                        record.reset(
+                            TimeoutError(
+                                f"{handler_name} ran longer than the event timeout of {timeout} s"
+                            ),
+                            origin=f"{handler_name} timeout",
+                        )
+            except (trio.ClosedResourceError, Exception) as exc:
+                # The object lives on (as after a failed fetch); the socket too.
+                logger.warning(
+                    "%s.%s of %s raised %r",
+                    cls.__name__,
+                    handler_name,
+                    self.object_id,
+                    exc,
+                    exc_info=not isinstance(exc, trio.ClosedResourceError),
+                )
+        if await writes.lost():
+            # A commit failed: the object was reset and the event's writes
+            # (and the replies they held back) are gone. Its client must not
+            # believe them done: close its socket so that it retries.
+            ws: WebSocket = args[0]
+            logger.info("closing a WebSocket of %s with 1011: its writes were lost", self.object_id)
+            await ws.close(CloseCode.INTERNAL_ERROR, LOST_WRITES_REASON)
 
 
 class SocketHub:
