@@ -270,6 +270,11 @@ class EventWrites:
             _event_commits.reset(self._token)
             self._token = None
 
+    @property
+    def wrote(self) -> bool:
+        """True when the event made at least one write."""
+        return bool(self._commits)
+
     async def lost(self) -> bool:
         """Wait until the event's writes are committed or not; True if any was lost.
 

@@ -173,7 +173,7 @@ class ObjectSockets:
                     exc,
                     exc_info=not isinstance(exc, trio.ClosedResourceError),
                 )
-        if await writes.lost():
+        if writes.wrote and await writes.lost():
             # A commit failed: the object was reset and the event's writes
             # (and the replies they held back) are gone. Its client must not
             # believe them done: close its socket so that it retries.

@@ -373,20 +373,17 @@ class NetworkTransport:
         assert sink is not None
         reader = self._reader = Reader(self, self._fd, self._home, sink, initial)
         try:
-            self._home.nursery.start_soon(self._read, reader)
+            self._home.nursery.start_soon(reader.run)
         except RuntimeError:  # the connection nursery is closed: shutting down
             self._reader = None
             self._shutdown()
 
-    async def _read(self, reader: Reader) -> None:
-        try:
-            park = await reader.run()
-        finally:
-            self._reader = None
+    # The rest of this section is what the reader asks of its connection.
+
+    def _reader_done(self, park: bool) -> None:
+        self._reader = None
         if park:
             self._park()
-
-    # The rest of this section is what the reader asks of its connection.
 
     @property
     def _ended(self) -> bool:

@@ -8,8 +8,8 @@ task in the connection nursery. The reader builds a fresh
 right place: messages to the sink, one at a time and in order; Pings
 answered with Pongs; the peer's Close, protocol failures and a dropped
 stream to the connection, which owns the close handshake. Once the codec is
-idle and nothing arrived for ``park_after`` seconds, `Reader.run` returns and
-the connection parks the socket again.
+idle and nothing arrived for ``park_after`` seconds, the reader ends and the
+connection parks the socket again.
 
 **Fairness.** A flooding client fills each ``recv`` with thousands of small
 frames; parsing and delivering them all at once would hold the event loop
@@ -69,6 +69,9 @@ _TURN: Final = 100e-6
 
 class ReaderOwner(Protocol):
     """What a reader needs from its connection."""
+
+    def _reader_done(self, park: bool) -> None:
+        """The reader ends (its last act); ``park``: park the socket, it is idle."""
 
     @property
     def _ended(self) -> bool:
@@ -168,9 +171,15 @@ class Reader:
         if self._waiting and self._scope is not None:
             self._scope.deadline = deadline
 
-    async def run(self) -> bool:
-        """Read and deliver until the connection ends (False) or should be parked (True)."""
+    async def run(self) -> None:
+        """The reader task: read and deliver until the connection ends or should be parked.
+
+        Either way it ends with ``owner._reader_done(park)``, with no
+        checkpoint in between, so nothing runs while the socket is neither
+        read nor parked.
+        """
         owner = self._owner
+        park = False
         codec = self._codec = FrameCodec(max_message_size=self._home.max_message_size)
         self._last_rx = trio.current_time()
         self._turn_end = time.perf_counter() + _TURN
@@ -179,14 +188,15 @@ class Reader:
                 with trio.CancelScope() as scope:
                     self._scope = scope
                     if await self._pump(codec, scope):
-                        return False
+                        return
                 self._scope = None
                 # The wait's deadline passed: park, or give up on the peer.
                 if owner._closing:
                     if trio.current_time() >= owner._close_deadline and not owner._ended:
                         owner._lost()  # no Close reply in time
                 elif not owner._ended and self._can_park(codec):
-                    return True
+                    park = True
+                    return
                 elif not owner._ended and self._silent_mid_frame():
                     # Slowloris: half a frame, then silence.
                     frame_timeout = self._home.frame_timeout
@@ -198,6 +208,7 @@ class Reader:
             self._scope = None
             self._codec = None
             self._waiting = False
+            owner._reader_done(park)
 
     def _can_park(self, codec: FrameCodec) -> bool:
         return codec.is_idle and not self._pending and self._owner._may_park()
@@ -250,15 +261,17 @@ class Reader:
                 data = b""  # reset or TLS failure: the connection is lost
             if data:
                 self._last_rx = trio.current_time()
-            await self._take(codec, data)
+            if len(data) <= _FEED_SIZE:  # the common case: one small bite
+                await self._handle(codec, codec.receive(data))
+            else:
+                await self._take(codec, data)
             # Also when the read completed nothing (a big message arriving).
-            await self._end_of_turn()
+            if time.perf_counter() >= self._turn_end:
+                await self._next_turn()
 
     async def _take(self, codec: FrameCodec, data: bytes) -> bool:
         """Parse and handle ``data`` a bite at a time; True once the connection ended."""
         end = len(data)
-        if end <= _FEED_SIZE:
-            return await self._handle(codec, codec.receive(data))
         feed, pos = _FEED_SIZE, 0
         while pos < end:
             events = codec.receive(data[pos : pos + feed])
@@ -297,14 +310,13 @@ class Reader:
                 owner._lost()
             if owner._ended:
                 return True
-            if not await self._end_of_turn():
+            if time.perf_counter() >= self._turn_end:
+                await self._next_turn()
+            else:
                 await cooperative_yield()
         return False
 
-    async def _end_of_turn(self) -> bool:
-        """Let others run if this turn is over (True); else do nothing."""
-        if time.perf_counter() < self._turn_end:
-            return False
+    async def _next_turn(self) -> None:
+        """This turn is over: let every other task run, then start a new one."""
         await trio.lowlevel.checkpoint()
         self._turn_end = time.perf_counter() + _TURN
-        return True
