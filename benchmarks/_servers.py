@@ -65,49 +65,12 @@ def say(obj: dict[str, Any]) -> None:
 # ------------------------------------------------------------------ trio_durable
 
 
-def _prototype_fast_serialize() -> None:
-    """BENCH_PROTOTYPE=fast-serialize: measure a proposed change, package untouched.
-
-    Replaces ``serialize_message`` as ``_network`` sees it by a hand-built
-    header plus a one-entry cache keyed by the message object, so that a
-    broadcast (the same ``str`` sent to N sockets) serializes once.
-    """
-    import struct
-
-    from trio_durable._websocket import _network
-
-    last: list[Any] = [None, b""]
-
-    def serialize_message(data: str | bytes) -> bytes:
-        if data is last[0]:
-            frame: bytes = last[1]
-            return frame
-        if isinstance(data, str):
-            opcode, payload = 0x81, data.encode("utf-8")
-        else:
-            opcode, payload = 0x82, bytes(data)
-        n = len(payload)
-        if n < 126:
-            frame = bytes((opcode, n)) + payload
-        elif n < 65536:
-            frame = struct.pack("!BBH", opcode, 126, n) + payload
-        else:
-            frame = struct.pack("!BBQ", opcode, 127, n) + payload
-        last[0], last[1] = data, frame
-        return frame
-
-    _network.serialize_message = serialize_message  # type: ignore[assignment]
-
-
 def run_td(args: argparse.Namespace) -> None:
     import attrs
     import trio
 
     import trio_durable as td
     from trio_durable.testing import evict
-
-    if "fast-serialize" in os.environ.get("BENCH_PROTOTYPE", ""):
-        _prototype_fast_serialize()
 
     @attrs.define(eq=False)
     class Echo(td.DurableObject):

@@ -70,6 +70,34 @@ def bench_codec(full: bool) -> tuple[dict[str, Any], list[Row]]:
     return _run_script(["benchmarks/bench_codec.py", *([] if full else ["--quick"])]), []
 
 
+def bench_values(full: bool) -> tuple[dict[str, Any], list[Row]]:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / ".values.json"
+    argv = ["benchmarks/bench_values.py", "--json", str(out), *([] if full else ["--quick"])]
+    result = _run_script(argv)
+    figures = json.loads(out.read_text())
+    out.unlink()
+    result["figures"] = figures
+    rows = []
+    for label, rates in figures["round_trips"].items():
+        for baseline in ("json", "pickle"):
+            if baseline in rates and "ours" in rates:
+                rows.append(
+                    _row(
+                        "values",
+                        f"encode+decode/s, {label}, vs {baseline}",
+                        rates["ours"],
+                        rates[baseline],
+                        "/s",
+                        True,
+                        baseline,
+                    )
+                )
+    for label, rate in figures["copy"].items():
+        rows.append(_row("values", f"RPC copy/s, {label}", rate, None, "/s", True, ""))
+    return result, rows
+
+
 def bench_storage(full: bool) -> tuple[dict[str, Any], list[Row]]:
     argv = ["benchmarks/bench_storage.py"]
     if not full:
@@ -414,6 +442,7 @@ def bench_soak(full: bool) -> tuple[dict[str, Any], list[Row]]:
 BENCHMARKS: dict[str, Callable[[bool], tuple[dict[str, Any], list[Row]]]] = {
     "rpc": bench_rpc,
     "codec": bench_codec,
+    "values": bench_values,
     "storage": bench_storage,
     "idle": bench_idle,
     "echo": bench_echo,

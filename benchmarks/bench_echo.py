@@ -12,7 +12,7 @@ Reported per server and client count: messages/s (wall clock, best of
 ``--repeats`` runs of ``--seconds``), the server's CPU time per message
 (``time.process_time()`` deltas of the server process: more stable than
 wall-clock rates on a shared machine), and the round-trip p50/p99 seen by the
-client. Target (issue 3): trio_durable >= 1.5x trio-websocket.
+client. Target: trio_durable >= 1.5x trio-websocket.
 
 Run::
 

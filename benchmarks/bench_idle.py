@@ -21,7 +21,7 @@ of one idle connection in the server process.
     python benchmarks/bench_idle.py --quick          # 2,000
     python benchmarks/bench_idle.py --connections 5000
 
-Target: at most 2 KiB per hibernated connection (SPEC section 6), against
+Target: at most 2 KiB per hibernated connection, against
 about 20 KiB for trio-websocket.
 """
 

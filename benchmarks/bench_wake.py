@@ -18,7 +18,7 @@ For reference, the same sequence in the same run:
 * trio-websocket: idle connections with their handler task waiting in
   ``get_message()`` (there is no hibernation to wake from).
 
-Target (issue 3): p99 <= 2 ms from hibernated.
+Target: p99 <= 2 ms from hibernated.
 
 Run::
 

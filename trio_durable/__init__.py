@@ -9,6 +9,8 @@ from ._app import App as App
 from ._exceptions import CommitFailedError as CommitFailedError
 from ._exceptions import LimitExceededError as LimitExceededError
 from ._exceptions import ObjectResetError as ObjectResetError
+from ._exceptions import ObjectUnavailableError as ObjectUnavailableError
+from ._exceptions import RemoteError as RemoteError
 from ._exceptions import SqlError as SqlError
 from ._exceptions import StorageError as StorageError
 from ._exceptions import TrioDurableError as TrioDurableError
@@ -52,6 +54,8 @@ __all__ = [
     "Namespace",
     "ObjectContext",
     "ObjectResetError",
+    "ObjectUnavailableError",
+    "RemoteError",
     "Request",
     "Response",
     "Runtime",

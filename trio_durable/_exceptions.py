@@ -9,6 +9,11 @@
     │                                while this call was waiting on it
     ├── StorageError                 the storage backend failed (our side)
     │   └── CommitFailedError        a commit did not reach the disk
+    ├── ObjectUnavailableError       no process could run the object in time
+    │                                (its owner died and no other took over)
+    ├── RemoteError                  an object in another process raised an
+    │                                exception whose type cannot be rebuilt
+    │                                here; carries its type name and traceback
     ├── SqlError (also ValueError)   user SQL was refused (BEGIN, ATTACH, the
     │                                runtime's own _td_ tables, ...)
     ├── LimitExceededError (also ValueError)
@@ -40,6 +45,8 @@ __all__ = [
     "CommitFailedError",
     "LimitExceededError",
     "ObjectResetError",
+    "ObjectUnavailableError",
+    "RemoteError",
     "SqlError",
     "StorageError",
     "TrioDurableError",
@@ -58,6 +65,33 @@ class ObjectResetError(TrioDurableError):
     The instance was dropped; the next call builds a fresh one. ``__cause__``
     holds the error that caused the reset, when there was one.
     """
+
+
+class ObjectUnavailableError(TrioDurableError):
+    """No process of the deployment could run the object within the time allowed.
+
+    Its owner died or stopped answering and no other process took it over
+    in time. Nothing was run: the call may be retried.
+    """
+
+
+class RemoteError(TrioDurableError):
+    """An object in another process raised an exception that cannot be rebuilt here.
+
+    Builtin exceptions, trio_durable's and those defined in the app's own
+    modules arrive with their type; any other arrives as this.
+
+    Attributes:
+        type_name: The remote exception's qualified type name.
+        message: ``str()`` of the remote exception.
+        remote_traceback: The remote traceback, formatted.
+    """
+
+    def __init__(self, type_name: str, message: str, remote_traceback: str = "") -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.message = message
+        self.remote_traceback = remote_traceback
 
 
 class StorageError(TrioDurableError):

@@ -14,6 +14,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import attrs
 
+from . import _codec
+
 __all__ = ["Headers", "Request", "Response"]
 
 
@@ -204,3 +206,27 @@ class Response:
         ``client`` is the client end of a :class:`~trio_durable.WebSocketPair`.
         """
         return cls(status=101, headers=headers, web_socket=client)
+
+
+# Requests and responses are values: an RPC copies them (as the same object,
+# since nothing can change them) and a process boundary carries them, under
+# names that never change.
+_codec.register_value_type(
+    Headers, name="td.Headers", to_data=Headers.items_raw, from_data=Headers, immutable=True
+)
+_codec.register_value_type(
+    Request,
+    name="td.Request",
+    to_data=lambda r: (r.method, r.url, r.headers.items_raw(), r.body, r.client),
+    from_data=lambda d: Request(
+        method=d[0], url=d[1], headers=d[2], body=d[3], client=None if d[4] is None else tuple(d[4])
+    ),
+    immutable=True,
+)
+_codec.register_value_type(
+    Response,
+    name="td.Response",
+    to_data=lambda r: (r.status, r.headers.items_raw(), r.body, r.web_socket),
+    from_data=lambda d: Response(status=d[0], headers=d[1], body=d[2], web_socket=d[3]),
+    immutable=True,
+)

@@ -1,6 +1,6 @@
 """Every documented limit and default, and the WebSocket close codes, in one place.
 
-The numbers of SPEC §7 and the defaults of ``open_runtime`` and ``serve``
+The documented limits and the defaults of ``open_runtime`` and ``serve``
 live here, so a limit is changed (and documented) once. Each module that
 enforces one imports it from here; error messages name the limit and the
 value ("attachment is 17,002 bytes; the limit is 16,384").

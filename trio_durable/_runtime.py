@@ -10,6 +10,7 @@ buffered and closes the backend; no ExceptionGroup of ours reaches the caller.
 
 from __future__ import annotations
 
+import gc
 import inspect
 import logging
 import os
@@ -116,6 +117,7 @@ class RuntimeOptions:
     blocking_reset_after: float | None = attrs.field(
         default=WATCHDOG_RESET_AFTER, validator=_optional_seconds("blocking_reset_after")
     )
+    tune_gc: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
 
 
 @attrs.frozen
@@ -333,6 +335,34 @@ def _check_objects(objects: Mapping[str, type[DurableObject]]) -> None:
             )
 
 
+#: The collector's thresholds while a runtime with ``tune_gc=True`` is open:
+#: young collections ten times rarer than Python's default (700), chosen by
+#: measurement (``docs/benchmarks.md``, activations).
+TUNED_GC_THRESHOLDS: Final = (10_000, 10, 10)
+
+
+@contextmanager
+def _tuned_gc(enabled: bool) -> Iterator[None]:
+    """Freeze what exists at start-up and raise the collector's thresholds, then restore.
+
+    Everything imported and built before the runtime opened (modules,
+    classes, the app) is moved out of the collector's sight with
+    ``gc.freeze()``, so a full collection no longer walks it; and young
+    collections run less often. Only when asked: this is process-wide state.
+    """
+    if not enabled:
+        yield
+        return
+    previous = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(*TUNED_GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
+        gc.unfreeze()
+
+
 @asynccontextmanager
 async def open_runtime(
     objects: Mapping[str, type[DurableObject]],
@@ -347,6 +377,7 @@ async def open_runtime(
     max_attachment_bytes: int = MAX_ATTACHMENT_BYTES,
     blocking_warning_after: float | None = WATCHDOG_WARN_AFTER,
     blocking_reset_after: float | None = WATCHDOG_RESET_AFTER,
+    tune_gc: bool = False,
 ) -> AsyncIterator[Runtime]:
     """Open a runtime serving the given object classes.
 
@@ -383,6 +414,12 @@ async def open_runtime(
         blocking_reset_after: An object whose code blocks the loop this
             long is also reset (default 30 s; ``None``:
             never). ``None`` for both turns the watchdog off.
+        tune_gc: Tune Python's garbage collector for many live objects while
+            the runtime is open: ``gc.freeze()`` of everything that exists at
+            start-up and higher collection thresholds (restored on exit).
+            Process-wide, so off by default for a runtime embedded in
+            another application; ``trio-durable serve`` turns it on. See
+            ``docs/lifecycle.md``.
 
     On exit every object is cancelled and the backend is closed. Cancelling
     the block cancels them the same way.
@@ -396,6 +433,7 @@ async def open_runtime(
         max_attachment_bytes=max_attachment_bytes,
         blocking_warning_after=blocking_warning_after,
         blocking_reset_after=blocking_reset_after,
+        tune_gc=tune_gc,
     )
     if backend is None:
         backend = SqliteBackend(data_dir)
@@ -409,6 +447,7 @@ async def open_runtime(
         await runtime.alarms.load()
         with (
             _unwrap_single_exception(),
+            _tuned_gc(options.tune_gc),
             open_watchdog(
                 runtime.registry,
                 warn_after=options.blocking_warning_after,

@@ -17,6 +17,7 @@ from typing import Any, Final, Protocol
 
 import trio
 
+from . import _codec
 from ._core._budget import cooperative_yield
 from ._core._live import State, current_object
 from ._core._registry import Registry
@@ -43,8 +44,11 @@ HANDLER_NAMES: Final = frozenset(
 class Invocation:
     """One call to an object: a method name and its arguments.
 
-    This is the unit a :class:`Dispatcher` carries. (A slotted plain class,
-    not attrs: it is built once per call and sits on the hot path.)
+    This is the unit a :class:`Dispatcher` carries. Its arguments are the
+    caller's own values: the dispatcher copies them (in one process) or
+    encodes them (across processes) before the object sees them, so caller
+    and object never share a mutable value. (A slotted plain class, not
+    attrs: it is built once per call and sits on the hot path.)
     """
 
     __slots__ = ("args", "kwargs", "method")
@@ -127,16 +131,27 @@ class LocalDispatcher:
     async def invoke(
         self, namespace: Namespace, object_id: DurableObjectId, invocation: Invocation
     ) -> Any:
-        """Dispatch one call to an object and return its result.
+        """Dispatch one call to an object and return a copy of its result.
 
-        When the caller is itself an object's handler, it re-enters its own
-        input gate after the call, so a ``block_concurrency_while`` in the
-        caller holds back the reply.
+        Arguments and result are copied through the value codec, as they
+        would be between processes (values that cannot change are shared,
+        at the cost of a type check). When the caller is itself an object's
+        handler, it re-enters its own input gate after the call, so a
+        ``block_concurrency_while`` in the caller holds back the reply.
+
+        Raises:
+            TypeError: an argument or the result is not data (a function, a
+                lock...); the message names it and where it sits. An argument
+                is refused before the object is activated.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
+        method_name = invocation.method
+        args = _codec.copy_value(invocation.args, where="args")
+        kwargs = invocation.kwargs
+        if kwargs:
+            kwargs = _codec.copy_value(kwargs, where="kwargs")
         caller = current_object()
         record = self._registry.activate(object_id, namespace.object_class)
-        method_name, args, kwargs = invocation.method, invocation.args, invocation.kwargs
 
         async def handler(instance: Any) -> Any:
             return await getattr(instance, method_name)(*args, **kwargs)
@@ -159,7 +174,7 @@ class LocalDispatcher:
         # budget, a schedule point: a loop of calls to handlers that never
         # block cannot starve other tasks for more than about a millisecond.
         await cooperative_yield()
-        return result
+        return _codec.copy_value(result, where="result")
 
 
 class Namespace:
@@ -284,3 +299,9 @@ class Stub:
         call.__qualname__ = f"Stub.{method}"
         self._methods[method] = call
         return call
+
+
+# A stub crosses RPC as a reference to its object, never as a copy.
+_codec.register_handle_type(
+    Stub, name="stub", to_ref=lambda stub: (stub.id.namespace, stub.id.hex, stub.id.name)
+)

@@ -10,10 +10,12 @@ that, but it makes it visible and contains it:
   the loop takes to run it (``time.perf_counter``: the point is wall time
   lost by everybody, which Trio's clock, possibly a ``MockClock``, does not
   see). Nothing runs per task step.
-* While a ping waits, the thread looks at the loop thread's Python frames:
-  the innermost dispatch into an object (``LiveObject.run_event``,
-  ``_run_background`` or the constructor) names the object, and the frames
-  inside it name the handler and the line.
+* While a ping waits, the thread finds the Trio task that is running (the
+  one whose coroutine is executing) and reads, from that task's context,
+  which object's code it runs (the core's ``CURRENT_OBJECT``, set by every
+  dispatch into an object: events, background work, the constructor). The
+  loop thread's Python frames name the handler (the first user frame inside
+  the runtime's innermost call into user code) and the line.
 * When the loop answers a ping that waited ``warn_after`` seconds or more,
   a warning names the object, the handler and the line. At ``reset_after``
   seconds or more the object is also reset (as a failed
@@ -54,8 +56,9 @@ from typing import Final
 import attrs
 import trio
 
-from ._core._live import LiveObject
+from ._core._live import CURRENT_OBJECT, LiveObject
 from ._core._registry import Registry
+from ._limits import WATCHDOG_RESET_AFTER, WATCHDOG_WARN_AFTER
 
 __all__ = [
     "DEFAULT_BLOCKING_RESET_AFTER",
@@ -66,11 +69,8 @@ __all__ = [
 
 logger: Final = logging.getLogger("trio_durable")
 
-#: Seconds a task step may block the loop before a warning is logged.
-DEFAULT_BLOCKING_WARNING_AFTER: Final = 1.0
-#: Seconds a task step may block the loop before its object is reset (the
-#: default CPU-time limit of a Cloudflare Worker invocation).
-DEFAULT_BLOCKING_RESET_AFTER: Final = 30.0
+DEFAULT_BLOCKING_WARNING_AFTER: Final = WATCHDOG_WARN_AFTER
+DEFAULT_BLOCKING_RESET_AFTER: Final = WATCHDOG_RESET_AFTER
 
 # The sampler thread wakes this often (a fraction of the threshold, bounded).
 _MIN_INTERVAL: Final = 0.002
@@ -78,16 +78,6 @@ _MAX_INTERVAL: Final = 0.25
 # "Still blocked" is logged when a step runs this many times the threshold.
 _STILL_BLOCKED_FACTOR: Final = 10
 
-# Where the registry enters object code: the frame just inside one of these
-# (after trio_durable's own frames) is "the handler".
-_CONSTRUCT_CODE: Final = Registry.construct.__code__
-_DISPATCH_CODES: Final = frozenset(
-    {
-        LiveObject.run_event.__code__,
-        LiveObject._run_background.__code__,
-        _CONSTRUCT_CODE,
-    }
-)
 _PACKAGE_DIR: Final = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _TRIO_DIR: Final = os.path.dirname(os.path.abspath(trio.__file__)) + os.sep
 _STDLIB_DIRS: Final = tuple(
@@ -182,11 +172,10 @@ class Watchdog:
         self._ping: tuple[float, float] | None = None
         self._sample: _Sample | None = None
         self._token = trio.lowlevel.current_trio_token()
+        self._root_task = trio.lowlevel.current_root_task()
         self._loop_thread = threading.get_ident()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        #: Times the loop was blocked for ``warn_after`` seconds or more.
-        self.blocked_steps = 0
         #: Objects reset because they blocked the loop past ``reset_after``.
         self.resets = 0
 
@@ -242,7 +231,7 @@ class Watchdog:
         if frame is None:
             return _Sample(None, None, None)
         frames = list(_outward(frame))  # innermost first
-        record = _dispatched_object(frames)
+        record = _object_of(_running_task(self._root_task))
         return _Sample(record, _handler_name(frames, record), _location(frames))
 
     # ------------------------------------------------------------ reporting
@@ -270,7 +259,6 @@ class Watchdog:
         reset = ours and self.reset_after is not None and elapsed >= self.reset_after
         if not (warn or reset):
             return
-        self.blocked_steps += 1
         what = _describe(record, sample.handler, sample.location)
         limit_name, limit = (
             ("blocking_reset_after", self.reset_after)
@@ -319,32 +307,45 @@ def _is_library(code: CodeType) -> bool:
     return path.startswith(_STDLIB_DIRS) and not path.startswith(_SITE_DIRS)
 
 
-def _dispatched_object(frames: list[FrameType]) -> LiveObject | None:
-    """The object whose code runs in ``frames``: the innermost dispatch into one."""
-    for frame in frames:
-        code = frame.f_code
-        if code in _DISPATCH_CODES:
-            found = frame.f_locals.get("record" if code is _CONSTRUCT_CODE else "self")
-            return found if isinstance(found, LiveObject) else None
+def _running_task(root: trio.lowlevel.Task | None) -> trio.lowlevel.Task | None:
+    """The task whose coroutine is executing (read from the sampler thread).
+
+    The loop thread is stuck inside one task step, so exactly one task's
+    coroutine is running. The task tree may change under us if the loop
+    moves on meanwhile; the caller then tries again at the next interval.
+    """
+    pending = [root] if root is not None else []
+    while pending:
+        task = pending.pop()
+        if getattr(task.coro, "cr_running", False):
+            return task
+        for nursery in task.child_nurseries:
+            pending.extend(nursery.child_tasks)
     return None
 
 
-def _handler_name(frames: list[FrameType], record: LiveObject | None) -> str | None:
-    """The first frame of user code inside the innermost dispatch into an object."""
-    for index, frame in enumerate(frames):
-        if frame.f_code in _DISPATCH_CODES:
-            inner = frames[:index]
-            break
-    else:
+def _object_of(task: trio.lowlevel.Task | None) -> LiveObject | None:
+    """The object whose code ``task`` runs: every dispatch into an object sets it."""
+    if task is None:
         return None
-    # Outermost first: skip the runtime's own wrappers (the "handler" closures).
-    for frame in reversed(inner):
-        code = frame.f_code
-        if _is_own(code):
-            continue
-        if code.co_filename.startswith("<attrs generated") and record is not None:
-            return f"{record.object_class.__qualname__} constructor"
-        return code.co_qualname
+    return task.context.get(CURRENT_OBJECT)
+
+
+def _handler_name(frames: list[FrameType], record: LiveObject | None) -> str | None:
+    """The first user frame inside the runtime's innermost call into user code.
+
+    ``frames`` is innermost first. The runtime enters user code from its own
+    frames (an event's dispatch, background work, the constructor); the
+    innermost of our frames that has a user frame right inside it is that
+    entry, and the user frame is the handler (its helpers are further in).
+    """
+    for index in range(1, len(frames)):
+        outer, inner = frames[index], frames[index - 1]
+        if _is_own(outer.f_code) and not _is_own(inner.f_code):
+            code = inner.f_code
+            if code.co_filename.startswith("<attrs generated") and record is not None:
+                return f"{record.object_class.__qualname__} constructor"
+            return code.co_qualname
     return None
 
 

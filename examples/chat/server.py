@@ -24,7 +24,16 @@ Protocol, JSON over the socket:
   (milliseconds, strictly increasing within a room);
 * a member leaves: everyone gets ``{"quit": "ada"}``;
 * problems: ``{"error": "..."}`` (name over 32 characters: also closed with
-  1009; message over 256 characters; rate limited).
+  1009); a refused message (over 256 characters, rate limited) also gives
+  its text back, ``{"error": "...", "refused": "hi"}``, so that the page can
+  put it back in the input box.
+
+Rate limits: each connection may send a burst of 5 messages, then one per
+second (typing speed); each client IP a burst of 20, then two per second, so
+that two tabs (or a household behind one address) chat normally while one
+address still cannot flood a room. Cloudflare's demo limits only per IP, to
+one message per 5 s after a burst of 4, which two local tabs hit within
+seconds.
 
 Run it with ``trio-durable serve examples.chat:app --port 8787``.
 Configuration comes from the environment (see :class:`ChatConfig`).
@@ -52,6 +61,7 @@ __all__ = [
     "ChatRoom",
     "Member",
     "RateLimiter",
+    "admit",
     "app",
     "make_app",
     "worker",
@@ -74,6 +84,7 @@ _ROOM_ROUTE = re.compile(r"/api/room/([^/]+)/websocket")
 _CLIENT_IP_HEADER = "x-chat-client-ip"
 
 RATE_LIMITED = "Your IP is being rate-limited, please try again later."
+TOO_FAST = "You are sending messages too fast; wait a moment."
 
 
 @attrs.frozen
@@ -81,20 +92,26 @@ class ChatConfig:
     """Settings of the chat app; objects see them as ``self.env``.
 
     Attributes:
-        rate_burst: Messages a client IP may send at once.
-        rate_interval: Seconds per message after the burst.
+        rate_burst: Messages a client IP may send at once (all its
+            connections together).
+        rate_interval: Seconds per message of a client IP after its burst.
+        session_burst: Messages one connection may send at once.
+        session_interval: Seconds per message of a connection after its burst.
         trusted_proxies: TCP peers whose ``X-Forwarded-For`` header is
             believed (a reverse proxy in front of the server). From any
             other peer the header is ignored.
     """
 
-    rate_burst: int = attrs.field(default=4, validator=attrs.validators.ge(1))
-    rate_interval: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
+    rate_burst: int = attrs.field(default=20, validator=attrs.validators.ge(1))
+    rate_interval: float = attrs.field(default=0.5, validator=attrs.validators.gt(0))
+    session_burst: int = attrs.field(default=5, validator=attrs.validators.ge(1))
+    session_interval: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
     trusted_proxies: frozenset[str] = frozenset()
 
     @classmethod
     def from_environ(cls, environ: Any = None) -> ChatConfig:
-        """Read ``CHAT_RATE_BURST``, ``CHAT_RATE_INTERVAL`` and ``CHAT_TRUSTED_PROXIES``.
+        """Read ``CHAT_RATE_BURST``, ``CHAT_RATE_INTERVAL``, ``CHAT_SESSION_BURST``,
+        ``CHAT_SESSION_INTERVAL`` and ``CHAT_TRUSTED_PROXIES``.
 
         ``CHAT_TRUSTED_PROXIES`` is a comma-separated list of IP addresses.
         """
@@ -104,8 +121,28 @@ class ChatConfig:
         return cls(
             rate_burst=int(env.get("CHAT_RATE_BURST", default.rate_burst)),
             rate_interval=float(env.get("CHAT_RATE_INTERVAL", default.rate_interval)),
+            session_burst=int(env.get("CHAT_SESSION_BURST", default.session_burst)),
+            session_interval=float(env.get("CHAT_SESSION_INTERVAL", default.session_interval)),
             trusted_proxies=frozenset(p.strip() for p in proxies.split(",") if p.strip()),
         )
+
+
+def admit(next_free: float, now: float, burst: int, interval: float) -> tuple[float, float]:
+    """One step of the limiter shared by IPs and connections: ``(wait, next_free)``.
+
+    The state is one point in time, ``next_free``: a message is allowed
+    while it is at most ``(burst - 1) * interval`` ahead of ``now``, and each
+    allowed message pushes it one ``interval`` further. ``wait`` is 0.0 when
+    the message is allowed (then ``next_free`` is the new state), else the
+    seconds until it would be (and ``next_free`` is unchanged: a refusal
+    spends nothing).
+    """
+    next_free = max(now, next_free)
+    ahead = next_free - now
+    allowance = (burst - 1) * interval
+    if ahead > allowance:
+        return ahead - allowance, next_free
+    return 0.0, next_free + interval
 
 
 # ------------------------------------------------------------- rate limiter
@@ -115,10 +152,8 @@ class ChatConfig:
 class RateLimiter(td.DurableObject):
     """One per client IP (named by the address): a burst, then one message per interval.
 
-    The state is a single point in time, ``next_free`` (trio's clock): a
-    message is allowed while ``next_free`` is at most ``(burst - 1) *
-    interval`` ahead of now, and each allowed message pushes it one interval
-    further. The state lives in memory; a background wait keeps the object
+    The state is a single point in time, ``next_free`` (trio's clock; see
+    :func:`admit`). It lives in memory; a background wait keeps the object
     awake until ``next_free`` has passed, so hibernation never forgets a
     client that is still being limited.
     """
@@ -129,13 +164,11 @@ class RateLimiter(td.DurableObject):
     async def consume(self) -> float:
         """Spend one message. Returns 0.0 if allowed, else the seconds to wait."""
         config: ChatConfig = self.env
-        now = trio.current_time()
-        next_free = max(now, self.next_free)
-        ahead = next_free - now
-        allowance = (config.rate_burst - 1) * config.rate_interval
-        if ahead > allowance:
-            return ahead - allowance
-        self.next_free = next_free + config.rate_interval
+        wait, self.next_free = admit(
+            self.next_free, trio.current_time(), config.rate_burst, config.rate_interval
+        )
+        if wait > 0:
+            return wait
         if not self.holding:
             self.holding = True
             self.ctx.wait_until(self._hold)
@@ -179,6 +212,11 @@ class ChatRoom(td.DurableObject):
     """
 
     sessions: dict[td.WebSocket, Member] = attrs.field(factory=dict)
+    # Each connection's own limiter state (see admit). In memory: the room
+    # hibernates only after 10 s without a message, by which time a default
+    # burst (5 messages, 1 per second) has long come back, so losing the
+    # state then forgets nothing that matters.
+    session_next_free: dict[td.WebSocket, float] = attrs.field(factory=dict)
     last_timestamp: int | None = None
     # Joins, messages and departures run one at a time, so that a newcomer
     # never misses a message between its backlog and the first broadcast.
@@ -247,13 +285,28 @@ class ChatRoom(td.DurableObject):
     async def _post(self, ws: td.WebSocket, member: Member, data: dict[str, Any]) -> None:
         text = str(data.get("message", ""))
         if len(text) > MAX_MESSAGE:
-            await _send(ws, {"error": "Message too long."})
+            await _send(ws, {"error": "Message too long.", "refused": text})
+            return
+        # This connection's budget first, then its IP's: a refusal by either
+        # spends nothing, so one tab sending too fast cannot use up its IP's
+        # budget for the other tabs on that address.
+        config: ChatConfig = self.env
+        wait, session_next_free = admit(
+            self.session_next_free.get(ws, 0.0),
+            trio.current_time(),
+            config.session_burst,
+            config.session_interval,
+        )
+        if wait > 0:
+            await _send(ws, {"error": TOO_FAST, "refused": text})
             return
         limiters = self.ctx.namespace("limiters")
         limiter = limiters.get(limiters.id_from_string(member.limiter_id))
         if await limiter.consume() > 0:
-            await _send(ws, {"error": RATE_LIMITED})
+            await _send(ws, {"error": RATE_LIMITED, "refused": text})
             return
+        if ws in self.sessions:  # (it may have left while the limiter answered)
+            self.session_next_free[ws] = session_next_free
         async with self.lock:
             if ws not in self.sessions:
                 return
@@ -280,6 +333,7 @@ class ChatRoom(td.DurableObject):
         await self._leave(ws)
 
     async def _leave(self, ws: td.WebSocket) -> None:
+        self.session_next_free.pop(ws, None)
         async with self.lock:
             member = self.sessions.pop(ws, None)
             if member is None:
@@ -300,6 +354,7 @@ class ChatRoom(td.DurableObject):
                 await ws.send(text)
             except trio.ClosedResourceError:
                 del self.sessions[ws]
+                self.session_next_free.pop(ws, None)
                 gone.append(member)
         for member in gone:
             await self._broadcast({"quit": member.name})

@@ -19,7 +19,9 @@ import trio_durable as td
 from examples.chat import ChatConfig, make_app
 
 #: Generous enough that only the rate-limit tests ever meet the limiter.
-UNLIMITED = ChatConfig(rate_burst=10_000, rate_interval=0.001)
+UNLIMITED = ChatConfig(
+    rate_burst=10_000, rate_interval=0.001, session_burst=10_000, session_interval=0.001
+)
 
 
 @attrs.define

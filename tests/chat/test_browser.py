@@ -4,7 +4,9 @@ The server is the real command (``python -m trio_durable serve
 examples.chat:app``) in a child process. Two browser contexts (two people,
 one of them on a phone-sized window) join one room and exchange messages;
 one reloads and sees the history exactly once; the other leaves and the
-roster follows. Screenshots land in ``tests/chat/artifacts/``.
+roster follows. Two tabs on one address (the quick start) send messages as
+fast as they can type without a refusal, and a refused message stays in
+the input box. Screenshots land in ``tests/chat/artifacts/``.
 
 Chromium is installed by ``.ci/run`` (``apt-get install chromium``); without
 it the test is skipped on a developer machine and fails under CI.
@@ -175,4 +177,47 @@ def test_private_room_button_and_long_name(browser: Any, tmp_path: Path) -> None
         other.click("#join")
         other.wait_for_selector("#picker-error:has-text('Name too long')")
         assert other.is_visible("#picker") and not other.is_visible("#chat")
+        context.close()
+
+
+def test_two_tabs_on_one_address_chat_quickly_without_refusal(browser: Any, tmp_path: Path) -> None:
+    """The quick start as written: the demo's own limits, both tabs on 127.0.0.1."""
+    with cli_server(tmp_path / "data") as (_process, url):
+        contexts = [browser.new_context(), browser.new_context()]
+        ada, bob = (context.new_page() for context in contexts)
+        errors: list[str] = []
+        for page in (ada, bob):
+            page.set_default_timeout(TIMEOUT_MS)
+            page.on("pageerror", lambda error: errors.append(str(error)))
+        join(ada, url, "Ada", "lobby")
+        join(bob, url, "Bob", "lobby")
+        wait_for_roster(ada, ["Ada", "Bob"])
+        sent = []
+        for i in range(4):  # as fast as Playwright types: far faster than people
+            for name, page in (("Ada", ada), ("Bob", bob)):
+                text = f"{name} says {i}"
+                say(page, text)
+                sent.append(text)
+        for page in (ada, bob):
+            wait_for_messages(page, sent)
+            refusals = page.locator("#messages .notice.error").all_inner_texts()
+            assert refusals == [], f"normal chatting was refused: {refusals}"
+        assert errors == [], f"JavaScript errors: {errors}"
+        for context in contexts:
+            context.close()
+
+
+def test_a_refused_message_stays_in_the_input(browser: Any, tmp_path: Path) -> None:
+    strict = {"CHAT_SESSION_BURST": "1", "CHAT_SESSION_INTERVAL": "600"}
+    with cli_server(tmp_path / "data", env=strict) as (_process, url):
+        context = browser.new_context()
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        join(page, url, "Ada", "lobby")
+        say(page, "first")
+        wait_for_messages(page, ["first"])
+        say(page, "second, too soon")
+        page.wait_for_selector("#messages .notice.error:has-text('too fast')")
+        assert page.input_value("#input") == "second, too soon", "the refused text is back"
+        assert messages(page) == ["first"], "and it was not posted"
         context.close()

@@ -156,7 +156,7 @@ async def test_name_over_32_characters_is_an_error_and_closes_1009(chat: ChatSer
 async def test_message_over_256_characters_is_an_error(chat: ChatServer) -> None:
     ada = await member(chat, "ada")
     await ada.say("x" * 257)
-    assert await ada.receive() == {"error": "Message too long."}
+    assert await ada.receive() == {"error": "Message too long.", "refused": "x" * 257}
     await ada.say("y" * 256)
     got = await ada.receive()
     assert got["message"] == "y" * 256, "the socket lives on and 256 characters pass"
@@ -176,10 +176,12 @@ async def test_rate_limit_sends_an_error_and_drops_the_message(start_chat: Start
     for text in ("one", "two", "three"):
         await ada.say(text)
     assert [(await ada.receive()).get("message") for _ in range(2)] == ["one", "two"]
-    assert await ada.receive() == {"error": RATE_LIMITED}
+    assert await ada.receive() == {"error": RATE_LIMITED, "refused": "three"}
     assert [(await bob.receive())["message"] for _ in range(2)] == ["one", "two"]
     await bob.say("same IP, same limiter")
-    assert await bob.receive() == {"error": RATE_LIMITED}, "the limiter is keyed by IP"
+    assert await bob.receive() == {"error": RATE_LIMITED, "refused": "same IP, same limiter"}, (
+        "the limiter is keyed by IP"
+    )
     carol = await ChatClient.connect(chat.port)
     backlog = await carol.join("carol")
     stored = [m["message"] for m in backlog if "message" in m]
@@ -248,4 +250,4 @@ async def test_whole_flow_after_the_room_hibernated(chat: ChatServer) -> None:
         assert await client.receive() == {"quit": "bob"}, "names come back from attachments"
     await evict(chat.room("lobby"))
     await ada.say("x" * 300)
-    assert await ada.receive() == {"error": "Message too long."}
+    assert await ada.receive() == {"error": "Message too long.", "refused": "x" * 300}

@@ -10,7 +10,12 @@ from websockets.sync.client import connect
 
 from .helpers import cli_server, stop
 
-UNLIMITED = {"CHAT_RATE_BURST": "1000", "CHAT_RATE_INTERVAL": "0.001"}
+UNLIMITED = {
+    "CHAT_RATE_BURST": "1000",
+    "CHAT_RATE_INTERVAL": "0.001",
+    "CHAT_SESSION_BURST": "1000",
+    "CHAT_SESSION_INTERVAL": "0.001",
+}
 
 
 def ws_url(url: str, room: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import json
 import re
 import signal
@@ -16,7 +17,10 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+import trio_durable
 from tests.chat.helpers import ROOT, cli_server, stop
+
+from .helpers import environment
 
 
 def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
@@ -41,10 +45,11 @@ def test_console_script_is_declared() -> None:
     assert entry.value == "trio_durable._cli:main", entry.value
 
 
-def test_help_lists_serve() -> None:
+def test_help_lists_the_commands() -> None:
     result = run("--help")
     assert result.returncode == 0, result.stderr
-    assert "serve" in result.stdout, result.stdout
+    for command in ("serve", "dev", "new"):
+        assert re.search(rf"^\s+{command}\s", result.stdout, re.MULTILINE), result.stdout
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -109,9 +114,63 @@ def test_malformed_app_spec_exits_2(tmp_path: Path) -> None:
 
 
 def test_module_is_imported_from_the_current_directory(tmp_path: Path) -> None:
-    (tmp_path / "broken_app.py").write_text("raise RuntimeError('boom at import')\n")
+    (tmp_path / "broken_app.py").write_text("import os\n\nraise RuntimeError('boom at import')\n")
     line = one_line_error(run("serve", "broken_app:app", cwd=tmp_path))
-    assert "RuntimeError: boom at import" in line, line
+    assert "RuntimeError: boom at import at broken_app.py:3" in line, line
+    assert "--log-level debug shows the traceback" in line, line
+
+
+def test_import_error_shows_the_traceback_at_debug_level(tmp_path: Path) -> None:
+    (tmp_path / "broken_app.py").write_text("def f():\n    raise RuntimeError('boom')\n\nf()\n")
+    result = run("serve", "broken_app:app", "--log-level", "debug", cwd=tmp_path)
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = result.stderr.splitlines()
+    assert "Traceback (most recent call last):" in lines, result.stderr
+    assert "    raise RuntimeError('boom')" in lines, result.stderr
+    assert lines[-1].startswith("trio-durable: error: importing 'broken_app' failed"), lines[-1]
+
+
+def test_syntax_error_in_the_app_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "broken_app.py").write_text("def f(:\n")
+    line = one_line_error(run("serve", "broken_app:app", cwd=tmp_path))
+    assert "SyntaxError" in line and "broken_app.py" in line, line
+
+
+def test_a_file_name_for_the_module_gets_a_hint_and_is_not_imported(tmp_path: Path) -> None:
+    (tmp_path / "whiteboard.py").write_text("raise SystemExit('imported')\n")
+    line = one_line_error(run("serve", "whiteboard.py:app", cwd=tmp_path))
+    assert "give the module name without .py: whiteboard:app" in line, line
+
+
+def test_a_path_for_the_module_gets_a_hint() -> None:
+    line = one_line_error(run("serve", "examples/chat:app"))
+    assert "give a module name with dots: examples.chat:app" in line, line
+
+
+def test_version_is_the_package_version() -> None:
+    result = run("--version")
+    assert result.returncode == 0, result.stderr
+    expected = f"trio-durable {trio_durable.__version__}"
+    assert result.stdout.strip() == expected, result.stdout
+    assert trio_durable.__version__ == importlib.metadata.version("trio_durable"), (
+        "pyproject.toml and trio_durable.__version__ agree"
+    )
+
+
+def test_console_script_prints_the_version_too() -> None:
+    script = Path(sys.executable).parent / "trio-durable"
+    if not script.exists():
+        pytest.skip(f"no console script next to {sys.executable} (not installed here)")
+    result = subprocess.run(
+        [str(script), "--version"],
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"trio-durable {trio_durable.__version__}", result.stdout
 
 
 def test_port_in_use_exits_2(tmp_path: Path) -> None:
@@ -124,13 +183,22 @@ def test_port_in_use_exits_2(tmp_path: Path) -> None:
     assert f"cannot listen on 127.0.0.1:{port}: the port is in use" in line, line
 
 
-def test_unwritable_data_dir_exits_2(tmp_path: Path) -> None:
+def test_data_dir_under_a_file_exits_2(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     line = one_line_error(
         run("serve", "examples.chat:app", "--port", "0", "--data-dir", str(blocker / "data"))
     )
-    assert "is not writable" in line, line
+    assert f"cannot be created: {str(blocker)!r} is a file" in line, line
+
+
+def test_data_dir_that_is_a_file_exits_2(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "data"
+    not_a_dir.write_text("")
+    line = one_line_error(
+        run("serve", "examples.chat:app", "--port", "0", "--data-dir", str(not_a_dir))
+    )
+    assert line == f"trio-durable: error: --data-dir {str(not_a_dir)!r} is a file, not a directory"
 
 
 def test_bad_option_exits_2_in_one_line() -> None:
@@ -160,11 +228,25 @@ def test_readme_quick_start_is_two_commands_run_and_test() -> None:
     commands = re.findall(r"```sh\n(.*?)\n```", quick_start, re.DOTALL)
     assert len(commands) == 2, commands
     run_command, test_command = commands
-    assert run_command.endswith(
-        "trio-durable serve examples.chat:app --host 127.0.0.1 --port 8787 --data-dir ./data"
-    ), run_command
+    assert run_command == (
+        "python -m pip install -e . && python -m trio_durable serve examples.chat:app"
+        " --host 127.0.0.1 --port 8787 --data-dir ./data"
+    ), "no console script: it is not on PATH in a virtualenv that is not activated"
     ci = (ROOT / ".ci" / "run").read_text()
     assert f"test_command='{test_command}'" in ci, "the README's test command is what CI runs"
+    assert "\npython .ci/quick_start.py\n" in ci, "CI runs the README's first command"
+
+
+def test_ci_quick_start_reads_the_readme_first_command() -> None:
+    spec = importlib.util.spec_from_file_location("quick_start", ROOT / ".ci" / "quick_start.py")
+    assert spec is not None and spec.loader is not None
+    quick_start = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quick_start)
+    readme = (ROOT / "README.md").read_text()
+    assert quick_start.first_command(readme).startswith("python -m pip install -e . && "), (
+        "the CI check runs what the README shows"
+    )
+    assert quick_start.README_PORT in quick_start.first_command(readme)
 
 
 def test_storage_that_cannot_be_opened_exits_2(tmp_path: Path) -> None:

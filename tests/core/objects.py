@@ -10,6 +10,10 @@ import trio.lowlevel
 
 import trio_durable as td
 
+#: What Worker.start_slow_to_stop did, in order (RPC copies arguments, so
+#: the log cannot be passed in).
+slow_stop_log: list[str] = []
+
 #: Constructor calls per class name, to see re-initialisation from outside.
 constructed: dict[str, int] = {}
 
@@ -96,6 +100,21 @@ class Worker(td.DurableObject):
 
     async def status(self) -> list[str]:
         return list(self.done)
+
+    async def start_slow_to_stop(self) -> None:
+        """Background work whose cancellation takes a second to clean up."""
+        log = slow_stop_log
+
+        async def work() -> None:
+            try:
+                await trio.sleep_forever()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await trio.sleep(1)
+                log.append("old work cleaned up")
+
+        log.append("constructed before")  # by this instance's first call
+        self.ctx.wait_until(work)
 
     async def bcw(self, fail: bool) -> str:
         async def critical() -> str:

@@ -9,7 +9,7 @@ import trio_durable as td
 from trio_durable.testing import evict, list_object_ids
 
 from .conftest import OBJECTS
-from .objects import constructed
+from .objects import constructed, slow_stop_log
 
 
 def is_live(runtime: td.Runtime, stub: td.Stub) -> bool:
@@ -191,3 +191,45 @@ async def test_a_call_arriving_exactly_at_the_eviction_deadline_is_served_by_one
                 f"round {n}: a handler is running, so its object must be live"
             )
     assert results == ["slept"] * 40, results
+
+
+async def test_an_object_without_background_work_costs_no_task(runtime: td.Runtime) -> None:
+    counters = runtime.namespace("counters")
+    before = trio.lowlevel.current_statistics().tasks_living
+    for n in range(200):
+        await counters.get_by_name(f"n{n}").increment()
+    grown = trio.lowlevel.current_statistics().tasks_living - before
+    assert runtime.statistics().live_objects == 200
+    assert grown < 10, f"{grown} more tasks for 200 live objects that only answer calls"
+
+
+async def test_background_work_gets_a_host_task_that_ends_with_the_object(
+    autojump_clock: trio.testing.MockClock, runtime: td.Runtime
+) -> None:
+    stub = runtime.namespace("workers").get_by_name("hosted")
+    await stub.status()
+    before = trio.lowlevel.current_statistics().tasks_living
+    await stub.start(1_000)
+    await trio.testing.wait_all_tasks_blocked()
+    during = trio.lowlevel.current_statistics().tasks_living
+    assert during - before == 2, "one host task (the object's nursery) and the work itself"
+    await evict(stub)
+    await trio.testing.wait_all_tasks_blocked()
+    after = trio.lowlevel.current_statistics().tasks_living
+    assert after == before, "eviction ended the host task and the work"
+
+
+async def test_new_instance_waits_until_the_old_background_work_has_ended(
+    autojump_clock: trio.testing.MockClock, runtime: td.Runtime
+) -> None:
+    stub = runtime.namespace("workers").get_by_name("slow-stop")
+    log = slow_stop_log
+    log.clear()
+    await stub.start_slow_to_stop()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(evict, stub)
+        await trio.testing.wait_all_tasks_blocked()
+        # A call now needs a new instance: it must not be built while the old
+        # instance's background work is still cleaning up.
+        await stub.start_slow_to_stop()
+    assert log[:3] == ["constructed before", "old work cleaned up", "constructed before"], log

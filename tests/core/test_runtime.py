@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gc
+
 import attrs
 import pytest
 import trio
 import trio.testing
 
 import trio_durable as td
+from trio_durable._runtime import TUNED_GC_THRESHOLDS
 
 from .conftest import OBJECTS
 from .objects import Counter
@@ -130,3 +133,24 @@ async def test_env_is_shared_by_objects() -> None:
 
     async with td.open_runtime(objects={"r": Reader}, env={"region": "eu"}) as rt:
         assert await rt.namespace("r").get_by_name("a").read() == {"region": "eu"}
+
+
+async def test_tune_gc_raises_thresholds_while_open_and_restores_them() -> None:
+    before = gc.get_threshold()
+    async with td.open_runtime(OBJECTS, tune_gc=True):
+        assert gc.get_threshold() == TUNED_GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0, "what existed at start-up was frozen"
+    assert gc.get_threshold() == before, "restored on exit"
+    assert gc.get_freeze_count() == 0, "unfrozen on exit"
+
+
+async def test_gc_is_left_alone_by_default() -> None:
+    before = gc.get_threshold()
+    async with td.open_runtime(OBJECTS):
+        assert gc.get_threshold() == before, "a library changes no global setting unasked"
+
+
+async def test_tune_gc_must_be_a_bool() -> None:
+    with pytest.raises(TypeError, match="tune_gc"):
+        async with td.open_runtime(OBJECTS, tune_gc="yes"):  # type: ignore[arg-type]
+            pass

@@ -1,4 +1,4 @@
-"""The Hibernation API through the in-memory client (SPEC §4)."""
+"""The Hibernation API through the in-memory client."""
 
 from __future__ import annotations
 

@@ -8,12 +8,17 @@ Its life::
                                     wait_until failure)
 
 * Activation builds the instance synchronously in the caller's task (the
-  constructor is plain Python), then starts the object's *lifetime task* in
-  the registry's nursery. That task owns the object's cancel scope and
-  nursery (``wait_until`` work runs there) and waits for its eviction.
+  constructor is plain Python). An object that only answers events needs no
+  task of its own: the registry's timer evicts it when it has been idle long
+  enough. Its *host task* (in the registry's nursery) starts with its first
+  background work (``wait_until``, a standard socket's reader): it owns the
+  object's nursery, whose cancel scope is the object's, and the activation
+  closes only once that nursery has ended, so no background work of an old
+  instance outlives it.
 * If a previous activation of the same ID is still closing, the new one is
-  created at once but its input gate stays shut until the old one is gone:
-  one live instance per ID, ever, and events keep their arrival order.
+  created at once but its input gate stays shut until the old one is gone
+  (a short task waits for it): one live instance per ID, ever, and events
+  keep their arrival order.
 * Handlers run in the calling task (a task per call would cost more than
   the call), inside a cancel scope that the object owns: a reset cancels
   them and their callers get :class:`ObjectResetError`. Cancelling a call
@@ -91,9 +96,15 @@ class Supervisor(Protocol):
     hibernate_after: float
     evict_after: float
     counters: Counters
+    #: Called before each event's handler; raises to refuse the event (a
+    #: cluster refuses events for objects whose shard it no longer holds).
+    admit: Callable[[LiveObject], None] | None
 
     def schedule(self, record: LiveObject, deadline: float) -> None:
         """Make sure ``record``'s eviction check runs no later than ``deadline``."""
+
+    def start_task(self, async_fn: Callable[[], Awaitable[None]]) -> None:
+        """Run ``async_fn()`` as a task of the registry (an object's host task)."""
 
     def construct(self, record: LiveObject) -> None:
         """Build the user's instance of ``record`` (runs the constructor)."""
@@ -112,7 +123,7 @@ class LiveObject:
         "_cancel_requested",
         "_closed_event",
         "_evict_requested",
-        "_sleeper",
+        "_hosted",
         "busy",
         "handler_scopes",
         "idle_since",
@@ -151,10 +162,12 @@ class LiveObject:
         self.instance: Any = None
         self.input_gate = InputGate()
         self.output_gate = OutputGate()
-        # Set when the object is cancelled before its nursery exists.
+        # Set when the object is cancelled before its host task opened its nursery.
         self._cancel_requested = False
+        # True once a host task runs for this activation (it then closes it).
+        self._hosted = False
         self.nursery: trio.Nursery | None = None
-        # Background work requested before the nursery exists (rare: lazily a list).
+        # Background work waiting for the host task's nursery (lazily a list).
         self.pending_background: list[BackgroundWork] | None = None
         self.handler_scopes: set[trio.CancelScope] = set()
         self.busy = 0  # events admitted and not finished
@@ -168,8 +181,6 @@ class LiveObject:
         self.reset_reason: BaseException | None = None
         # The deadline of this object's entry in the registry's timer heap.
         self.scheduled_at = math.inf
-        # The lifetime task, parked until its eviction is due (no Event: cheaper).
-        self._sleeper: trio.lowlevel.Task | None = None
         self._evict_requested = False
 
     def __repr__(self) -> str:
@@ -207,11 +218,18 @@ class LiveObject:
 
     def timer_fired(self, now: float) -> None:
         """(Registry timer) our heap entry came due: evict, or re-arm."""
+        if self.state is State.ACTIVATING:
+            return  # re-armed once it is built
         deadline = self.eviction_deadline()
-        if deadline <= now:
-            self._wake_lifetime()
-        else:
+        if deadline > now:
             self.registry.schedule(self, deadline)
+            return
+        # Synchronous from the check to the close: no event can be admitted
+        # in between, so an idle object is never evicted under a new event.
+        if self.reset_reason is None:
+            self.registry.counters.evictions += 1
+        self.state = State.CLOSING
+        self._close()
 
     def begin_event(self) -> None:
         """Count an event in (it keeps the object from being evicted)."""
@@ -263,14 +281,20 @@ class LiveObject:
     def spawn_background(
         self, async_fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]
     ) -> None:
-        """Run ``async_fn(*args)`` in the object's nursery, pinning the object."""
+        """Run ``async_fn(*args)`` in the object's nursery, pinning the object.
+
+        The first background work of an activation starts its host task.
+        """
         self.pin()
-        if self.nursery is None:
-            if self.pending_background is None:
-                self.pending_background = []
-            self.pending_background.append((async_fn, args))
-        else:
+        if self.nursery is not None:
             self.nursery.start_soon(self._run_background, async_fn, args)
+            return
+        if self.pending_background is None:
+            self.pending_background = []
+        self.pending_background.append((async_fn, args))
+        if not self._hosted:
+            self._hosted = True
+            self.registry.start_task(self._host)
 
     async def _run_background(
         self, async_fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]
@@ -319,75 +343,70 @@ class LiveObject:
     def _cancel_everything(self) -> None:
         for scope in list(self.handler_scopes):
             scope.cancel()
-        if self.nursery is not None:
-            self.nursery.cancel_scope.cancel()
-        else:
-            self._cancel_requested = True
         self.input_gate.force_open()
+        self._close()
 
-    # -------------------------------------------------------------- lifetime
+    # -------------------------------------------------------------- closing
 
-    async def lifetime(self) -> None:
-        """The object's own task: its nursery, its cancel scope, its eviction timer."""
-        registry = self.registry
+    def _close(self) -> None:
+        """End this activation (state is CLOSING): at once, or once its host task ends."""
+        if self.predecessor is not None:
+            return  # still activating: the task waiting for the predecessor finishes it
+        if self.nursery is not None:
+            self.nursery.cancel_scope.cancel()  # the host task closes it on its way out
+        elif self._hosted:
+            self._cancel_requested = True  # the host task has not opened its nursery yet
+        elif self.state is not State.CLOSED:
+            self._finish_close()
+
+    def _finish_close(self) -> None:
+        self.state = State.CLOSED
+        self.instance = None
+        self.pending_background = None
+        self.registry.object_closed(self)
+        if self._closed_event is not None:
+            self._closed_event.set()
+
+    async def _host(self) -> None:
+        """The object's own task, while it has background work: its nursery and scope."""
         try:
             # The nursery's cancel scope is the object's cancel scope.
             async with trio.open_nursery() as nursery:
-                self.nursery = nursery
                 if self._cancel_requested:
                     return
-                if self.predecessor is not None:
-                    await self.predecessor.wait_closed()
-                    self.predecessor = None
-                    if not self._construct_after_wait():
-                        return
+                self.nursery = nursery
                 for async_fn, args in self.pending_background or ():
                     nursery.start_soon(self._run_background, async_fn, args)
                 self.pending_background = None
-                await self._wait_for_eviction()
-                if self.reset_reason is None:
-                    registry.counters.evictions += 1
-                self.state = State.CLOSING
-                nursery.cancel_scope.cancel()
+                await trio.sleep_forever()  # until the object closes
         finally:
-            self.state = State.CLOSED
             self.nursery = None
-            self.instance = None
-            registry.object_closed(self)
-            if self._closed_event is not None:
-                self._closed_event.set()
+            if self.state is State.LIVE:  # cancelled from outside: the runtime is closing
+                self.state = State.CLOSING
+            self._finish_close()
 
-    def _construct_after_wait(self) -> bool:
-        if self.state is State.CLOSING:  # reset or evicted before it ever started
-            return False
+    async def activate_after_predecessor(self) -> None:
+        """(Task) wait until the previous activation of this ID closed, then build ours."""
+        predecessor = self.predecessor
+        assert predecessor is not None
+        try:
+            await predecessor.wait_closed()
+        finally:
+            self.predecessor = None
+            if self.state is State.CLOSING:  # reset before it was ever built
+                self._finish_close()
+        if self.state is not State.ACTIVATING:
+            return
         try:
             self.registry.construct(self)
         except Exception as exc:
             self.reset(exc, origin="constructor")
-            return False
+            return
         self.state = State.LIVE
         self.input_gate.open_after_activation()
-        return True
-
-    async def _wait_for_eviction(self) -> None:
-        # Returns only when eviction is due *now*. The timer wakes us, but an
-        # event may have been admitted between that wake-up and this task
-        # running (same scheduler batch): so check again after every wake-up.
-        # The caller marks the object CLOSING right after, with no await in
-        # between, so no event can slip in after the last check.
-        while self.eviction_deadline() > trio.current_time():
-            self._reschedule()
-            self._sleeper = trio.lowlevel.current_task()
-            await trio.lowlevel.wait_task_rescheduled(self._abort_sleep)
-
-    def _abort_sleep(self, _: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
-        self._sleeper = None
-        return trio.lowlevel.Abort.SUCCEEDED
-
-    def _wake_lifetime(self) -> None:
-        sleeper, self._sleeper = self._sleeper, None
-        if sleeper is not None:
-            trio.lowlevel.reschedule(sleeper)
+        if self._evict_requested:
+            self.state = State.CLOSING
+        self._reschedule()
 
     async def wait_closed(self) -> None:
         """Wait until this activation has fully closed."""
@@ -416,6 +435,9 @@ class LiveObject:
                 instance = self.instance
                 if instance is None:
                     raise ObjectResetError("the object was reset before the event started")
+                admit = self.registry.admit
+                if admit is not None:
+                    admit(self)
                 self.registry.counters.events_dispatched += 1
                 result = await handler(instance)
                 await self.output_gate.wait()

@@ -9,7 +9,7 @@ the object's context are attached by the builder and by the listeners.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import trio
@@ -49,6 +49,8 @@ class Registry:
         self.reset_listeners: list[ResetListener] = []
         self.close_listeners: list[CloseListener] = []
         self.activation_listeners: list[ActivationListener] = []
+        #: Called before each event's handler; raises to refuse the event.
+        self.admit: Callable[[LiveObject], None] | None = None
         self._live: dict[tuple[str, str], LiveObject] = {}
         self._nursery: trio.Nursery | None = None
         self._closed = False
@@ -97,6 +99,16 @@ class Registry:
         """Make sure ``record``'s eviction check runs no later than ``deadline``."""
         self.timers.schedule(record, deadline)
 
+    def start_task(self, async_fn: Callable[[], Awaitable[None]]) -> None:
+        """Run ``async_fn()`` in the registry's nursery (an object's host task).
+
+        Raises:
+            trio.ClosedResourceError: the runtime is closed.
+        """
+        if self._nursery is None:
+            raise trio.ClosedResourceError("the runtime is closed")
+        self._nursery.start_soon(async_fn)
+
     def object_reset(self, record: LiveObject, aborted: bool) -> None:
         """Tell the reset listeners (a :class:`Supervisor` method)."""
         for listener in self.reset_listeners:
@@ -144,7 +156,10 @@ class Registry:
         self._live[key] = record
         for listener in self.activation_listeners:
             listener(record)
-        self._nursery.start_soon(record.lifetime)
+        if current is None:
+            self.timers.schedule(record, record.eviction_deadline())
+        else:
+            self._nursery.start_soon(record.activate_after_predecessor)
         return record
 
     async def evict(self, object_id: DurableObjectId) -> bool:

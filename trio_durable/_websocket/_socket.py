@@ -33,6 +33,7 @@ from typing import Any, Final, Protocol, TypeVar
 import attrs
 import trio
 
+from .. import _codec
 from .._convert import CONVERTER
 from .._core._live import LiveObject, Supervisor, current_object
 from .._exceptions import LimitExceededError, WebSocketClosedError
@@ -791,3 +792,8 @@ def _check_attachment(data: bytes, limit: int) -> None:
         raise LimitExceededError(
             f"attachment is {len(data):,} bytes serialized; the limit is {limit:,}"
         )
+
+
+# The client end of a pair travels in ``Response.websocket(client)`` back to
+# the gateway, in the same process only.
+_codec.register_handle_type(WebSocket, name="websocket")

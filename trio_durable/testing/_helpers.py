@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from .._ids import DurableObjectId
 from .._object import DurableObject, ObjectContext
@@ -15,21 +16,40 @@ __all__ = ["evict", "list_object_ids", "run_in_object"]
 T = TypeVar("T")
 
 
-async def run_in_object(stub: Stub, fn: Callable[[Any, ObjectContext], Awaitable[T]]) -> T:
-    """Run ``await fn(instance, ctx)`` inside the live object behind ``stub``.
+async def run_in_object(stub: Stub, fn: Callable[[Any, ObjectContext], Awaitable[T] | T]) -> T:
+    """Run ``fn(instance, ctx)`` inside the live object behind ``stub``; return its result.
+
+    ``fn`` may be an async function (its coroutine is awaited) or a plain
+    function; a plain function that returns an awaitable, such as
+    ``lambda obj, ctx: ctx.storage.get("count")``, has it awaited too::
+
+        hits = await run_in_object(stub, lambda counter, ctx: counter.hits)
+        count = await run_in_object(stub, lambda counter, ctx: ctx.storage.get("count"))
 
     It is an event like any other: it activates the object if needed, waits
     its turn at the input gate, and its result waits for the output gate.
     Exceptions from ``fn`` propagate with their type.
+
+    Raises:
+        TypeError: ``fn`` is not callable (checked before the object is
+            activated).
     """
+    if not callable(fn):
+        raise TypeError(
+            f"run_in_object() needs a function fn(instance, ctx), sync or async; "
+            f"got {type(fn).__name__} {fn!r}"
+        )
     namespace = stub.namespace
     record = runtime_of(namespace).registry.activate(stub.id, namespace.object_class)
 
     async def handler(instance: DurableObject) -> T:
-        return await fn(instance, instance.ctx)
+        result = fn(instance, instance.ctx)
+        if inspect.isawaitable(result):
+            return cast(T, await result)
+        return result
 
-    result: T = await record.run_event(handler)
-    return result
+    outcome: T = await record.run_event(handler)
+    return outcome
 
 
 async def evict(stub: Stub, close_websockets: bool = False) -> bool:

@@ -116,6 +116,7 @@ function connect() {
     const data = JSON.parse(event.data);
     if (data.error) {
       addNotice(`Error: ${data.error}`, "error");
+      if (typeof data.refused === "string") restoreRefused(data.refused);
     } else if (data.joined !== undefined) {
       state.roster.set(data.joined, (state.roster.get(data.joined) || 0) + 1);
       renderRoster();
@@ -159,6 +160,14 @@ ui.sendForm.addEventListener("submit", (event) => {
   state.ws.send(JSON.stringify({ message: text }));
   ui.input.value = "";
 });
+
+// The server refused a message (too fast, too long) and sent its text back:
+// put it back in the input box, before anything typed since, so nothing is lost.
+function restoreRefused(text) {
+  const typed = ui.input.value;
+  ui.input.value = typed && typed !== text ? `${text} ${typed}` : text;
+  ui.input.focus();
+}
 
 // ---------------------------------------------------------------- rendering
 

@@ -1,0 +1,178 @@
+"""Links between processes: calls both ways, descriptors, cancellation, broken links."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from trio_durable._cluster._link import (
+    Connection,
+    LinkClosedError,
+    Peer,
+    handshake_client,
+    handshake_server,
+    link_key,
+)
+
+KEY = link_key(b"s" * 32)
+
+
+class Server:
+    def __init__(self) -> None:
+        self.cancelled: list[str] = []
+        self.started = trio.Event()
+
+    async def handle(self, op: str, body: Any, fds: list[int]) -> tuple[Any, Sequence[int]]:
+        if op == "echo":
+            return body, fds
+        if op == "read_fd":
+            [fd] = fds
+            try:
+                return os.read(fd, 100), ()
+            finally:
+                os.close(fd)
+        if op == "hang":
+            self.started.set()
+            try:
+                await trio.sleep_forever()
+            finally:
+                self.cancelled.append(body)
+        if op == "fail":
+            raise ValueError("handler bug")
+        raise AssertionError(op)
+
+
+@pytest.fixture
+async def pair(nursery: trio.Nursery) -> tuple[Peer, Server, Connection]:
+    a, b = trio.socket.socketpair()
+    server = Server()
+    client_conn, server_conn = Connection(a), Connection(b)
+
+    async def refuse(op: str, body: Any, fds: list[int]) -> tuple[Any, Sequence[int]]:
+        raise AssertionError("the client serves nothing")
+
+    client = Peer(client_conn, refuse, name="server")
+    serving = Peer(server_conn, server.handle, name="client")
+    nursery.start_soon(client.run)
+    nursery.start_soon(serving.run)
+    return client, server, server_conn
+
+
+async def test_a_call_returns_the_reply(pair: tuple[Peer, Server, Connection]) -> None:
+    client, _, _ = pair
+    assert await client.call("echo", {"a": [1, 2]}) == ({"a": [1, 2]}, [])
+
+
+async def test_calls_are_multiplexed(pair: tuple[Peer, Server, Connection]) -> None:
+    client, _, _ = pair
+    results: dict[int, Any] = {}
+
+    async def one(n: int) -> None:
+        results[n] = (await client.call("echo", n))[0]
+
+    async with trio.open_nursery() as nursery:
+        for n in range(50):
+            nursery.start_soon(one, n)
+    assert results == {n: n for n in range(50)}
+
+
+async def test_a_descriptor_travels_with_its_call(pair: tuple[Peer, Server, Connection]) -> None:
+    client, _, _ = pair
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"through the link")
+    try:
+        assert await client.call("read_fd", None, [read_end]) == (b"through the link", [])
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+async def test_cancelling_a_call_cancels_the_remote_request(
+    pair: tuple[Peer, Server, Connection],
+) -> None:
+    client, server, _ = pair
+    with trio.move_on_after(5) as scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.call, "hang", "first")
+            await server.started.wait()
+            nursery.cancel_scope.cancel()
+        with trio.fail_after(5):
+            while not server.cancelled:
+                await trio.sleep(0.01)
+    assert not scope.cancelled_caught
+    assert server.cancelled == ["first"], "the remote handler was cancelled"
+
+
+async def test_a_broken_link_fails_the_calls_in_flight(
+    pair: tuple[Peer, Server, Connection],
+) -> None:
+    client, server, server_conn = pair
+    async with trio.open_nursery() as nursery:
+        outcome: list[BaseException] = []
+
+        async def waiting() -> None:
+            try:
+                await client.call("hang", "x")
+            except LinkClosedError as exc:
+                outcome.append(exc)
+
+        nursery.start_soon(waiting)
+        await server.started.wait()
+        server_conn.close()
+    assert len(outcome) == 1, "the call in flight saw the link break"
+    with pytest.raises(LinkClosedError):
+        await client.call("echo", 1)
+
+
+async def test_a_failing_handler_is_a_clear_error_not_a_hang(
+    pair: tuple[Peer, Server, Connection],
+) -> None:
+    client, _, _ = pair
+    with pytest.raises(RuntimeError, match="failed to serve 'fail': ValueError: handler bug"):
+        await client.call("fail", None)
+    assert await client.call("echo", "still") == ("still", []), "the link lives on"
+
+
+async def test_handshake_admits_a_member_of_the_deployment() -> None:
+    a, b = trio.socket.socketpair()
+    client, server = Connection(a), Connection(b)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(handshake_client, client, KEY, "m1")
+        assert await handshake_server(server, KEY) == "m1"
+    client.close()
+    server.close()
+
+
+async def test_handshake_refuses_a_stranger() -> None:
+    a, b = trio.socket.socketpair()
+    client, server = Connection(a), Connection(b)
+    refused: list[BaseException] = []
+
+    async def stranger() -> None:
+        try:
+            await handshake_client(client, link_key(b"o" * 32), "intruder")
+        except LinkClosedError as exc:
+            refused.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stranger)
+        with pytest.raises(LinkClosedError, match="failed to prove"):
+            await handshake_server(server, KEY)
+        server.close()
+    assert refused, "the stranger learned it was refused"
+    client.close()
+
+
+async def test_garbage_on_a_link_breaks_it_cleanly() -> None:
+    a, b = trio.socket.socketpair()
+    connection = Connection(b)
+    await a.send(b"\x00\x00\x00\x05\x00\x00hello")
+    with pytest.raises(LinkClosedError, match="undecodable"):
+        await connection.receive()
+    a.close()
+    connection.close()

@@ -1,0 +1,1 @@
+"""Running one deployment's objects in several processes: placement, leases, links."""

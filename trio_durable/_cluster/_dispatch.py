@@ -1,0 +1,188 @@
+"""Calls to objects in a deployment of several processes: run here, or at the owner.
+
+:class:`ClusterDispatcher` is the :class:`~trio_durable._stubs.Dispatcher`
+of a worker process. A call to an object whose shard this process holds
+runs here, exactly as in a single process. Any other is sent to the
+member that holds the shard, over its link, and behaves the same:
+
+* arguments and results cross as RPC encodings of the value codec, so the
+  callee gets copies and records keep their class (see ``_remote.py``);
+* an exception arrives with its type (or as ``RemoteError``);
+* cancelling the caller cancels the call at the owner;
+* while no member holds the shard (its owner died and the lease has not
+  moved yet), the call waits for the next owner, up to ``call_timeout``;
+  then :class:`~trio_durable.ObjectUnavailableError`. A link that breaks
+  after the call was sent raises :class:`~trio_durable.ObjectResetError`
+  (the call may or may not have run, as when an object is reset).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import trio
+
+from .. import _codec
+from .._core._live import State, current_object
+from .._exceptions import ObjectResetError, ObjectUnavailableError
+from .._ids import DurableObjectId
+from .._stubs import Invocation, LocalDispatcher, Namespace
+from ._link import LinkClosedError, LinkUnavailableError
+from ._member import ClusterMember, ShardNotHeldError
+from ._placement import shard_of
+from ._remote import AppClasses, encode_error, rebuild_error
+
+__all__ = ["ClusterDispatcher"]
+
+logger: Final = logging.getLogger("trio_durable.cluster")
+
+#: What one attempt returns when the call must be tried again elsewhere.
+_RETRY: Final = object()
+
+#: Pause between two attempts to find an object's owner.
+_RETRY_PAUSE: Final = 0.05
+
+
+class ClusterDispatcher:
+    """Runs calls where their object lives, in this process or another.
+
+    Args:
+        member: This process's membership (leases, owners, links).
+        local: Runs calls on objects of this process.
+        namespace: Namespace name → :class:`Namespace` (to rebuild stubs).
+        classes: The classes that may cross this process's boundary.
+    """
+
+    def __init__(
+        self,
+        member: ClusterMember,
+        local: LocalDispatcher,
+        namespace: Callable[[str], Namespace],
+        classes: AppClasses,
+    ) -> None:
+        self._member = member
+        self._local = local
+        self._namespace = namespace
+        self._classes = classes
+        member.on("invoke", self._serve_invoke)
+
+    async def invoke(
+        self, namespace: Namespace, object_id: DurableObjectId, invocation: Invocation
+    ) -> Any:
+        """Run one call on its object, wherever it lives; return (a copy of) its result.
+
+        Raises:
+            TypeError: an argument or the result is not data.
+            ObjectUnavailableError: no process ran the object within ``call_timeout``.
+            ObjectResetError: the owner went away during the call.
+            Exception: what the object raised, with its type when it may be rebuilt.
+        """
+        member = self._member
+        shard = shard_of(object_id.hex)
+        payload: bytes | None = None
+        deadline = trio.current_time() + member.spec.call_timeout
+        while True:
+            if member.holds(shard):
+                try:
+                    return await self._local.invoke(namespace, object_id, invocation)
+                except ShardNotHeldError:
+                    pass  # the lease lapsed between the check and the event
+            else:
+                owner = member.owner_of(shard)
+                if owner is not None and owner.member_id != member.member.member_id:
+                    if payload is None:
+                        payload = _codec.encode_call(
+                            (invocation.args, invocation.kwargs), where="args"
+                        )
+                    result = await self._call_remote(
+                        owner, namespace, object_id, invocation, payload
+                    )
+                    if result is not _RETRY:
+                        return result
+            if trio.current_time() >= deadline:
+                raise ObjectUnavailableError(
+                    f"no process of the deployment ran {object_id!r} within "
+                    f"{member.spec.call_timeout:g} s (call_timeout); nothing was run"
+                )
+            member.request_round()
+            await trio.sleep(_RETRY_PAUSE)
+
+    async def _call_remote(
+        self,
+        owner: Any,
+        namespace: Namespace,
+        object_id: DurableObjectId,
+        invocation: Invocation,
+        payload: bytes,
+    ) -> Any:
+        """One attempt at the owner; ``_RETRY`` when it does not hold the object."""
+        caller = current_object()
+        try:
+            peer = await self._member.peer(owner)
+            body = [namespace.name, object_id.hex, object_id.name, invocation.method, payload]
+            try:
+                reply, fds = await peer.call("invoke", body)
+            except LinkUnavailableError:
+                return _RETRY  # nothing was sent: find the owner again
+            except LinkClosedError as exc:
+                raise ObjectResetError(
+                    f"the process running {object_id!r} went away during the call; "
+                    "it may or may not have run"
+                ) from exc
+        except LinkClosedError:
+            return _RETRY  # could not connect: its owner may have changed
+        finally:
+            if caller is not None and caller.state is not State.CLOSED:
+                await caller.input_gate.pass_through()
+        for fd in fds:  # no call answers with descriptors
+            _close(fd)
+        kind = reply[0]
+        if kind == "ok":
+            allowed = self._classes.allowed(namespace.object_class, invocation.method)
+            return _codec.decode_call(
+                reply[1], allowed=allowed, resolve_handle=self._resolve, where="result"
+            )
+        if kind == "raise":
+            raise rebuild_error(reply[1], self._classes)
+        return _RETRY  # "moved": the owner changed since our last round
+
+    async def _serve_invoke(self, op: str, body: Any, fds: list[int]) -> tuple[Any, Sequence[int]]:
+        for fd in fds:
+            _close(fd)
+        namespace_name, hex_id, name, method, payload = body
+        try:
+            namespace = self._namespace(namespace_name)
+        except KeyError as exc:
+            return ["raise", encode_error(exc)], ()
+        object_id = DurableObjectId(namespace.name, hex_id, name)
+        if not self._member.holds(shard_of(hex_id)):
+            return ["moved"], ()
+        allowed = self._classes.allowed(namespace.object_class, method)
+        try:
+            args, kwargs = _codec.decode_call(
+                payload, allowed=allowed, resolve_handle=self._resolve, where="args"
+            )
+            result = await self._local.invoke(
+                namespace, object_id, Invocation(method, tuple(args), dict(kwargs))
+            )
+            return ["ok", _codec.encode_call(result, where="result")], ()
+        except ShardNotHeldError:
+            return ["moved"], ()
+        except Exception as exc:
+            return ["raise", encode_error(exc)], ()
+
+    def _resolve(self, kind: str, reference: Any) -> Any:
+        if kind != "stub":
+            raise TypeError(f"a {kind!r} handle cannot cross to another process")
+        namespace_name, hex_id, name = reference
+        namespace = self._namespace(namespace_name)
+        return namespace.get(DurableObjectId(namespace.name, hex_id, name))
+
+
+def _close(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)

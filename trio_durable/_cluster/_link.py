@@ -1,0 +1,378 @@
+"""Links between the processes of a deployment: framed calls, with file descriptors.
+
+A :class:`Peer` carries calls in both directions over one stream socket
+(a Unix socket between processes of one machine). Each frame is a 6-byte
+header (payload length, number of file descriptors) and a payload, one
+value of the value codec: ``[kind, call id, ...]``. File descriptors travel
+with their frame as ``SCM_RIGHTS`` ancillary data (how a worker hands a
+client's connection to another).
+
+* ``call(op, body, fds)`` sends a request and waits for its reply. Calls are
+  multiplexed: many may be in flight at once.
+* The other side runs each request in a task of its own, so a request can
+  be cancelled: cancelling ``call`` sends a *cancel* frame, which cancels the
+  remote task.
+* When the connection breaks, every call in flight raises
+  :class:`LinkClosedError`, and every request being served is cancelled.
+
+A connection starts with a handshake that proves both ends belong to the
+same deployment: the server sends a random challenge, the client answers
+with an HMAC of it keyed by the deployment's link secret. Nothing on the
+network (or another local user) can inject a call.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import hashlib
+import hmac
+import itertools
+import logging
+import os
+import secrets
+import socket
+import struct
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final
+
+import attrs
+import trio
+
+from .. import _codec
+
+__all__ = [
+    "Connection",
+    "LinkClosedError",
+    "LinkUnavailableError",
+    "Peer",
+    "RequestHandler",
+    "handshake_client",
+    "handshake_server",
+    "link_key",
+]
+
+logger: Final = logging.getLogger("trio_durable.cluster")
+
+_HEADER: Final = struct.Struct(">IH")
+#: The largest frame a link accepts (a call's arguments are limited far below).
+MAX_FRAME_BYTES: Final = 64 * 1024 * 1024
+#: File descriptors one frame may carry.
+MAX_FDS_PER_FRAME: Final = 64
+_RECV_BYTES: Final = 256 * 1024
+_ANCILLARY_BYTES: Final = socket.CMSG_SPACE(MAX_FDS_PER_FRAME * 4)
+
+#: What serves the requests that arrive: ``(op, body, fds) -> (body, fds)``.
+#: It owns the received descriptors (it must close or keep them).
+RequestHandler = Callable[[str, Any, list[int]], Awaitable[tuple[Any, Sequence[int]]]]
+
+
+class LinkClosedError(trio.BrokenResourceError):
+    """The link to another process broke (it exited, or closed the connection)."""
+
+
+class LinkUnavailableError(LinkClosedError):
+    """The link was broken before a request could be sent: nothing ran."""
+
+
+class Connection:
+    """Frames over one connected stream socket; sends from any task, one reader.
+
+    Args:
+        sock: A connected ``AF_UNIX`` (or TCP, without descriptors) socket.
+    """
+
+    def __init__(self, sock: trio.socket.SocketType) -> None:
+        self._sock = sock
+        self._send_lock = trio.Lock()
+        self._buffer = bytearray()
+        self._fds: deque[int] = deque()
+        self._closed = False
+
+    async def send(self, message: Any, fds: Sequence[int] = ()) -> None:
+        """Send one frame; ``fds`` (which stay ours) travel with it.
+
+        Raises:
+            LinkClosedError: the connection is gone.
+        """
+        if len(fds) > MAX_FDS_PER_FRAME:
+            raise ValueError(
+                f"{len(fds)} descriptors in one frame; the limit is {MAX_FDS_PER_FRAME}"
+            )
+        payload = _codec.encode(message, where="link message")
+        if len(payload) > MAX_FRAME_BYTES:
+            raise ValueError(
+                f"a link frame of {len(payload):,} bytes; the limit is {MAX_FRAME_BYTES:,}"
+            )
+        data = memoryview(_HEADER.pack(len(payload), len(fds)) + payload)
+        async with self._send_lock:
+            try:
+                if fds:
+                    rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+                    sent = await self._sock.sendmsg([data], rights)
+                    data = data[sent:]
+                while data:
+                    sent = await self._sock.send(data)
+                    data = data[sent:]
+            except (OSError, trio.ClosedResourceError) as exc:
+                raise LinkClosedError(f"the link broke: {exc}") from exc
+
+    async def receive(self) -> tuple[Any, list[int]]:
+        """The next frame and its descriptors (now owned by the caller).
+
+        Raises:
+            LinkClosedError: the peer closed the connection or broke it.
+        """
+        while True:
+            frame = self._take_frame()
+            if frame is not None:
+                return frame
+            try:
+                data, ancillary, flags, _ = await self._sock.recvmsg(_RECV_BYTES, _ANCILLARY_BYTES)
+            except (OSError, trio.ClosedResourceError) as exc:
+                raise LinkClosedError(f"the link broke: {exc}") from exc
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds = array.array("i")
+                    fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+                    self._fds.extend(fds)
+            if flags & socket.MSG_CTRUNC:
+                raise LinkClosedError("descriptors were lost in transit (ancillary data truncated)")
+            if not data:
+                raise LinkClosedError("the peer closed the link")
+            self._buffer += data
+
+    def _take_frame(self) -> tuple[Any, list[int]] | None:
+        buffer = self._buffer
+        if len(buffer) < _HEADER.size:
+            return None
+        length, fd_count = _HEADER.unpack_from(buffer)
+        if length > MAX_FRAME_BYTES:
+            raise LinkClosedError(
+                f"a frame of {length:,} bytes arrived; the limit is {MAX_FRAME_BYTES:,}"
+            )
+        end = _HEADER.size + length
+        if len(buffer) < end:
+            return None
+        if len(self._fds) < fd_count:
+            raise LinkClosedError("a frame arrived without its descriptors")
+        payload = bytes(buffer[_HEADER.size : end])
+        del buffer[:end]
+        fds = [self._fds.popleft() for _ in range(fd_count)]
+        try:
+            message = _codec.decode(payload)
+        except ValueError as exc:
+            _close_all(fds)
+            raise LinkClosedError(f"an undecodable frame arrived: {exc}") from exc
+        return message, fds
+
+    def close(self) -> None:
+        """Close the socket and any descriptor received but not handed out."""
+        if self._closed:
+            return
+        self._closed = True
+        _close_all(self._fds)
+        self._fds.clear()
+        self._sock.close()
+
+
+def _close_all(fds: Sequence[int] | deque[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def link_key(secret: bytes) -> bytes:
+    """The key that proves membership of a deployment on its links."""
+    return hmac.new(secret, b"trio_durable link v1", hashlib.sha256).digest()
+
+
+def _proof(key: bytes, challenge: bytes, member_id: str) -> bytes:
+    return hmac.new(key, challenge + member_id.encode("utf-8"), hashlib.sha256).digest()
+
+
+async def handshake_client(connection: Connection, key: bytes, member_id: str) -> None:
+    """Answer the server's challenge (the client side of a new link).
+
+    Raises:
+        LinkClosedError: the server refused us or went away.
+    """
+    message, fds = await connection.receive()
+    _close_all(fds)
+    if not (isinstance(message, list) and len(message) == 2 and message[0] == "challenge"):
+        raise LinkClosedError(f"unexpected first frame on a link: {message!r:.80}")
+    await connection.send(["proof", member_id, _proof(key, message[1], member_id)])
+    reply, fds = await connection.receive()
+    _close_all(fds)
+    if reply != ["welcome"]:
+        raise LinkClosedError("the peer refused our proof of membership")
+
+
+async def handshake_server(connection: Connection, key: bytes) -> str:
+    """Challenge a new client; return its member id once it has proved itself.
+
+    Raises:
+        LinkClosedError: the client did not prove it belongs to the deployment.
+    """
+    challenge = secrets.token_bytes(32)
+    await connection.send(["challenge", challenge])
+    message, fds = await connection.receive()
+    _close_all(fds)
+    if (
+        isinstance(message, list)
+        and len(message) == 3
+        and message[0] == "proof"
+        and isinstance(message[1], str)
+        and isinstance(message[2], bytes)
+        and hmac.compare_digest(message[2], _proof(key, challenge, message[1]))
+    ):
+        await connection.send(["welcome"])
+        return message[1]
+    raise LinkClosedError("a client failed to prove it belongs to this deployment")
+
+
+@attrs.define(eq=False)
+class _Pending:
+    done: trio.Event = attrs.field(factory=trio.Event)
+    reply: tuple[str, Any, list[int]] | None = None
+
+
+class Peer:
+    """Calls in both directions over one :class:`Connection`.
+
+    Start :meth:`run` in a nursery (it reads until the connection breaks);
+    then :meth:`call` from any task.
+
+    Args:
+        connection: The connection, handshake done.
+        handler: Serves the requests the other side sends.
+        name: Says who is at the other end, in logs and errors.
+    """
+
+    def __init__(self, connection: Connection, handler: RequestHandler, *, name: str) -> None:
+        self.connection = connection
+        self.name = name
+        self._handler = handler
+        self._ids = itertools.count(1)
+        self._pending: dict[int, _Pending] = {}
+        self._serving: dict[int, trio.CancelScope] = {}
+        self._broken: LinkClosedError | None = None
+
+    @property
+    def is_broken(self) -> bool:
+        """True once the connection broke (no call can succeed any more)."""
+        return self._broken is not None
+
+    async def run(self) -> None:
+        """Read frames until the connection breaks, serving requests in their own tasks."""
+        try:
+            async with trio.open_nursery() as nursery:
+                try:
+                    while True:
+                        message, fds = await self.connection.receive()
+                        self._dispatch(nursery, message, fds)
+                except LinkClosedError as exc:
+                    self._break(exc)
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._break(LinkClosedError(f"the link to {self.name} closed"))
+            self.connection.close()
+
+    def _break(self, error: LinkClosedError) -> None:
+        if self._broken is None:
+            self._broken = error
+        for pending in self._pending.values():
+            if not pending.done.is_set():
+                pending.done.set()
+
+    def _dispatch(self, nursery: trio.Nursery, message: Any, fds: list[int]) -> None:
+        if not isinstance(message, list) or len(message) < 2:
+            _close_all(fds)
+            raise LinkClosedError(f"a malformed frame from {self.name}: {message!r:.80}")
+        kind, call_id = message[0], message[1]
+        if kind == "req" and len(message) == 4:
+            scope = trio.CancelScope()
+            self._serving[call_id] = scope
+            nursery.start_soon(self._serve, call_id, message[2], message[3], fds, scope)
+        elif kind in ("ok", "err") and len(message) == 3:
+            pending = self._pending.get(call_id)
+            if pending is None:
+                _close_all(fds)  # a reply to a call that was cancelled meanwhile
+                return
+            pending.reply = (kind, message[2], fds)
+            pending.done.set()
+        elif kind == "cancel":
+            _close_all(fds)
+            serving = self._serving.get(call_id)
+            if serving is not None:
+                serving.cancel()
+        else:
+            _close_all(fds)
+            raise LinkClosedError(f"an unknown frame from {self.name}: {kind!r}")
+
+    async def _serve(
+        self, call_id: int, op: str, body: Any, fds: list[int], scope: trio.CancelScope
+    ) -> None:
+        reply: list[Any] | None = None
+        reply_fds: Sequence[int] = ()
+        try:
+            with scope:
+                try:
+                    result, reply_fds = await self._handler(op, body, fds)
+                    reply = ["ok", call_id, result]
+                except Exception as exc:
+                    logger.exception("serving %r from %s failed", op, self.name)
+                    reply = ["err", call_id, f"{type(exc).__name__}: {exc}"]
+            if reply is None:  # cancelled by the caller: it waits for nothing
+                return
+            with contextlib.suppress(LinkClosedError):
+                await self.connection.send(reply, reply_fds)
+        finally:
+            self._serving.pop(call_id, None)
+
+    async def call(self, op: str, body: Any, fds: Sequence[int] = ()) -> tuple[Any, list[int]]:
+        """Send a request and wait for its reply: ``(body, descriptors)``.
+
+        Cancelling the call cancels the request on the other side.
+
+        Raises:
+            LinkUnavailableError: the link was broken before the request
+                was sent (nothing ran).
+            LinkClosedError: the link broke before the reply came (the
+                request may or may not have run).
+            RuntimeError: the other side failed to serve it (a bug there).
+        """
+        if self._broken is not None:
+            raise LinkUnavailableError(str(self._broken)) from self._broken
+        call_id = next(self._ids)
+        pending = _Pending()
+        self._pending[call_id] = pending
+        try:
+            try:
+                await self.connection.send(["req", call_id, op, body], fds)
+            except LinkClosedError as exc:
+                raise LinkUnavailableError(str(exc)) from exc
+            try:
+                await pending.done.wait()
+            except trio.Cancelled:
+                if pending.reply is not None:
+                    _close_all(pending.reply[2])  # the reply came too late for us
+                with (
+                    trio.CancelScope(shield=True),
+                    trio.move_on_after(1),
+                    contextlib.suppress(LinkClosedError),
+                ):
+                    await self.connection.send(["cancel", call_id])
+                raise
+        finally:
+            del self._pending[call_id]
+        if pending.reply is None:
+            assert self._broken is not None
+            raise self._broken
+        kind, result, reply_fds = pending.reply
+        if kind == "err":
+            _close_all(reply_fds)
+            raise RuntimeError(f"{self.name} failed to serve {op!r}: {result}")
+        return result, reply_fds

@@ -1,0 +1,334 @@
+"""One worker process's membership of a deployment: its leases, its links.
+
+A :class:`ClusterMember` keeps the shard leases of its process (a round
+every quarter of the lease time, see ``_leases.py``), knows which member
+owns every other shard and where it listens, and keeps the links to them.
+What the shards *mean* (objects to reset, alarms to load, sockets to hand
+over) is the runtime's business: the member calls the :class:`ShardEvents`
+it is given when its holdings change.
+
+A lease counts as held locally until a margin before the store would let
+another member take it, measured on this process's monotonic clock from
+*before* the round that granted it. A process that was paused past that
+point refuses events for the shard (``admit``) until its next round tells
+it what it still holds; its commits are fenced by epoch in any case.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import attrs
+import trio
+
+from .._core._live import LiveObject
+from .._exceptions import TrioDurableError
+from .._limits import check_seconds
+from ._leases import Fence, LeaseState, LeaseStore
+from ._link import (
+    Connection,
+    LinkClosedError,
+    Peer,
+    RequestHandler,
+    handshake_client,
+    handshake_server,
+)
+from ._placement import SHARD_COUNT, Member, desired_owners, shard_of
+
+__all__ = ["ClusterMember", "ClusterSpec", "ShardEvents", "ShardNotHeldError"]
+
+logger: Final = logging.getLogger("trio_durable.cluster")
+
+#: Leases count as held locally until this share of the lease time has passed.
+_LOCAL_SHARE: Final = 0.8
+#: Seconds a link may take to connect and prove itself.
+_CONNECT_TIMEOUT: Final = 5.0
+
+
+class ShardNotHeldError(TrioDurableError):
+    """This process does not hold the object's shard (any more): route the event elsewhere."""
+
+
+def _positive_seconds(name: str) -> Any:
+    def check(instance: object, attribute: object, value: float) -> None:
+        check_seconds(name, value)
+
+    return check
+
+
+@attrs.frozen
+class ClusterSpec:
+    """How one worker process takes part in a deployment.
+
+    Attributes:
+        slot: The worker's place (0 to N-1), stable across its restarts.
+        run_dir: A private directory (mode 0700) for the links' sockets.
+        lease_seconds: How long a lease lasts without renewal: the longest a
+            dead or paused member keeps others from its shards when its
+            supervisor cannot revoke them.
+        call_timeout: The longest a call waits for some process to run its
+            object (the owner died and no other took over yet) before
+            :class:`~trio_durable.ObjectUnavailableError`.
+    """
+
+    slot: int = attrs.field(validator=attrs.validators.ge(0))
+    run_dir: str
+    lease_seconds: float = attrs.field(default=4.0, validator=_positive_seconds("lease_seconds"))
+    call_timeout: float = attrs.field(default=10.0, validator=_positive_seconds("call_timeout"))
+
+
+class ShardEvents(Protocol):
+    """What the runtime does when the member's holdings change."""
+
+    def shards_lost(self, shards: Collection[int]) -> None:
+        """Shards this process no longer holds: reset their objects, drop their alarms."""
+
+    def shards_gained(self, shards: Collection[int]) -> None:
+        """Shards this process now holds: load their alarms."""
+
+    async def hand_over(self, shards: Collection[int], successor: Member | None) -> None:
+        """Give the objects of ``shards`` to ``successor``: evict them, move their sockets."""
+
+
+class ClusterMember:
+    """This process in the deployment: leases, the map of owners, links.
+
+    Args:
+        spec: Slot, run directory and timings.
+        store: Where leases live.
+        link_key: Proves membership on links (``_link.link_key(secret)``).
+        events: Told when the holdings change.
+    """
+
+    def __init__(
+        self, spec: ClusterSpec, store: LeaseStore, link_key: bytes, events: ShardEvents
+    ) -> None:
+        self.spec = spec
+        self._store = store
+        self._key = link_key
+        self._events = events
+        member_id = f"w{spec.slot}-{os.getpid()}-{secrets.token_hex(3)}"
+        address = str(Path(spec.run_dir) / f"{member_id}.sock")
+        self.member = Member(member_id, spec.slot, address, started=time.time())
+        #: Shard → (epoch, local deadline on time.monotonic()).
+        self._held: dict[int, tuple[int, float]] = {}
+        self._owners: tuple[str | None, ...] = (None,) * SHARD_COUNT
+        self._members: Mapping[str, Member] = {}
+        self._handing_over: set[int] = set()
+        self._peers: dict[str, Peer] = {}
+        self._connecting: dict[str, trio.Event] = {}
+        self._handlers: dict[str, RequestHandler] = {}
+        self._round_requested = trio.Event()
+        self._round_done = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._leaving = False
+        #: Rounds completed (for tests and statistics).
+        self.rounds = 0
+
+    def __repr__(self) -> str:
+        return f"<ClusterMember {self.member.member_id} holding {len(self._held)} shards>"
+
+    # --------------------------------------------------------------- queries
+
+    def holds(self, shard: int) -> bool:
+        """True while this process may run objects of ``shard``."""
+        held = self._held.get(shard)
+        return held is not None and time.monotonic() < held[1] and shard not in self._handing_over
+
+    def held_shards(self) -> frozenset[int]:
+        """Every shard this process holds now."""
+        return frozenset(shard for shard in self._held if self.holds(shard))
+
+    def fence(self) -> Fence:
+        """The epochs this process's commits prove (checked by the backend)."""
+        return Fence(self.member.member_id, {shard: e for shard, (e, _) in self._held.items()})
+
+    def owner_of(self, shard: int) -> Member | None:
+        """The member the last round saw holding ``shard`` (``None``: nobody)."""
+        owner = self._owners[shard]
+        return None if owner is None else self._members.get(owner)
+
+    def admit(self, record: LiveObject) -> None:
+        """Refuse an event for an object whose shard this process does not hold.
+
+        Raises:
+            ShardNotHeldError: the shard is elsewhere (or its lease lapsed here).
+        """
+        if not self.holds(shard_of(record.object_id.hex)):
+            raise ShardNotHeldError(f"{record.object_id!r} is not held by this process any more")
+
+    def on(self, op: str, handler: RequestHandler) -> None:
+        """Serve requests ``op`` that other members send on their links."""
+        self._handlers[op] = handler
+
+    # --------------------------------------------------------------- running
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen for links and keep the leases until cancelled; then leave cleanly."""
+        # The run directory is private: only our user reaches the sockets in it.
+        await trio.Path(self.spec.run_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+        listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.member.address)
+        await listener.bind(self.member.address)
+        os.chmod(self.member.address, 0o600)
+        listener.listen(128)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._accept, listener)
+                await self._round()
+                nursery.start_soon(self._keep_leases)
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            listener.close()
+            with contextlib.suppress(OSError):
+                os.unlink(self.member.address)
+            self._nursery = None
+            for peer in self._peers.values():
+                peer.connection.close()
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                try:
+                    await self._store.leave(self.member.member_id)
+                except Exception:
+                    logger.exception("could not release the leases of %s", self.member.member_id)
+
+    def request_round(self) -> None:
+        """Run a lease round now rather than at the next interval."""
+        self._round_requested.set()
+
+    async def wait_for_round(self) -> None:
+        """Wait until the next lease round has completed."""
+        self.request_round()
+        await self._round_done.wait()
+
+    async def _keep_leases(self) -> None:
+        interval = self.spec.lease_seconds / 4
+        while True:
+            with trio.move_on_after(interval):
+                await self._round_requested.wait()
+            self._round_requested = trio.Event()
+            try:
+                await self._round()
+            except Exception:
+                logger.exception("a lease round of %s failed; retrying", self.member.member_id)
+
+    async def _round(self) -> None:
+        started = time.monotonic()
+        state = await self._store.round(self.member, self.spec.lease_seconds)
+        self._apply(state, started + self.spec.lease_seconds * _LOCAL_SHARE)
+        self.rounds += 1
+        done, self._round_done = self._round_done, trio.Event()
+        done.set()
+
+    def _apply(self, state: LeaseState, deadline: float) -> None:
+        before = self._held
+        after = {shard: (epoch, deadline) for shard, epoch in state.held.items()}
+        # A shard held at another epoch was lost and taken again in between.
+        lost = {s for s, (epoch, _) in before.items() if s not in after or after[s][0] != epoch}
+        gained = {s for s, (epoch, _) in after.items() if s not in before or s in lost}
+        self._held = after
+        self._owners = state.owners
+        self._members = state.members
+        for member_id in list(self._peers):
+            if member_id not in state.members:
+                self._peers.pop(member_id).connection.close()
+        if lost:
+            logger.warning("%s lost %d shard(s)", self.member.member_id, len(lost))
+            self._handing_over -= lost
+            self._events.shards_lost(lost)
+        if gained:
+            logger.info("%s took %d shard(s)", self.member.member_id, len(gained))
+            self._events.shards_gained(gained)
+        to_hand = set(state.hand_over) - self._handing_over
+        if to_hand and self._nursery is not None:
+            self._handing_over |= to_hand
+            self._nursery.start_soon(self._hand_over, frozenset(to_hand), state)
+
+    async def _hand_over(self, shards: frozenset[int], state: LeaseState) -> None:
+        desired = desired_owners(state.members.values())
+        by_successor: dict[str | None, set[int]] = {}
+        for shard in shards:
+            by_successor.setdefault(desired[shard], set()).add(shard)
+        for successor_id, group in by_successor.items():
+            successor = state.members.get(successor_id) if successor_id else None
+            try:
+                await self._events.hand_over(group, successor)
+            except Exception:
+                logger.exception("handing over %d shard(s) failed", len(group))
+            await self._store.release(self.member.member_id, group)
+            for shard in group:
+                self._held.pop(shard, None)
+            self._handing_over -= group
+        self.request_round()
+
+    # ----------------------------------------------------------------- links
+
+    async def _accept(self, listener: trio.socket.SocketType) -> None:
+        assert self._nursery is not None
+        while True:
+            sock, _ = await listener.accept()
+            self._nursery.start_soon(self._serve_connection, Connection(sock))
+
+    async def _serve_connection(self, connection: Connection) -> None:
+        try:
+            with trio.fail_after(_CONNECT_TIMEOUT):
+                member_id = await handshake_server(connection, self._key)
+        except (LinkClosedError, trio.TooSlowError) as exc:
+            logger.warning("refused a link: %s", exc)
+            connection.close()
+            return
+        await Peer(connection, self._serve, name=member_id).run()
+
+    async def _serve(self, op: str, body: Any, fds: list[int]) -> tuple[Any, list[int]]:
+        handler = self._handlers.get(op)
+        if handler is None:
+            raise ValueError(f"no handler for {op!r}")
+        result, out = await handler(op, body, fds)
+        return result, list(out)
+
+    async def peer(self, member: Member) -> Peer:
+        """The link to ``member``, connected (and proved) on first use.
+
+        Raises:
+            LinkClosedError: it cannot be reached.
+        """
+        existing = self._peers.get(member.member_id)
+        if existing is not None and not existing.is_broken:
+            return existing
+        pending = self._connecting.get(member.member_id)
+        if pending is not None:
+            await pending.wait()
+            return await self.peer(member)
+        done = self._connecting[member.member_id] = trio.Event()
+        try:
+            return await self._connect(member)
+        finally:
+            del self._connecting[member.member_id]
+            done.set()
+
+    async def _connect(self, member: Member) -> Peer:
+        if self._nursery is None:
+            raise LinkClosedError("this member is not running")
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        connection = Connection(sock)
+        try:
+            with trio.fail_after(_CONNECT_TIMEOUT):
+                await sock.connect(member.address)
+                await handshake_client(connection, self._key, self.member.member_id)
+        except (OSError, trio.TooSlowError, LinkClosedError) as exc:
+            connection.close()
+            raise LinkClosedError(f"cannot reach {member.member_id}: {exc}") from exc
+        peer = Peer(connection, self._serve, name=member.member_id)
+        self._peers[member.member_id] = peer
+        self._nursery.start_soon(peer.run)
+        return peer

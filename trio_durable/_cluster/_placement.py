@@ -1,0 +1,84 @@
+"""Where each object lives: shards, members, and who should own which shard.
+
+Object IDs are spread over :data:`SHARD_COUNT` shards by the first byte of
+their 64-hex form (uniform: an ID's body is random or a keyed hash). Each
+shard is owned by at most one member (a worker process) at a time, under a
+lease with an epoch (see ``_leases.py``). Which member *should* own a shard
+is decided by rendezvous hashing over the live members' *slots*, so a
+worker that restarts in the same slot gets the same shards back, and adding
+or removing a worker moves only the shards it gains or loses. When two live
+members share a slot (a rolling restart: the successor runs beside its
+predecessor), the newer one is preferred, so the old one hands its shards
+over.
+
+Everything here is pure computation: no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from typing import Final
+
+import attrs
+
+__all__ = ["SHARD_COUNT", "Member", "desired_owners", "shard_of"]
+
+#: Shards of a deployment. Fixed: changing it would move every object.
+SHARD_COUNT: Final = 256
+
+
+def shard_of(hex_id: str) -> int:
+    """The shard of an object, from its 64-hex ID."""
+    return int(hex_id[:2], 16)
+
+
+@attrs.frozen
+class Member:
+    """One worker process of a deployment, as the lease table records it.
+
+    Attributes:
+        member_id: Unique per process incarnation.
+        slot: The worker's place in the deployment (0 to N-1); stable
+            across restarts of that worker.
+        address: Where its link listens (a Unix socket path, or host:port).
+        started: When it joined (epoch seconds), to prefer the newest of a slot.
+        heartbeat: When it last renewed its membership (epoch seconds).
+    """
+
+    member_id: str
+    slot: int
+    address: str
+    started: float
+    heartbeat: float = 0.0
+
+
+def _weight(slot: int, shard: int) -> int:
+    digest = hashlib.blake2b(f"{slot}/{shard}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def desired_owners(members: Iterable[Member]) -> list[str | None]:
+    """For each shard, the member that should own it (``None`` when none is live).
+
+    Rendezvous hashing over slots; among members of one slot, the newest.
+    """
+    newest: dict[int, Member] = {}
+    for member in members:
+        current = newest.get(member.slot)
+        if current is None or (member.started, member.member_id) > (
+            current.started,
+            current.member_id,
+        ):
+            newest[member.slot] = member
+    candidates: Sequence[Member] = sorted(newest.values(), key=lambda m: m.slot)
+    owners: list[str | None] = []
+    for shard in range(SHARD_COUNT):
+        best: Member | None = None
+        best_weight = -1
+        for member in candidates:
+            weight = _weight(member.slot, shard)
+            if weight > best_weight:
+                best, best_weight = member, weight
+        owners.append(best.member_id if best is not None else None)
+    return owners

@@ -1,0 +1,308 @@
+"""The supervisor of a cluster on one machine: N worker processes on one port.
+
+:func:`run_cluster` (what ``trio-durable serve --workers N`` runs) takes the
+data directory's lock, binds the listening socket once, and starts N worker
+processes (``python -m trio_durable worker ...``) that inherit the socket,
+the lock and a control channel each. Then it watches them:
+
+* a worker that dies (``kill -9`` included) has its leases revoked at once,
+  so the others take its shards within a lease round, and it is started
+  again in the same slot (it gets its shards back), with a back-off when it
+  keeps dying at start;
+* SIGTERM or SIGINT stops every worker (each closes its runtime: clients
+  get Close 1001, buffered writes are committed) and the supervisor exits 0;
+* SIGHUP is a rolling restart: for each slot in turn a successor starts
+  beside the worker (re-importing the app's code), and once it serves, the
+  old worker hands it its objects and open sockets and exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final
+
+import attrs
+import trio
+
+from .._storage._lock import DataDirLock
+from ._control import ControlChannel
+from ._leases import SqliteLeaseStore
+
+__all__ = ["ClusterOptions", "run_cluster"]
+
+logger: Final = logging.getLogger("trio_durable.cluster")
+
+#: Seconds a stopping worker may take before it is killed.
+_STOP_TIMEOUT: Final = 30.0
+#: Seconds a starting worker may take to say it serves.
+_START_TIMEOUT: Final = 60.0
+#: Restart back-off of a worker that keeps dying: first and longest pause.
+_FIRST_BACKOFF: Final = 0.25
+_MAX_BACKOFF: Final = 10.0
+#: A worker that served this long before dying is restarted at once.
+_HEALTHY_AFTER: Final = 10.0
+
+
+@attrs.frozen
+class ClusterOptions:
+    """How to run a cluster.
+
+    Attributes:
+        app: The app to serve, ``"module:attribute"`` (imported by each worker).
+        workers: How many worker processes.
+        host: Address to listen on.
+        port: Port to listen on (0 picks one).
+        data_dir: The data directory the workers share.
+        lease_seconds: Shard lease time (see ``docs/cluster.md``).
+        log_level: The workers' logging level.
+        worker_args: More arguments for each worker's command line.
+    """
+
+    app: str
+    workers: int = attrs.field(validator=attrs.validators.ge(1))
+    host: str = "127.0.0.1"
+    port: int = 8787
+    data_dir: str = "data"
+    lease_seconds: float = 4.0
+    log_level: str = "info"
+    worker_args: Sequence[str] = ()
+
+
+@attrs.define(eq=False)
+class _Worker:
+    slot: int
+    process: trio.Process
+    control: ControlChannel
+    member_id: str | None = None
+    ready: trio.Event = attrs.field(factory=trio.Event)
+    exited: trio.Event = attrs.field(factory=trio.Event)
+    started_at: float = 0.0
+    retiring: bool = False
+
+
+class _Supervisor:
+    def __init__(
+        self, options: ClusterOptions, listener: socket.socket, lock: DataDirLock, run_dir: str
+    ) -> None:
+        self.options = options
+        self.listener = listener
+        self.lock = lock
+        self.run_dir = run_dir
+        self.slots: dict[int, _Worker] = {}
+        self.stopping = False
+        self.store = SqliteLeaseStore(Path(options.data_dir) / "trio_durable.sqlite3")
+        self.nursery: trio.Nursery | None = None
+
+    def command(self, slot: int, control_fd: int) -> list[str]:
+        o = self.options
+        return [
+            sys.executable,
+            "-m",
+            "trio_durable",
+            "worker",
+            o.app,
+            f"--slot={slot}",
+            f"--data-dir={o.data_dir}",
+            f"--run-dir={self.run_dir}",
+            f"--listen-fd={self.listener.fileno()}",
+            f"--lock-fd={self.lock.fd}",
+            f"--control-fd={control_fd}",
+            f"--lease-seconds={o.lease_seconds}",
+            f"--log-level={o.log_level}",
+            *o.worker_args,
+        ]
+
+    async def start_worker(self, slot: int) -> _Worker:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            process = await trio.lowlevel.open_process(
+                self.command(slot, theirs.fileno()),
+                pass_fds=(self.listener.fileno(), self.lock.fd, theirs.fileno()),
+            )
+        finally:
+            theirs.close()
+        worker = _Worker(slot, process, ControlChannel(trio.socket.from_stdlib_socket(ours)))
+        worker.started_at = trio.current_time()
+        assert self.nursery is not None
+        self.nursery.start_soon(self.watch, worker)
+        return worker
+
+    async def watch(self, worker: _Worker) -> None:
+        """Follow one worker: its messages, then its exit (and restart it if it died)."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.read_control, worker)
+            status = await worker.process.wait()
+            nursery.cancel_scope.cancel()
+        worker.exited.set()
+        await worker.control.aclose()
+        if worker.member_id is not None:
+            # Its shards go to the others now, not when its leases expire.
+            with trio.CancelScope(shield=True):
+                try:
+                    await self.store.revoke(worker.member_id)
+                except Exception:
+                    logger.exception("could not revoke the leases of %s", worker.member_id)
+        if self.stopping or worker.retiring:
+            return
+        logger.warning(
+            "worker %d (pid %d) exited with %s; restarting it",
+            worker.slot,
+            worker.process.pid,
+            status,
+        )
+        served = trio.current_time() - worker.started_at
+        pause = 0.0 if served >= _HEALTHY_AFTER else _FIRST_BACKOFF
+        while not self.stopping:
+            await trio.sleep(pause)
+            if self.stopping:
+                return
+            replacement = await self.start_worker(worker.slot)
+            self.slots[worker.slot] = replacement
+            with trio.move_on_after(_START_TIMEOUT):
+                await _first(replacement.ready, replacement.exited)
+            if replacement.ready.is_set():
+                return
+            pause = min(max(pause * 2, _FIRST_BACKOFF), _MAX_BACKOFF)
+            if not replacement.exited.is_set():
+                return  # slow to start but alive: its own watcher takes over
+
+    async def read_control(self, worker: _Worker) -> None:
+        while True:
+            message = await worker.control.receive()
+            if message is None:
+                return
+            if "ready" in message:
+                worker.member_id = str(message["ready"])
+                worker.ready.set()
+                logger.info("worker %d (pid %d) serves", worker.slot, worker.process.pid)
+
+    async def start_all(self) -> None:
+        for slot in range(self.options.workers):
+            self.slots[slot] = await self.start_worker(slot)
+        for worker in list(self.slots.values()):
+            with trio.move_on_after(_START_TIMEOUT):
+                await _first(worker.ready, worker.exited)
+
+    async def rolling_restart(self) -> None:
+        """Replace each worker in turn by a fresh process, handing over its sockets."""
+        logger.info("rolling restart of %d worker(s)", len(self.slots))
+        for slot in sorted(self.slots):
+            if self.stopping:
+                return
+            old = self.slots[slot]
+            successor = await self.start_worker(slot)
+            with trio.move_on_after(_START_TIMEOUT):
+                await _first(successor.ready, successor.exited)
+            if not successor.ready.is_set():
+                logger.error("the successor of worker %d did not start; keeping the old one", slot)
+                successor.retiring = True
+                successor.process.kill()
+                continue
+            self.slots[slot] = successor
+            old.retiring = True
+            with contextlib.suppress(trio.BrokenResourceError):
+                await old.control.send({"drain": successor.member_id})
+            with trio.move_on_after(_STOP_TIMEOUT):
+                await old.exited.wait()
+            if not old.exited.is_set():
+                logger.error("worker %d did not finish its hand-over in time; killing it", slot)
+                old.process.kill()
+                await old.exited.wait()
+        logger.info("rolling restart done")
+
+    async def stop_all(self) -> None:
+        self.stopping = True
+        workers = list(self.slots.values())
+        for worker in workers:
+            if worker.process.returncode is None:
+                worker.process.send_signal(signal.SIGTERM)
+        with trio.move_on_after(_STOP_TIMEOUT):
+            for worker in workers:
+                await worker.exited.wait()
+        for worker in workers:
+            if worker.process.returncode is None:
+                logger.error("worker %d did not stop in time; killing it", worker.slot)
+                worker.process.kill()
+        for worker in workers:
+            await worker.exited.wait()
+
+
+async def _first(*events: trio.Event) -> None:
+    async with trio.open_nursery() as nursery:
+        for event in events:
+
+            async def wait(event: trio.Event = event) -> None:
+                await event.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(wait)
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
+    """The listening socket every worker accepts on (bound once, by the supervisor).
+
+    Raises:
+        OSError: the address cannot be bound (in use, not ours).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(4096)
+        listener.set_inheritable(True)
+    except BaseException:
+        listener.close()
+        raise
+    return listener
+
+
+async def run_cluster(
+    options: ClusterOptions,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the workers until SIGTERM or SIGINT; SIGHUP restarts them one by one.
+
+    Reports the bound port with ``task_status.started(port)``.
+
+    Raises:
+        StorageError: the data directory is in use by another runtime.
+        OSError: the address cannot be bound.
+    """
+    lock = DataDirLock.acquire(options.data_dir)
+    try:
+        os.set_inheritable(lock.fd, True)
+        listener = bind_listener(options.host, options.port)
+        run_dir = tempfile.mkdtemp(prefix="trio-durable-")  # 0700; short enough for AF_UNIX
+        supervisor = _Supervisor(options, listener, lock, run_dir)
+        try:
+            await supervisor.store.setup()
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+                async with trio.open_nursery() as nursery:
+                    supervisor.nursery = nursery
+                    await supervisor.start_all()
+                    task_status.started(listener.getsockname()[1])
+                    async for signum in signals:
+                        if signum == signal.SIGHUP:
+                            nursery.start_soon(supervisor.rolling_restart)
+                            continue
+                        break
+                    await supervisor.stop_all()
+                    nursery.cancel_scope.cancel()
+        finally:
+            listener.close()
+            await supervisor.store.aclose()
+            # Workers remove their own sockets; a killed one may leave one.
+            shutil.rmtree(run_dir, ignore_errors=True)
+    finally:
+        lock.release()
