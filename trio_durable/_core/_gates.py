@@ -25,10 +25,11 @@ Output gate
     object is reset and the message is dropped).
 
     Whoever runs an event can also learn whether *its* writes were lost:
-    inside :class:`EventWrites`, storage reports every write with
-    :func:`note_write`, and the commits it names are the event's. (The
-    socket hub uses it to close, with 1011, the socket whose message's
-    writes a failed commit dropped, and no other.)
+    while :data:`EVENT_COMMITS` holds a list, storage reports every write
+    with :func:`note_write`, and the commits it names are the event's;
+    :func:`lost_writes` then says whether one failed. (The socket hub uses it
+    to close, with 1011, the socket whose message's writes a failed commit
+    dropped, and no other.)
 """
 
 from __future__ import annotations
@@ -42,7 +43,14 @@ import trio
 
 from .._exceptions import ObjectResetError
 
-__all__ = ["EventWrites", "InputGate", "OutputGate", "PendingCommit", "note_write"]
+__all__ = [
+    "EVENT_COMMITS",
+    "InputGate",
+    "OutputGate",
+    "PendingCommit",
+    "lost_writes",
+    "note_write",
+]
 
 
 _ACTIVATING = object()
@@ -234,56 +242,31 @@ class OutputGate:
         self._forget_committed()
 
 
-# The commits the writes of the event running in this task wait for, while
-# someone watches (EventWrites); None otherwise. Per task, as events are.
-_event_commits: Final[contextvars.ContextVar[list[PendingCommit] | None]] = (
+#: The commits the writes of the event running in this task wait for, while
+#: whoever runs the event watches: it sets a fresh list, runs the event, resets
+#: the variable and asks :func:`lost_writes`. ``None`` (nobody watches)
+#: otherwise. Per task, as events are. (A bare variable rather than a context
+#: manager: the socket hub sets it for every WebSocket message.)
+EVENT_COMMITS: Final[contextvars.ContextVar[list[PendingCommit] | None]] = (
     contextvars.ContextVar("trio_durable_event_commits", default=None)
 )
 
 
 def note_write(commit: PendingCommit) -> None:
     """(Storage) the running event just made a write that ``commit`` will carry."""
-    commits = _event_commits.get()
+    commits = EVENT_COMMITS.get()
     if commits is not None and (not commits or commits[-1] is not commit):
         commits.append(commit)
 
 
-class EventWrites:
-    """Watches the writes of the event run inside it: ``with EventWrites() as writes``.
+async def lost_writes(commits: list[PendingCommit]) -> bool:
+    """Wait until ``commits`` (an event's) are over; True if any of them failed.
 
-    Only writes made in the watching task count (an event's handler runs in
-    its caller's task); work the event started in the background does not.
+    Returns at once, without a checkpoint, when they are already over.
     """
-
-    __slots__ = ("_commits", "_token")
-
-    def __init__(self) -> None:
-        self._commits: list[PendingCommit] = []
-        self._token: contextvars.Token[list[PendingCommit] | None] | None = None
-
-    def __enter__(self) -> EventWrites:
-        self._token = _event_commits.set(self._commits)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._token is not None:
-            _event_commits.reset(self._token)
-            self._token = None
-
-    @property
-    def wrote(self) -> bool:
-        """True when the event made at least one write."""
-        return bool(self._commits)
-
-    async def lost(self) -> bool:
-        """Wait until the event's writes are committed or not; True if any was lost.
-
-        Returns at once, without a checkpoint, when the event wrote nothing
-        or its commits are already over.
-        """
-        lost = False
-        for commit in self._commits:
-            if not commit.done.is_set():
-                await commit.done.wait()
-            lost = lost or commit.error is not None
-        return lost
+    lost = False
+    for commit in commits:
+        if not commit.done.is_set():
+            await commit.done.wait()
+        lost = lost or commit.error is not None
+    return lost

@@ -25,7 +25,7 @@ import attrs
 import trio
 
 from .._core._clock import WallClock
-from .._core._gates import EventWrites
+from .._core._gates import EVENT_COMMITS, PendingCommit, lost_writes
 from .._core._live import LiveObject
 from .._core._registry import Registry
 from .._exceptions import LimitExceededError
@@ -149,7 +149,9 @@ class ObjectSockets:
             logger.exception("could not activate %s for %s", self.object_id, handler_name)
             return
         timeout = self.event_timeout
-        with EventWrites() as writes:
+        commits: list[PendingCommit] = []
+        watching = EVENT_COMMITS.set(commits)
+        try:
             try:
                 if timeout is None:
                     await record.run_event(handler)
@@ -173,7 +175,9 @@ class ObjectSockets:
                     exc,
                     exc_info=not isinstance(exc, trio.ClosedResourceError),
                 )
-        if writes.wrote and await writes.lost():
+        finally:
+            EVENT_COMMITS.reset(watching)
+        if commits and await lost_writes(commits):
             # A commit failed: the object was reset and the event's writes
             # (and the replies they held back) are gone. Its client must not
             # believe them done: close its socket so that it retries.

@@ -386,10 +386,6 @@ class NetworkTransport:
             self._park()
 
     @property
-    def _ended(self) -> bool:
-        return self._terminal is not None
-
-    @property
     def _closing(self) -> bool:
         return bool(self._flags & _CLOSE_SENT)
 

@@ -21,10 +21,12 @@ waits. So the reader bounds its turns, whatever the rate limit says:
   frame (whose payload is cheap to parse), so one parse stays short without
   slowing big messages;
 * after each event it spends one unit of its task's cooperative budget
-  (`~trio_durable._core._budget.cooperative_yield`), as calls do, and it
-  yields at the latest ``_TURN`` seconds after its turn began. Ten flooders
-  then delay a bystander by about ten turns, a millisecond, instead of ten
-  reads' worth of messages.
+  (`~trio_durable._core._budget.cooperative_yield`), as calls do; before the
+  next event or bite of the same read it yields if its turn began ``_TURN``
+  seconds ago or more, and it always yields between two reads. Ten flooders
+  then delay a bystander by about ten turns, half a millisecond, instead of
+  ten reads' worth of messages (see "Fairness" in docs/benchmarks.md for
+  how the turn was chosen).
 
 The reader uses one cancel scope per wake-up, not one per message: the
 scope's deadline is finite only while the reader waits for bytes, so it can
@@ -64,7 +66,7 @@ _FEED_SIZE: Final = 512
 #: The largest bite, inside a big frame: what one ``recv`` returns.
 _MAX_FEED: Final = 65536
 #: Seconds (of real time) a reader may deliver before it lets others run.
-_TURN: Final = 100e-6
+_TURN: Final = 50e-6
 
 
 class ReaderOwner(Protocol):
@@ -74,8 +76,11 @@ class ReaderOwner(Protocol):
         """The reader ends (its last act); ``park``: park the socket, it is idle."""
 
     @property
-    def _ended(self) -> bool:
-        """True once the connection has its terminal event."""
+    def _terminal(self) -> object:
+        """The connection's terminal event once it has one (``None`` before).
+
+        (An attribute of the connection, read here, never assigned.)
+        """
 
     @property
     def _closing(self) -> bool:
@@ -192,12 +197,12 @@ class Reader:
                 self._scope = None
                 # The wait's deadline passed: park, or give up on the peer.
                 if owner._closing:
-                    if trio.current_time() >= owner._close_deadline and not owner._ended:
+                    if trio.current_time() >= owner._close_deadline and owner._terminal is None:
                         owner._lost()  # no Close reply in time
-                elif not owner._ended and self._can_park(codec):
+                elif owner._terminal is None and self._can_park(codec):
                     park = True
                     return
-                elif not owner._ended and self._silent_mid_frame():
+                elif owner._terminal is None and self._silent_mid_frame():
                     # Slowloris: half a frame, then silence.
                     frame_timeout = self._home.frame_timeout
                     owner._violate(
@@ -236,7 +241,7 @@ class Reader:
                 await owner._deliver_terminal()
                 return True
         while True:
-            if owner._ended:
+            if owner._terminal is not None:
                 await owner._deliver_terminal()
                 return True
             try:
@@ -265,15 +270,20 @@ class Reader:
                 await self._handle(codec, codec.receive(data))
             else:
                 await self._take(codec, data)
-            # Also when the read completed nothing (a big message arriving).
-            if time.perf_counter() >= self._turn_end:
-                await self._next_turn()
+            # Others run between two reads, however little this one held: it
+            # is also cheaper. A busy peer's next message is usually there
+            # when we come back, where an immediate recv() would find nothing
+            # and pay for a failed read and two epoll_ctl() calls.
+            await trio.lowlevel.checkpoint()
+            self._turn_end = time.perf_counter() + _TURN
 
     async def _take(self, codec: FrameCodec, data: bytes) -> bool:
         """Parse and handle ``data`` a bite at a time; True once the connection ended."""
         end = len(data)
         feed, pos = _FEED_SIZE, 0
         while pos < end:
+            if pos and time.perf_counter() >= self._turn_end:
+                await self._next_turn()
             events = codec.receive(data[pos : pos + feed])
             pos += feed
             if await self._handle(codec, events):
@@ -287,7 +297,12 @@ class Reader:
         """Handle events in order; return True once the connection ended."""
         owner = self._owner
         rate = self._home.max_messages_per_second
+        first = True
         for event in events:
+            if first:
+                first = False
+            elif time.perf_counter() >= self._turn_end:
+                await self._next_turn()
             if isinstance(event, TextMessage | BinaryMessage):
                 if rate is not None and not owner._admit(rate):
                     owner._violate(f"over the limit of {rate:g} messages per second")
@@ -308,12 +323,9 @@ class Reader:
                 owner._fail(event.code, event.reason)
             else:  # ConnectionLost
                 owner._lost()
-            if owner._ended:
+            if owner._terminal is not None:
                 return True
-            if time.perf_counter() >= self._turn_end:
-                await self._next_turn()
-            else:
-                await cooperative_yield()
+            await cooperative_yield()
         return False
 
     async def _next_turn(self) -> None:
