@@ -18,7 +18,8 @@ Kinds:
 ``td``   ``td.serve`` with hibernatable objects: ``/o/<name>`` is object
          ``<name>`` of the ``echo`` namespace (the protocol above);
          ``/room/<name>`` is a chat room for the soak test (relays every
-         message to every socket of the room, writes storage, sets alarms).
+         message to every socket of the room, writes storage, sets alarms;
+         with ``--store-messages`` it also stores every message).
 ``tw``   ``trio_websocket.serve_websocket``, one handler task per connection;
          the broadcast loops ``await conn.send_message`` over the connections.
 ``ws``   ``websockets`` asyncio server (``websockets.asyncio.server.serve``,
@@ -103,6 +104,10 @@ def run_td(args: argparse.Namespace) -> None:
 
         async def websocket_message(self, ws: td.WebSocket, message: str | bytes) -> None:
             self.count += 1
+            if args.store_messages:
+                # Every message kept under a new key, as the chat example keeps
+                # its history: the object's key-value cache grows with them.
+                await self.ctx.storage.put(f"msg:{time.time_ns():020d}", message)
             if self.count % 10 == 0:
                 # A write: the relayed messages below wait for its commit.
                 await self.ctx.storage.put("count", self.count)
@@ -164,6 +169,10 @@ def run_td(args: argparse.Namespace) -> None:
             say(stats)
         cancel.cancel()
 
+    runtime_options: dict[str, Any] = {}
+    if args.storage_cache_bytes:
+        runtime_options["storage_cache_bytes"] = args.storage_cache_bytes
+
     async def main() -> None:
         async with (
             td.open_runtime(
@@ -171,6 +180,7 @@ def run_td(args: argparse.Namespace) -> None:
                 data_dir=args.data_dir,
                 hibernate_after=args.hibernate_after,
                 max_websockets_per_object=max(32_768, args.max_connections),
+                **runtime_options,
             ) as runtime,
             trio.open_nursery() as nursery,
         ):
@@ -354,6 +364,8 @@ def main() -> None:
     parser.add_argument("--rooms", type=int, default=50)
     parser.add_argument("--evict-every", type=float, default=0.0)
     parser.add_argument("--alarm-every", type=float, default=1.0)
+    parser.add_argument("--store-messages", type=int, default=0, help="1: rooms store every message")
+    parser.add_argument("--storage-cache-bytes", type=int, default=0, help="0: the default")
     args = parser.parse_args()
     raise_fd_limit(1 << 20)
     run = {"td": run_td, "tw": run_tw, "ws": run_ws, "raw": run_raw}[args.kind]

@@ -23,10 +23,19 @@ first third by more than ``--rss-tolerance`` (default 10% or 8 MiB, whichever
 is larger), or the fds by more than 2% of the connections + 10, or if any
 message was lost or reordered, or a connection failed.
 
+``--awake`` runs the rooms as a chat that never sleeps: no forced
+evictions, ``hibernate_after`` far beyond the run (so every room stays in
+memory the whole time, which the run checks), and every message stored under
+a new key, as the chat example keeps its history. Each room's key-value cache
+then only grows, and what keeps memory flat is the runtime-wide cache budget
+(``--storage-cache-bytes``, 8 MiB in this mode, so the caches reach their
+budget within the warm-up and the run checks that they stay there).
+
 Run::
 
     python -m benchmarks.bench_soak                 # 10 minutes
     python -m benchmarks.bench_soak --seconds 60    # one minute
+    python -m benchmarks.bench_soak --awake         # rooms that never hibernate
 """
 
 from __future__ import annotations
@@ -41,6 +50,9 @@ from typing import Any
 
 from benchmarks._common import LoadGenerators, progress, start_server, table
 
+#: The cache budget of ``--awake``: small enough to be reached within the warm-up.
+AWAKE_CACHE_BYTES = 8 * 2**20
+
 
 def run(
     seconds: float = 600.0,
@@ -51,18 +63,28 @@ def run(
     sample: float = 5.0,
     evict_every: float = 2.0,
     rss_tolerance: float = 0.10,
+    awake: bool = False,
+    storage_cache_bytes: int = 0,
 ) -> dict[str, Any]:
     samples: list[dict[str, Any]] = []
+    if awake:
+        # Rooms stay in memory for the whole run and keep every message.
+        hibernate_after, evict_every, store_messages = 10 * seconds + 3600, 0.0, 1
+        storage_cache_bytes = storage_cache_bytes or AWAKE_CACHE_BYTES
+    else:
+        hibernate_after, store_messages = 2.0, 0
     with tempfile.TemporaryDirectory(prefix="td-soak-") as data_dir:
         server, port = start_server(
             "td",
-            hibernate_after=2.0,
+            hibernate_after=hibernate_after,
             park_after=0.5,
             data_dir=data_dir,
             rooms=rooms,
             evict_every=evict_every,
             alarm_every=1.0,
             max_connections=connections * 4 + 100,
+            store_messages=store_messages,
+            storage_cache_bytes=storage_cache_bytes,
         )
         try:
             with LoadGenerators(connections) as gens:
@@ -100,7 +122,16 @@ def run(
                 final = server.call(cmd="stats", gc=True)
         finally:
             server.close()
-    return judge(reply, samples, final, connections, seconds, rss_tolerance)
+    result = judge(reply, samples, final, connections, seconds, rss_tolerance)
+    result["mode"] = "awake" if awake else "churn"
+    result["storage_cache_bytes"] = storage_cache_bytes
+    if awake and final["evictions"] + final["resets"]:
+        result["problems"].append(
+            f"rooms were dropped from memory ({final['evictions']} evictions, "
+            f"{final['resets']} resets); the awake mode needs them to stay"
+        )
+        result["ok"] = False
+    return result
 
 
 def judge(
@@ -176,7 +207,13 @@ def judge(
 
 def report(result: dict[str, Any]) -> str:
     c, g, f = result["client"], result["growth"], result["server_final"]
+    budget = result.get("storage_cache_bytes") or 0
     rows = [
+        [
+            "mode",
+            f"{result.get('mode', 'churn')} (storage cache budget "
+            + (f"{budget / 2**20:g} MiB)" if budget else "default)"),
+        ],
         ["duration", f"{c['seconds']:.0f} s"],
         [
             "messages sent / received (relayed to others)",
@@ -216,6 +253,10 @@ def main() -> int:
     parser.add_argument("--sample", type=float, default=5.0)
     parser.add_argument("--evict-every", type=float, default=2.0)
     parser.add_argument("--rss-tolerance", type=float, default=0.10)
+    parser.add_argument("--awake", action="store_true", help="rooms never hibernate")
+    parser.add_argument(
+        "--storage-cache-bytes", type=int, default=0, help="cache budget (0: the mode's default)"
+    )
     parser.add_argument("--json")
     args = parser.parse_args()
     result = run(
@@ -227,6 +268,8 @@ def main() -> int:
         args.sample,
         args.evict_every,
         args.rss_tolerance,
+        awake=args.awake,
+        storage_cache_bytes=args.storage_cache_bytes,
     )
     print(report(result))
     for error in result["client_errors"]:

@@ -27,11 +27,11 @@ from ._runtime import Runtime as Runtime
 from ._runtime import RuntimeStatistics as RuntimeStatistics
 from ._runtime import open_runtime as open_runtime
 from ._storage._backend import Backend as Backend
-from ._storage._kv import Storage as Storage
-from ._storage._kv import Transaction as Transaction
+from ._storage._facade import Storage as Storage
 from ._storage._sql import SqlCursor as SqlCursor
 from ._storage._sql import SqlStorage as SqlStorage
 from ._storage._sqlite import SqliteBackend as SqliteBackend
+from ._storage._transaction import Transaction as Transaction
 from ._stubs import Namespace as Namespace
 from ._stubs import Stub as Stub
 from ._websocket._interop import connect_websocket as connect_websocket

@@ -19,7 +19,7 @@ import heapq
 import itertools
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -29,9 +29,9 @@ from ._core._clock import WallClock
 from ._core._live import LiveObject
 from ._core._registry import Registry
 from ._exceptions import ObjectResetError
-from ._ids import DurableObjectId
+from ._ids import DurableObjectId, shard_of
 from ._storage._backend import AlarmRecord, Backend, ObjectWrite
-from ._storage._kv import _Hold
+from ._storage._gate import InputGateHold
 from ._storage._service import StorageService
 
 __all__ = ["AlarmInfo", "AlarmScheduler"]
@@ -85,6 +85,9 @@ class AlarmScheduler:
         storages: The objects' storage (the alarm handler runs against it).
         clock: The runtime's wall clock.
         classes: Namespace name → object class, to activate an object.
+        owns: In a cluster: whether this process holds an object's shard
+            (by 64-hex ID); only those alarms are kept and fired here.
+            ``None``: every alarm is this process's.
     """
 
     def __init__(
@@ -95,8 +98,10 @@ class AlarmScheduler:
         storages: StorageService,
         clock: WallClock,
         classes: Mapping[str, type],
+        owns: Callable[[str], bool] | None = None,
     ) -> None:
         self._backend = backend
+        self._owns = owns
         self._registry = registry
         self._storages = storages
         self._clock = clock
@@ -112,10 +117,17 @@ class AlarmScheduler:
 
     # ----------------------------------------------------------------- table
 
-    async def load(self) -> None:
-        """Load every stored alarm (those already due fire right after start)."""
+    async def load(self, shards: Collection[int] | None = None) -> None:
+        """Load the stored alarms (of ``shards`` only, when given); those due fire at once."""
         for stored in await self._backend.load_alarms():
-            self._set((stored.namespace, stored.hex_id), stored.name, stored.alarm.time)
+            if shards is None or shard_of(stored.hex_id) in shards:
+                self._set((stored.namespace, stored.hex_id), stored.name, stored.alarm.time)
+
+    def forget_shards(self, shards: Collection[int]) -> None:
+        """Drop the alarms of shards another process now holds (it fires them)."""
+        for key in [key for key in self._entries if shard_of(key[1]) in shards]:
+            del self._entries[key]
+            self._failures.pop(key, None)
 
     def on_commit(self, writes: Sequence[ObjectWrite]) -> None:
         """Follow committed alarm changes (an engine commit listener)."""
@@ -172,6 +184,9 @@ class AlarmScheduler:
 
     async def _fire(self, key: ObjectKey, name: str | None, at: float) -> None:
         try:
+            if self._owns is not None and not self._owns(key[1]):
+                self._entries.pop(key, None)  # its shard moved: the owner fires it
+                return
             if key[0] not in self._classes:
                 logger.warning("alarm for unknown namespace %r is kept but not run", key[0])
                 return
@@ -216,9 +231,9 @@ class AlarmScheduler:
         return result
 
     async def _run_handler(self, record: LiveObject, instance: Any, *, manual: bool) -> bool:
-        storage = self._storages.storage_for(record)
-        async with _Hold(record):
-            current = await storage._load_alarm()
+        alarm = self._storages.store_for(record).alarm
+        async with InputGateHold(record):
+            current = await alarm.current()
         if current is None:
             return False
         if not manual and self._clock.to_trio(current.time) > trio.current_time():
@@ -226,13 +241,12 @@ class AlarmScheduler:
         handler = getattr(instance, "alarm", None)
         if handler is None:
             raise ObjectResetError(f"{type(instance).__name__} has no alarm() handler")
-        storage._alarm = None  # get_alarm() is None inside the handler...
-        storage._alarm_changed = False  # ...unless it sets a new one
+        alarm.handler_started()
         info = AlarmInfo(current.scheduled_time, current.retry_count, current.retry_count > 0)
         try:
             await handler(info)
         except Exception as exc:
-            if not storage._alarm_changed:
+            if not alarm.changed_by_handler:
                 retry = current.retry_count + 1
                 if retry > MAX_RETRIES:
                     logger.error(
@@ -241,14 +255,14 @@ class AlarmScheduler:
                         retry,
                         exc_info=exc,
                     )
-                    storage._store_alarm(None)
+                    alarm.settle(None)
                 else:
                     logger.warning(
                         "alarm of %s failed; retry %d", record.object_id, retry, exc_info=exc
                     )
                     at = self._clock.now() + retry_delay(retry)
-                    storage._store_alarm(AlarmRecord(at, current.scheduled_time, retry))
+                    alarm.settle(AlarmRecord(at, current.scheduled_time, retry))
             return True
-        if not storage._alarm_changed:
-            storage._store_alarm(None)
+        if not alarm.changed_by_handler:
+            alarm.settle(None)
         return True

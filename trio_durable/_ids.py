@@ -18,11 +18,20 @@ from typing import Final
 
 import attrs
 
-__all__ = ["ID_HEX_LENGTH", "DurableObjectId", "IdMinter"]
+__all__ = ["ID_HEX_LENGTH", "SHARD_COUNT", "DurableObjectId", "IdMinter", "shard_of"]
 
 _BODY_BYTES: Final = 16
 _TAG_BYTES: Final = 16
 ID_HEX_LENGTH: Final = 2 * (_BODY_BYTES + _TAG_BYTES)
+
+#: Shards of a deployment: objects are placed by shard. Fixed forever:
+#: changing it would move every object.
+SHARD_COUNT: Final = 256
+
+
+def shard_of(hex_id: str) -> int:
+    """The shard of an object, from its 64-hex ID (its first byte: uniform)."""
+    return int(hex_id[:2], 16)
 
 
 @attrs.frozen(repr=False)

@@ -36,6 +36,7 @@ __all__ = [
     "MAX_WEBSOCKETS_PER_OBJECT",
     "PARK_AFTER",
     "SEND_BUFFER_LIMIT",
+    "STORAGE_CACHE_BYTES",
     "WATCHDOG_RESET_AFTER",
     "WATCHDOG_WARN_AFTER",
     "WRITE_TIMEOUT",
@@ -59,6 +60,8 @@ MAX_KEYS_PER_CALL: Final = 128
 MAX_KEY_BYTES: Final = 2048
 #: Bytes of one stored value, serialized.
 MAX_VALUE_BYTES: Final = 2 * 1024 * 1024
+#: Bytes the key-value caches of all live objects of a runtime may hold together.
+STORAGE_CACHE_BYTES: Final = 64 * 1024 * 1024
 
 # ------------------------------------------------------------- alarms
 
@@ -129,6 +132,7 @@ class CloseCode(enum.IntEnum):
     POLICY_VIOLATION = 1008
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012
     TRY_AGAIN_LATER = 1013
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import attrs
 
@@ -20,9 +20,9 @@ from ._core._clock import WallClock
 from ._core._live import LiveObject
 from ._exceptions import ObjectResetError
 from ._ids import DurableObjectId
-from ._storage._kv import Storage
+from ._storage._facade import Storage
 from ._storage._service import StorageService
-from ._stubs import Namespace
+from ._stubs import Namespace, ObjectT, typed_namespace
 from ._websocket._hub import SocketHub
 from ._websocket._socket import WebSocket, WebSocketRequestResponsePair
 
@@ -50,7 +50,7 @@ class ObjectServices:
     storages: StorageService
     sockets: SocketHub
     clock: WallClock
-    namespace: Callable[[str], Namespace]
+    namespace: Callable[[str], Namespace[Any]]
 
 
 class ObjectContext:
@@ -141,9 +141,19 @@ class ObjectContext:
         """
         return self._services.clock.now()
 
-    def namespace(self, name: str) -> Namespace:
-        """Another namespace of the same runtime, to call other objects."""
-        return self._services.namespace(name)
+    @overload
+    def namespace(self, name: str) -> Namespace[Any]: ...
+
+    @overload
+    def namespace(self, name: str, object_class: type[ObjectT]) -> Namespace[ObjectT]: ...
+
+    def namespace(self, name: str, object_class: type[Any] | None = None) -> Namespace[Any]:
+        """Another namespace of the same runtime, to call other objects.
+
+        With ``object_class`` it is typed, as ``Runtime.namespace`` explains.
+        """
+        namespace = self._services.namespace(name)
+        return namespace if object_class is None else typed_namespace(namespace, object_class)
 
     async def block_concurrency_while(self, async_fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run ``await async_fn(*args)`` while no other event may start.

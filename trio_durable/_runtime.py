@@ -15,25 +15,32 @@ import inspect
 import logging
 import os
 import weakref
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, Final
+from typing import Any, Final, overload
 
 import attrs
 import trio
 
 from ._alarms import AlarmScheduler
+from ._cluster._dispatch import ClusterDispatcher
+from ._cluster._leases import LeaseStore, SqliteLeaseStore
+from ._cluster._link import link_key
+from ._cluster._member import ClusterMember, ClusterSpec
+from ._cluster._remote import AppClasses
+from ._cluster._shards import LocalShards
 from ._convert import CONVERTER
 from ._core._clock import WallClock
 from ._core._live import LiveObject
 from ._core._registry import Registry
-from ._ids import DurableObjectId, IdMinter
+from ._ids import DurableObjectId, IdMinter, shard_of
 from ._limits import (
     EVICT_AFTER,
     HIBERNATE_AFTER,
     MAX_ATTACHMENT_BYTES,
     MAX_VALUE_BYTES,
     MAX_WEBSOCKETS_PER_OBJECT,
+    STORAGE_CACHE_BYTES,
     WATCHDOG_RESET_AFTER,
     WATCHDOG_WARN_AFTER,
     check_positive_int,
@@ -43,8 +50,8 @@ from ._object import DurableObject, ObjectContext, ObjectServices
 from ._storage._backend import Backend, ObjectEntry
 from ._storage._engine import StorageEngine
 from ._storage._service import StorageService
-from ._storage._sqlite import SqliteBackend
-from ._stubs import LocalDispatcher, Namespace
+from ._storage._sqlite import DATABASE_NAME, SqliteBackend
+from ._stubs import Dispatcher, LocalDispatcher, Namespace, ObjectT, typed_namespace
 from ._watchdog import Watchdog, open_watchdog
 from ._websocket._hub import SocketHub, SocketLimits
 
@@ -53,12 +60,12 @@ __all__ = ["Runtime", "RuntimeOptions", "RuntimeStatistics", "open_runtime", "ru
 logger: Final = logging.getLogger("trio_durable")
 
 # Each namespace's runtime, for the testing helpers that start from a stub.
-_runtime_of_namespace: Final[weakref.WeakKeyDictionary[Namespace, Runtime]] = (
+_runtime_of_namespace: Final[weakref.WeakKeyDictionary[Namespace[Any], Runtime]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def runtime_of(namespace: Namespace) -> Runtime:
+def runtime_of(namespace: Namespace[Any]) -> Runtime:
     """The runtime that made ``namespace``.
 
     Raises:
@@ -105,6 +112,9 @@ class RuntimeOptions:
     )
     evict_after: float = attrs.field(default=EVICT_AFTER, validator=_seconds("evict_after"))
     max_value_bytes: int = attrs.field(default=MAX_VALUE_BYTES, validator=_size("max_value_bytes"))
+    storage_cache_bytes: int = attrs.field(
+        default=STORAGE_CACHE_BYTES, validator=_size("storage_cache_bytes")
+    )
     max_websockets_per_object: int = attrs.field(
         default=MAX_WEBSOCKETS_PER_OBJECT, validator=_size("max_websockets_per_object")
     )
@@ -155,8 +165,12 @@ class Runtime:
         backend: Backend,
         env: Any,
         options: RuntimeOptions,
+        cluster: ClusterSpec | None = None,
     ) -> None:
         self.env = env
+        self._cluster_spec = cluster
+        #: This process's membership of a cluster (``None`` in a single process).
+        self.cluster: ClusterMember | None = None
         self.backend = backend
         self.options = options
         self.clock = WallClock()
@@ -166,7 +180,9 @@ class Runtime:
             evict_after=options.evict_after,
         )
         self.storage_engine = StorageEngine(backend, max_value_bytes=options.max_value_bytes)
-        self.storages = StorageService(self.storage_engine, CONVERTER)
+        self.storages = StorageService(
+            self.storage_engine, CONVERTER, cache_bytes=options.storage_cache_bytes
+        )
         self.registry.close_listeners.append(self.storages.forget)
         self._object_classes: dict[str, type[DurableObject]] = dict(objects)
         self.alarms = AlarmScheduler(
@@ -175,6 +191,7 @@ class Runtime:
             storages=self.storages,
             clock=self.clock,
             classes=self._object_classes,
+            owns=self._holds if cluster is not None else None,
         )
         self.storage_engine.commit_listeners.append(self.alarms.on_commit)
         self.sockets = SocketHub(
@@ -186,11 +203,15 @@ class Runtime:
             self.clock,
         )
         self.watchdog: Watchdog | None = None
-        self._dispatcher = LocalDispatcher(self.registry, watch_fetch=self.sockets.watch_fetch)
+        self._nursery: trio.Nursery | None = None
+        self._local_dispatcher = LocalDispatcher(
+            self.registry, watch_fetch=self.sockets.watch_fetch
+        )
+        self._dispatcher: Dispatcher = self._local_dispatcher
         self._services = ObjectServices(
             storages=self.storages, sockets=self.sockets, clock=self.clock, namespace=self.namespace
         )
-        self._namespaces: dict[str, Namespace] = {}
+        self._namespaces: dict[str, Namespace[Any]] = {}
         # IDs activated since the backend last recorded them (written in batches).
         self._unrecorded: dict[tuple[str, str], DurableObjectId] = {}
         self._unrecorded_added = trio.Event()
@@ -198,11 +219,33 @@ class Runtime:
         self._closed = False
 
     def _bind(self, secret: bytes) -> None:
+        if self._cluster_spec is not None:
+            self._join_cluster(self._cluster_spec, secret)
         minter = IdMinter(secret)
         for name, cls in self._object_classes.items():
-            namespace = Namespace(name, cls, minter, self._dispatcher)
+            namespace: Namespace[Any] = Namespace(name, cls, minter, self._dispatcher)
             self._namespaces[name] = namespace
             _runtime_of_namespace[namespace] = self
+
+    def _join_cluster(self, spec: ClusterSpec, secret: bytes) -> None:
+        shards = LocalShards(
+            self.registry, self.alarms, self.sockets, self.storage_engine, self._spawn
+        )
+        member = ClusterMember(spec, _lease_store_for(self.backend), link_key(secret), shards)
+        self.cluster = member
+        self.registry.admit = member.admit
+        self.storage_engine.fence = member.fence
+        app_roots = {cls.__module__.split(".")[0] for cls in self._object_classes.values()}
+        self._dispatcher = ClusterDispatcher(
+            member, self._local_dispatcher, self.namespace, AppClasses(app_roots)
+        )
+
+    def _holds(self, hex_id: str) -> bool:
+        return self.cluster is not None and self.cluster.holds(shard_of(hex_id))
+
+    def _spawn(self, async_fn: Callable[[], Awaitable[None]]) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(async_fn)
 
     def _build(self, record: LiveObject) -> DurableObject:
         ctx = ObjectContext(record, self._services)
@@ -226,17 +269,29 @@ class Runtime:
         """True once ``open_runtime`` has exited."""
         return self._closed
 
-    def namespace(self, name: str) -> Namespace:
+    @overload
+    def namespace(self, name: str) -> Namespace[Any]: ...
+
+    @overload
+    def namespace(self, name: str, object_class: type[ObjectT]) -> Namespace[ObjectT]: ...
+
+    def namespace(self, name: str, object_class: type[Any] | None = None) -> Namespace[Any]:
         """The namespace registered as ``name`` in ``open_runtime(objects=...)``.
+
+        With ``object_class`` (``runtime.namespace("counters", Counter)``) it
+        is typed: its stubs are typed as that class, so a type checker
+        verifies the methods called on them and their arguments.
 
         Raises:
             KeyError: no such namespace; the message lists the known ones.
+            TypeError: the namespace serves another class than ``object_class``.
         """
         try:
-            return self._namespaces[name]
+            namespace = self._namespaces[name]
         except KeyError:
             known = ", ".join(sorted(self._namespaces)) or "none"
             raise KeyError(f"no namespace {name!r}; this runtime has: {known}") from None
+        return namespace if object_class is None else typed_namespace(namespace, object_class)
 
     def statistics(self) -> RuntimeStatistics:
         """A snapshot of the runtime's counters."""
@@ -284,6 +339,19 @@ class Runtime:
                 await self._record_new_objects()
             except Exception:
                 logger.exception("could not record new object IDs; will retry")
+
+
+def _lease_store_for(backend: Backend) -> LeaseStore:
+    """Where a cluster on ``backend`` keeps its leases: in the same database.
+
+    Raises:
+        TypeError: the backend cannot hold a cluster's leases (in memory).
+    """
+    if isinstance(backend, SqliteBackend) and backend.data_dir is not None:
+        return SqliteLeaseStore(backend.data_dir / DATABASE_NAME)
+    raise TypeError(
+        f"a cluster needs its storage in a data directory or a database, not {backend!r}"
+    )
 
 
 @contextmanager
@@ -373,11 +441,13 @@ async def open_runtime(
     evict_after: float = EVICT_AFTER,
     backend: Backend | None = None,
     max_value_bytes: int = MAX_VALUE_BYTES,
+    storage_cache_bytes: int = STORAGE_CACHE_BYTES,
     max_websockets_per_object: int = MAX_WEBSOCKETS_PER_OBJECT,
     max_attachment_bytes: int = MAX_ATTACHMENT_BYTES,
     blocking_warning_after: float | None = WATCHDOG_WARN_AFTER,
     blocking_reset_after: float | None = WATCHDOG_RESET_AFTER,
     tune_gc: bool = False,
+    cluster: ClusterSpec | None = None,
 ) -> AsyncIterator[Runtime]:
     """Open a runtime serving the given object classes.
 
@@ -403,6 +473,9 @@ async def open_runtime(
             (for example ``SqliteBackend(path, durability="power")``).
         max_value_bytes: Largest serialized value ``ctx.storage.put`` accepts
             (default 2 MiB).
+        storage_cache_bytes: How much the key-value caches of all live
+            objects may hold together (default 64 MiB); past it, the caches
+            of the least recently used objects are emptied.
         max_websockets_per_object: Most hibernatable WebSockets one object
             may accept (default 32,768).
         max_attachment_bytes: Largest serialized WebSocket attachment
@@ -420,6 +493,11 @@ async def open_runtime(
             Process-wide, so off by default for a runtime embedded in
             another application; ``trio-durable serve`` turns it on. See
             ``docs/lifecycle.md``.
+        cluster: Run as one worker process of a cluster (``docs/cluster.md``):
+            objects of the shards this process holds run here, calls to the
+            others go to the process that holds them. Set by the cluster's
+            supervisor (``trio-durable serve --workers N``); ``None`` runs
+            every object in this process.
 
     On exit every object is cancelled and the backend is closed. Cancelling
     the block cancels them the same way.
@@ -429,6 +507,7 @@ async def open_runtime(
         hibernate_after=hibernate_after,
         evict_after=evict_after,
         max_value_bytes=max_value_bytes,
+        storage_cache_bytes=storage_cache_bytes,
         max_websockets_per_object=max_websockets_per_object,
         max_attachment_bytes=max_attachment_bytes,
         blocking_warning_after=blocking_warning_after,
@@ -439,12 +518,15 @@ async def open_runtime(
         backend = SqliteBackend(data_dir)
     elif data_dir is not None:
         raise TypeError("pass either data_dir or backend, not both")
+    if cluster is not None:
+        _lease_store_for(backend)  # refuses a backend that cannot hold leases, before opening
     await backend.open()
-    runtime = Runtime(objects=objects, backend=backend, env=env, options=options)
+    runtime = Runtime(objects=objects, backend=backend, env=env, options=options, cluster=cluster)
     try:
         runtime._bind(await backend.load_secret())
         runtime.clock.start()
-        await runtime.alarms.load()
+        if cluster is None:
+            await runtime.alarms.load()  # in a cluster: by shard, as they are taken
         with (
             _unwrap_single_exception(),
             _tuned_gc(options.tune_gc),
@@ -455,12 +537,16 @@ async def open_runtime(
             ) as runtime.watchdog,
         ):
             async with trio.open_nursery() as nursery:
+                runtime._nursery = nursery
                 await nursery.start(runtime.registry.run)
                 nursery.start_soon(runtime._run_recorder)
                 nursery.start_soon(runtime.storage_engine.run)
                 nursery.start_soon(runtime.alarms.run)
                 await nursery.start(runtime.sockets.run)
                 runtime.sockets.bind_to_current_task()
+                if runtime.cluster is not None:
+                    # Serve only once the first lease round says what is ours.
+                    await nursery.start(runtime.cluster.run)
                 try:
                     yield runtime
                 finally:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, Protocol
+from typing import Any, Final, Generic, Protocol, TypeVar, cast
 
 import trio
 
@@ -33,7 +33,11 @@ __all__ = [
     "Namespace",
     "Stub",
     "rpc_methods",
+    "typed_namespace",
 ]
+
+#: The object class a typed namespace's stubs stand for.
+ObjectT = TypeVar("ObjectT")
 
 #: Methods the runtime calls itself; a stub refuses them.
 HANDLER_NAMES: Final = frozenset(
@@ -75,7 +79,7 @@ class Dispatcher(Protocol):
     """Delivers calls to objects, wherever they live."""
 
     async def invoke(
-        self, namespace: Namespace, object_id: DurableObjectId, invocation: Invocation
+        self, namespace: Namespace[Any], object_id: DurableObjectId, invocation: Invocation
     ) -> Any:
         """Run ``invocation`` on the object and return its result (or raise its error)."""
 
@@ -129,7 +133,7 @@ class LocalDispatcher:
         self._watch_fetch = watch_fetch
 
     async def invoke(
-        self, namespace: Namespace, object_id: DurableObjectId, invocation: Invocation
+        self, namespace: Namespace[Any], object_id: DurableObjectId, invocation: Invocation
     ) -> Any:
         """Dispatch one call to an object and return a copy of its result.
 
@@ -177,10 +181,14 @@ class LocalDispatcher:
         return _codec.copy_value(result, where="result")
 
 
-class Namespace:
+class Namespace(Generic[ObjectT]):
     """The IDs and stubs of one object class (``runtime.namespace("rooms")``).
 
-    Made by the runtime; not publicly constructible.
+    Made by the runtime; not publicly constructible. Asked for with its
+    class, ``runtime.namespace("counters", Counter)`` is a
+    ``Namespace[Counter]``: its stubs are typed as ``Counter``, so a type
+    checker verifies the methods called on them and their arguments (at
+    run time they are :class:`Stub` objects all the same).
     """
 
     __slots__ = ("__weakref__", "_dispatcher", "_minter", "name", "object_class")
@@ -213,18 +221,32 @@ class Namespace:
         """
         return self._minter.from_string(self.name, hex_id)
 
-    def get(self, object_id: DurableObjectId) -> Stub:
+    def get(self, object_id: DurableObjectId) -> ObjectT:
         """A stub for ``object_id``. Creates nothing: the first call activates the object.
 
         Raises:
             TypeError: ``object_id`` is not a ``DurableObjectId``.
             ValueError: it belongs to another namespace, or was forged.
         """
-        return Stub(self, self._minter.check(self.name, object_id))
+        return cast(ObjectT, Stub(self, self._minter.check(self.name, object_id)))
 
-    def get_by_name(self, name: str) -> Stub:
+    def get_by_name(self, name: str) -> ObjectT:
         """Shorthand for ``get(id_from_name(name))``."""
-        return Stub(self, self.id_from_name(name))
+        return cast(ObjectT, Stub(self, self.id_from_name(name)))
+
+
+def typed_namespace(namespace: Namespace[Any], object_class: type[ObjectT]) -> Namespace[ObjectT]:
+    """``namespace`` as a ``Namespace[object_class]``, once its class is checked.
+
+    Raises:
+        TypeError: the namespace serves another class.
+    """
+    if not (isinstance(object_class, type) and issubclass(namespace.object_class, object_class)):
+        raise TypeError(
+            f"namespace {namespace.name!r} serves {namespace.object_class.__qualname__}, "
+            f"not {getattr(object_class, '__qualname__', object_class)!r}"
+        )
+    return cast("Namespace[ObjectT]", namespace)
 
 
 class Stub:
@@ -237,7 +259,7 @@ class Stub:
 
     __slots__ = ("_methods", "_namespace", "id")
 
-    def __init__(self, namespace: Namespace, object_id: DurableObjectId) -> None:
+    def __init__(self, namespace: Namespace[Any], object_id: DurableObjectId) -> None:
         self._namespace = namespace
         self.id = object_id
         self._methods: dict[str, Callable[..., Awaitable[Any]]] = {}
@@ -248,7 +270,7 @@ class Stub:
         return self.id.name
 
     @property
-    def namespace(self) -> Namespace:
+    def namespace(self) -> Namespace[Any]:
         """The namespace this stub belongs to."""
         return self._namespace
 

@@ -8,7 +8,8 @@ import pytest
 import trio
 
 from trio_durable._cluster._leases import ShardLease, SqliteLeaseStore, plan_round
-from trio_durable._cluster._placement import SHARD_COUNT, Member, desired_owners, shard_of
+from trio_durable._cluster._placement import Member, desired_owners
+from trio_durable._ids import SHARD_COUNT, shard_of
 
 LEASE = 4.0
 

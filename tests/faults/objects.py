@@ -12,7 +12,7 @@ import trio
 import trio.lowlevel
 
 import trio_durable as td
-from trio_durable._storage._backend import ObjectWrite
+from trio_durable._storage._backend import Fence, ObjectWrite
 from trio_durable._storage._sqlite import SqliteBackend
 
 
@@ -108,8 +108,10 @@ class FillingDisk(SqliteBackend):
         self.full = False
         self.refused = 0
 
-    async def commit(self, writes: Sequence[ObjectWrite]) -> None:
+    async def commit(
+        self, writes: Sequence[ObjectWrite], fence: Fence | None = None
+    ) -> frozenset[int]:
         if self.full and writes:
             self.refused += 1
             raise sqlite3.OperationalError("database or disk is full")
-        await super().commit(writes)
+        return await super().commit(writes, fence)

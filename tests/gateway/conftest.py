@@ -122,9 +122,22 @@ class Harness:
         if small_buffers:
             assert transport._sock is not None
             transport._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        # Read the 101 byte by byte (the frames after it are the test's), in
+        # Trio rather than a thread, so tests may use a mock clock.
         response = b""
-        while b"\r\n\r\n" not in response:
-            response += await trio.to_thread.run_sync(client.recv, 1)
+        client.setblocking(False)
+        try:
+            while b"\r\n\r\n" not in response:
+                try:
+                    byte = client.recv(1)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_readable(client)
+                    continue
+                if not byte:
+                    raise EOFError(f"the server closed during the handshake: {response!r}")
+                response += byte
+        finally:
+            client.setblocking(True)
         assert response.startswith(b"HTTP/1.1 101"), response
         return client, transport, sink
 
@@ -159,12 +172,15 @@ async def runtime() -> AsyncIterator[td.Runtime]:
 
 @pytest.fixture
 def start_server(nursery: trio.Nursery, runtime: td.Runtime) -> Callable[..., Awaitable[int]]:
-    """``port = await start_server(**serve_options)``: serve the test app on 127.0.0.1."""
+    """``port = await start_server(**serve_options)``: serve the test app on 127.0.0.1.
 
-    async def start(**options: Any) -> int:
+    ``worker=`` replaces the test app's worker.
+    """
+
+    async def start(worker: Any = app.worker, **options: Any) -> int:
         options.setdefault("handshake_timeout", 2.0)
         port: int = await nursery.start(
-            functools.partial(serve, runtime, app.worker, host="127.0.0.1", port=0, **options)
+            functools.partial(serve, runtime, worker, host="127.0.0.1", port=0, **options)
         )
         return port
 

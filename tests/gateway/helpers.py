@@ -12,6 +12,10 @@ import h11
 import trio
 from websockets.frames import Frame, Opcode
 
+#: Seconds a test waits for what normally takes milliseconds. Only a hang
+#: takes longer, even on a loaded machine; no test asserts a time with it.
+PATIENCE = 10.0
+
 
 class FakeSink:
     """A MessageSink that records what it gets, in order."""
@@ -34,7 +38,7 @@ class FakeSink:
     async def on_error(self, error: BaseException) -> None:
         self._record(("error", error))
 
-    async def wait_for(self, count: int, within: float = 2.0) -> list[tuple[Any, ...]]:
+    async def wait_for(self, count: int, within: float = PATIENCE) -> list[tuple[Any, ...]]:
         """Wait until ``count`` events arrived; return them all."""
         with trio.fail_after(within):
             while len(self.events) < count:
@@ -166,7 +170,7 @@ class HttpClient:
         await self.stream.aclose()
 
 
-async def raw_exchange(port: int, data: bytes, within: float = 2.0) -> bytes:
+async def raw_exchange(port: int, data: bytes, within: float = PATIENCE) -> bytes:
     """Send raw bytes, return everything the server sends until it closes."""
     with trio.fail_after(within):
         stream = await trio.open_tcp_stream("127.0.0.1", port)
@@ -181,11 +185,12 @@ async def raw_exchange(port: int, data: bytes, within: float = 2.0) -> bytes:
             return received
 
 
-async def wait_until(predicate: Callable[[], bool], within: float = 1.0) -> None:
+async def wait_until(predicate: Callable[[], bool], within: float = PATIENCE) -> None:
     """Poll ``predicate`` on the real clock.
 
     For states driven by real-time deadlines (parking after ``park_after``)
-    or by client threads, which no Trio event announces.
+    or by client threads, which no Trio event announces. ``within`` only
+    bounds a hang: it is not a time window the test asserts.
     """
     for _ in range(int(within / 0.01) + 1):
         if predicate():

@@ -16,13 +16,13 @@ from websockets.frames import Opcode
 from websockets.sync.client import ClientConnection, connect
 
 from . import app
-from .helpers import HttpClient, client_frame, random_key, raw_exchange, wait_until
+from .helpers import PATIENCE, HttpClient, client_frame, random_key, raw_exchange, wait_until
 
 StartServer = Callable[..., Awaitable[int]]
 
 
 async def get(port: int, path: str, **options: Any) -> tuple[int, dict[str, str], bytes]:
-    with trio.fail_after(2):
+    with trio.fail_after(PATIENCE):
         client = await HttpClient.connect(port)
         try:
             return await client.request("GET", path, **options)
@@ -58,7 +58,7 @@ async def test_request_url_uses_the_host_header(start_server: StartServer) -> No
 async def test_keep_alive_serves_two_requests_on_one_connection(start_server: StartServer) -> None:
     port = await start_server()
     client = await HttpClient.connect(port)
-    with trio.fail_after(2):
+    with trio.fail_after(PATIENCE):
         first = await client.request("GET", "/hello?name=one")
         second = await client.request("GET", "/hello?name=two")
     await client.aclose()
@@ -104,8 +104,10 @@ async def test_huge_chunked_body_gets_413(start_server: StartServer) -> None:
 
 
 async def test_silent_client_is_dropped_while_others_are_served(
-    start_server: StartServer,
+    start_server: StartServer, autojump_clock: trio.testing.MockClock
 ) -> None:
+    # Trio's clock: the handshake timeout is a Trio deadline, and every
+    # client here is a Trio stream, so the window below is exact, not a race.
     port = await start_server(handshake_timeout=0.2)
     silent = await trio.open_tcp_stream("127.0.0.1", port)
     await silent.send_all(b"GET / HTTP/1.1\r\n")  # and never the rest
@@ -160,14 +162,14 @@ async def ws_connect(port: int, path: str, **options: Any) -> ClientConnection:
         "legacy": True,
         **options,
     }
-    with trio.fail_after(2):
+    with trio.fail_after(PATIENCE):
         return await trio.to_thread.run_sync(
             lambda: connect(f"ws://127.0.0.1:{port}{path}", **options)
         )
 
 
 async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
-    with trio.fail_after(2):
+    with trio.fail_after(PATIENCE):
         return await trio.to_thread.run_sync(fn, *args)
 
 
@@ -213,7 +215,7 @@ async def test_bytes_after_the_handshake_reach_the_object(start_server: StartSer
     # The first message travels in the same packet as the request head.
     await stream.send_all(head + client_frame(Opcode.TEXT, b"right away"))
     received = b""
-    with trio.fail_after(2):
+    with trio.fail_after(PATIENCE):
         while received.count(b"right away") == 0:
             received += await stream.receive_some()
     assert received.startswith(b"HTTP/1.1 101 "), received
@@ -274,7 +276,7 @@ async def test_protocol_violation_closes_with_1002(start_server: StartServer) ->
     unmasked = b"\x81\x02hi"  # clients must mask their frames
     await stream.send_all(head + unmasked)
     received = b""
-    with trio.fail_after(2):
+    with trio.fail_after(PATIENCE):
         while chunk := await stream.receive_some():
             received += chunk
     assert b"\x88" in received, received

@@ -10,7 +10,7 @@ from websockets.sync.client import connect
 
 import trio_durable as td
 
-from .helpers import HttpClient, wait_until
+from .helpers import PATIENCE, HttpClient, wait_until
 
 StartServer = Callable[..., Awaitable[int]]
 
@@ -19,7 +19,7 @@ async def test_https_request(
     start_server: StartServer, server_ssl_context, client_ssl_context
 ) -> None:
     port = await start_server(ssl_context=server_ssl_context)
-    with trio.fail_after(2):
+    with trio.fail_after(PATIENCE):
         client = await HttpClient.connect(port, ssl_context=client_ssl_context)
         first = await client.request("GET", "/hello?name=tls")
         second = await client.request("POST", "/echo", body=b"secret" * 1000)
@@ -57,7 +57,7 @@ async def test_wss_echo_and_parking(
         )
 
     async def in_thread(fn, *args):  # type: ignore[no-untyped-def]
-        with trio.fail_after(2):
+        with trio.fail_after(PATIENCE):
             return await trio.to_thread.run_sync(fn, *args)
 
     client = await in_thread(open_client)

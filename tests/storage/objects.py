@@ -9,7 +9,7 @@ import attrs
 import trio
 
 import trio_durable as td
-from trio_durable._storage._backend import KeyRange, ObjectWrite
+from trio_durable._storage._backend import Fence, KeyRange, ObjectWrite
 from trio_durable._storage._sqlite import SqliteBackend
 
 
@@ -80,9 +80,11 @@ class RecordingBackend(SqliteBackend):
         super().__init__(data_dir)
         self.batches: list[list[dict[str, bytes | None]]] = []
 
-    async def commit(self, writes: Sequence[ObjectWrite]) -> None:
+    async def commit(
+        self, writes: Sequence[ObjectWrite], fence: Fence | None = None
+    ) -> frozenset[int]:
         self.batches.append([dict(w.puts) for w in writes])
-        await super().commit(writes)
+        return await super().commit(writes, fence)
 
 
 class ControlledBackend(SqliteBackend):
@@ -96,13 +98,15 @@ class ControlledBackend(SqliteBackend):
         self.commits_started = 0
         self.reads_started = 0
 
-    async def commit(self, writes: Sequence[ObjectWrite]) -> None:
+    async def commit(
+        self, writes: Sequence[ObjectWrite], fence: Fence | None = None
+    ) -> frozenset[int]:
         self.commits_started += 1
         if self.commit_gate is not None:
             await self.commit_gate.wait()
         if self.fail_commits:
             raise OSError("disk on fire (on purpose)")
-        await super().commit(writes)
+        return await super().commit(writes, fence)
 
     async def read(self, namespace: str, hex_id: str, keys: Sequence[str]) -> Mapping[str, bytes]:
         self.reads_started += 1

@@ -11,7 +11,7 @@ import trio
 import trio.testing
 
 import trio_durable as td
-from trio_durable._storage import _kv
+from trio_durable._storage._cache import ENTRY_OVERHEAD
 from trio_durable.testing import evict, run_in_object
 
 from .objects import OBJECTS, ControlledBackend, RecordingBackend
@@ -171,11 +171,15 @@ async def test_cancelled_put_writes_nothing(box: td.Stub) -> None:
     assert None is await run_in_object(box, body), "a put cancelled before it ran did nothing"
 
 
-async def test_cache_overflow_keeps_uncommitted_writes(
-    controlled: tuple[td.Runtime, ControlledBackend], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    rt, backend = controlled
-    monkeypatch.setattr(_kv, "CACHE_MAX_ENTRIES", 2)
+async def test_cache_overflow_keeps_uncommitted_writes(tmp_path: Path) -> None:
+    backend = ControlledBackend(tmp_path)
+    async with td.open_runtime(
+        OBJECTS, backend=backend, storage_cache_bytes=2 * (ENTRY_OVERHEAD + 2)
+    ) as rt:
+        await _fill_cache_past_its_budget(rt, backend)
+
+
+async def _fill_cache_past_its_budget(rt: td.Runtime, backend: ControlledBackend) -> None:
     stub = rt.namespace("boxes").get_by_name("cache")
     backend.commit_gate = trio.Event()  # everything below stays uncommitted
     seen: list[Any] = []
@@ -191,3 +195,4 @@ async def test_cache_overflow_keeps_uncommitted_writes(
         backend.commit_gate.set()
     assert seen[0] == {"a": 1, "b": 2, "c": 3, "d": 4}, "dropping the cache lost nothing"
     assert seen[1] == {"b": 2, "c": 3, "d": 4}, "list() sees the uncommitted writes"
+    assert rt.storages.cache_budget.evictions > 0, "the cache really was emptied on the way"

@@ -135,3 +135,76 @@ async def test_transaction_list_honours_limit_with_deletions(box: td.Stub) -> No
             return list(await txn.list(limit=2))
 
     assert await run_in_object(box, body) == ["c", "d"], "deleted keys are skipped"
+
+
+# ------------------------------------------------ SQL in transactions that await
+
+
+async def _table(ctx: td.ObjectContext) -> Any:
+    sql = ctx.storage.sql
+    sql.exec("CREATE TABLE IF NOT EXISTS t (x INTEGER)")
+    await ctx.storage.sync()
+    return sql
+
+
+async def test_sql_of_a_transaction_that_awaits_rolls_back(box: td.Stub) -> None:
+    async def body(obj: Any, ctx: td.ObjectContext) -> Any:
+        sql = await _table(ctx)
+        with pytest.raises(KeyError, match="undo"):
+            async with ctx.storage.transaction():
+                sql.exec("INSERT INTO t VALUES (1)")
+                await trio.sleep(0.05)  # the committer runs meanwhile
+                raise KeyError("undo")
+        return list(sql.exec("SELECT x FROM t").raw())
+
+    assert await run_in_object(box, body) == [], "the block's insert was rolled back"
+
+
+async def test_sql_of_a_transaction_that_awaits_commits(box: td.Stub) -> None:
+    async def body(obj: Any, ctx: td.ObjectContext) -> None:
+        sql = await _table(ctx)
+        async with ctx.storage.transaction():
+            sql.exec("INSERT INTO t VALUES (1)")
+            await trio.sleep(0.05)  # the committer runs meanwhile
+            sql.exec("INSERT INTO t VALUES (2)")
+
+    await run_in_object(box, body)
+    await evict(box)
+
+    async def rows(obj: Any, ctx: td.ObjectContext) -> Any:
+        return list(ctx.storage.sql.exec("SELECT x FROM t ORDER BY x").raw())
+
+    assert await run_in_object(box, rows) == [(1,), (2,)], "both inserts were committed"
+
+
+async def test_sync_inside_a_transaction_returns(box: td.Stub) -> None:
+    async def body(obj: Any, ctx: td.ObjectContext) -> Any:
+        sql = await _table(ctx)
+        with pytest.raises(KeyError, match="undo"):
+            async with ctx.storage.transaction():
+                sql.exec("INSERT INTO t VALUES (1)")
+                with trio.fail_after(10):
+                    await ctx.storage.sync()  # does not wait for the open block
+                raise KeyError("undo")
+        return list(sql.exec("SELECT x FROM t").raw())
+
+    assert await run_in_object(box, body) == [], "sync() returned and the block still rolled back"
+
+
+async def test_sql_before_a_rolled_back_transaction_is_kept(box: td.Stub) -> None:
+    async def body(obj: Any, ctx: td.ObjectContext) -> None:
+        sql = await _table(ctx)
+        sql.exec("INSERT INTO t VALUES (1)")
+        with pytest.raises(KeyError, match="undo"):
+            async with ctx.storage.transaction():
+                sql.exec("INSERT INTO t VALUES (2)")
+                await trio.sleep(0.05)
+                raise KeyError("undo")
+
+    await run_in_object(box, body)
+    await evict(box)
+
+    async def rows(obj: Any, ctx: td.ObjectContext) -> Any:
+        return list(ctx.storage.sql.exec("SELECT x FROM t ORDER BY x").raw())
+
+    assert await run_in_object(box, rows) == [(1,)], "the earlier insert stays, the block's is gone"

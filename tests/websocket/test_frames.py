@@ -265,6 +265,18 @@ def test_control_frame_over_125_bytes_gives_1002() -> None:
     assert failure_code(FrameCodec().receive(client_frame(PING, b"x" * 126))) == 1002
 
 
+@pytest.mark.parametrize("opcode", [PING, PONG, CLOSE])
+@pytest.mark.parametrize("length", [126, 1001, 2**62])
+def test_control_frame_header_claiming_a_huge_payload_gives_1002_not_1009(
+    opcode: int, length: int
+) -> None:
+    # A control frame over 125 bytes is a protocol error whatever the
+    # message size limit; its header alone is enough to tell.
+    header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, length) + os.urandom(4)
+    code = failure_code(FrameCodec(max_message_size=1000).receive(header))
+    assert code == 1002, f"a {length:,}-byte control frame header gave {code}"
+
+
 def test_events_before_a_violation_are_kept_and_later_data_ignored() -> None:
     codec = FrameCodec()
     events = codec.receive(client_frame(TEXT, b"ok") + client_frame(0x3) + client_frame(TEXT))

@@ -15,6 +15,7 @@ from pathlib import Path
 import trio
 
 from .._app import App
+from .._exceptions import StorageError
 from .._gateway._serve import Worker, serve
 from .._http import Request, Response
 from .._runtime import Runtime, open_runtime
@@ -95,7 +96,7 @@ async def serve_app(
             runtime = await stack.enter_async_context(
                 open_runtime(app.objects, data_dir, env=app.env, tune_gc=True)
             )
-        except (sqlite3.Error, OSError) as exc:
+        except (StorageError, sqlite3.Error, OSError) as exc:
             raise UsageError(f"cannot open the storage in {str(data_dir)!r}: {exc}") from exc
         # Leaving the stack closes the runtime: WebSockets get 1001, writes commit.
         async with stack, trio.open_nursery() as nursery:

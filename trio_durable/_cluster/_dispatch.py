@@ -29,11 +29,10 @@ import trio
 from .. import _codec
 from .._core._live import State, current_object
 from .._exceptions import ObjectResetError, ObjectUnavailableError
-from .._ids import DurableObjectId
+from .._ids import DurableObjectId, shard_of
 from .._stubs import Invocation, LocalDispatcher, Namespace
 from ._link import LinkClosedError, LinkUnavailableError
 from ._member import ClusterMember, ShardNotHeldError
-from ._placement import shard_of
 from ._remote import AppClasses, encode_error, rebuild_error
 
 __all__ = ["ClusterDispatcher"]
@@ -53,7 +52,7 @@ class ClusterDispatcher:
     Args:
         member: This process's membership (leases, owners, links).
         local: Runs calls on objects of this process.
-        namespace: Namespace name → :class:`Namespace` (to rebuild stubs).
+        namespace: Namespace[Any] name → :class:`Namespace` (to rebuild stubs).
         classes: The classes that may cross this process's boundary.
     """
 
@@ -61,7 +60,7 @@ class ClusterDispatcher:
         self,
         member: ClusterMember,
         local: LocalDispatcher,
-        namespace: Callable[[str], Namespace],
+        namespace: Callable[[str], Namespace[Any]],
         classes: AppClasses,
     ) -> None:
         self._member = member
@@ -71,7 +70,7 @@ class ClusterDispatcher:
         member.on("invoke", self._serve_invoke)
 
     async def invoke(
-        self, namespace: Namespace, object_id: DurableObjectId, invocation: Invocation
+        self, namespace: Namespace[Any], object_id: DurableObjectId, invocation: Invocation
     ) -> Any:
         """Run one call on its object, wherever it lives; return (a copy of) its result.
 
@@ -83,7 +82,7 @@ class ClusterDispatcher:
         """
         member = self._member
         shard = shard_of(object_id.hex)
-        payload: bytes | None = None
+        payload: tuple[bytes, bytes] | None = None
         deadline = trio.current_time() + member.spec.call_timeout
         while True:
             if member.holds(shard):
@@ -95,8 +94,9 @@ class ClusterDispatcher:
                 owner = member.owner_of(shard)
                 if owner is not None and owner.member_id != member.member.member_id:
                     if payload is None:
-                        payload = _codec.encode_call(
-                            (invocation.args, invocation.kwargs), where="args"
+                        payload = (
+                            _codec.encode_call(invocation.args, where="args"),
+                            _codec.encode_call(invocation.kwargs, where="kwargs"),
                         )
                     result = await self._call_remote(
                         owner, namespace, object_id, invocation, payload
@@ -114,16 +114,16 @@ class ClusterDispatcher:
     async def _call_remote(
         self,
         owner: Any,
-        namespace: Namespace,
+        namespace: Namespace[Any],
         object_id: DurableObjectId,
         invocation: Invocation,
-        payload: bytes,
+        payload: tuple[bytes, bytes],
     ) -> Any:
         """One attempt at the owner; ``_RETRY`` when it does not hold the object."""
         caller = current_object()
         try:
             peer = await self._member.peer(owner)
-            body = [namespace.name, object_id.hex, object_id.name, invocation.method, payload]
+            body = [namespace.name, object_id.hex, object_id.name, invocation.method, *payload]
             try:
                 reply, fds = await peer.call("invoke", body)
             except LinkUnavailableError:
@@ -153,7 +153,7 @@ class ClusterDispatcher:
     async def _serve_invoke(self, op: str, body: Any, fds: list[int]) -> tuple[Any, Sequence[int]]:
         for fd in fds:
             _close(fd)
-        namespace_name, hex_id, name, method, payload = body
+        namespace_name, hex_id, name, method, args_data, kwargs_data = body
         try:
             namespace = self._namespace(namespace_name)
         except KeyError as exc:
@@ -163,8 +163,11 @@ class ClusterDispatcher:
             return ["moved"], ()
         allowed = self._classes.allowed(namespace.object_class, method)
         try:
-            args, kwargs = _codec.decode_call(
-                payload, allowed=allowed, resolve_handle=self._resolve, where="args"
+            args = _codec.decode_call(
+                args_data, allowed=allowed, resolve_handle=self._resolve, where="args"
+            )
+            kwargs = _codec.decode_call(
+                kwargs_data, allowed=allowed, resolve_handle=self._resolve, where="kwargs"
             )
             result = await self._local.invoke(
                 namespace, object_id, Invocation(method, tuple(args), dict(kwargs))

@@ -30,7 +30,9 @@ from typing import Final, Protocol, TypeVar
 import attrs
 import trio
 
-from ._placement import SHARD_COUNT, Member, desired_owners
+from .._ids import SHARD_COUNT
+from .._storage._backend import Fence
+from ._placement import Member, desired_owners
 
 __all__ = [
     "Fence",
@@ -56,14 +58,6 @@ class ShardLease:
     owner: str | None
     epoch: int
     expires: float
-
-
-@attrs.frozen
-class Fence:
-    """What a commit proves: this member holds these shards at these epochs."""
-
-    member_id: str
-    epochs: Mapping[int, int]
 
 
 @attrs.frozen

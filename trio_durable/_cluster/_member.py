@@ -31,6 +31,7 @@ import trio
 
 from .._core._live import LiveObject
 from .._exceptions import TrioDurableError
+from .._ids import SHARD_COUNT, shard_of
 from .._limits import check_seconds
 from ._leases import Fence, LeaseState, LeaseStore
 from ._link import (
@@ -41,7 +42,7 @@ from ._link import (
     handshake_client,
     handshake_server,
 )
-from ._placement import SHARD_COUNT, Member, desired_owners, shard_of
+from ._placement import Member, desired_owners
 
 __all__ = ["ClusterMember", "ClusterSpec", "ShardEvents", "ShardNotHeldError"]
 
@@ -173,6 +174,7 @@ class ClusterMember:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen for links and keep the leases until cancelled; then leave cleanly."""
+        await self._store.setup()
         # The run directory is private: only our user reaches the sockets in it.
         await trio.Path(self.spec.run_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
         listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -18,20 +18,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from typing import Final
 
 import attrs
 
+from .._ids import SHARD_COUNT, shard_of
+
 __all__ = ["SHARD_COUNT", "Member", "desired_owners", "shard_of"]
-
-#: Shards of a deployment. Fixed: changing it would move every object.
-SHARD_COUNT: Final = 256
-
-
-def shard_of(hex_id: str) -> int:
-    """The shard of an object, from its 64-hex ID."""
-    return int(hex_id[:2], 16)
-
 
 @attrs.frozen
 class Member:

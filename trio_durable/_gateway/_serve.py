@@ -1,149 +1,101 @@
-"""The gateway: ``serve()`` speaks HTTP/1.1 and WebSocket on one port.
+"""``serve()``: listen, accept, and give each connection its own task.
 
-Each accepted connection gets a handler task in the gateway's own nursery.
-It reads requests with h11 (keep-alive supported), turns each into a
-:class:`~trio_durable.Request`, calls the worker, and writes the
-:class:`~trio_durable.Response` back. When the worker answers a WebSocket
-upgrade with ``Response.websocket(client)``, the handler writes no response
-itself: it binds the client end of the pair to a
-:class:`~trio_durable._websocket._network.NetworkTransport`, gives that the
-101 response and the bytes read past the request, and ends. From then on the
-connection belongs to the runtime's connection nursery (where its reader and
-writer run when needed) and to the shared socket parking (while it is idle),
-so stopping ``serve()`` does not close open WebSockets; closing the runtime
-does.
+The accept loop is the one place where a client can cost the server a file
+descriptor before anything is known about it, so capacity is handled here:
 
-The sockets are plain stdlib sockets driven with ``trio.lowlevel``
-(``wait_readable``/``wait_writable``) rather than ``trio.SocketStream``, so
-that the same socket, and for TLS the same ``ssl.SSLObject`` over memory
-BIOs (:class:`~trio_durable._websocket._tls.TlsState`), can be handed to
-the WebSocket transport and parked.
+* Over ``max_connections`` open connections (HTTP and WebSocket), a new
+  connection is answered 503 (``retry-after: 1``) and closed.
+* At the process's descriptor cap (``EMFILE``/``ENFILE``), ``accept()``
+  fails and the connection stays in the kernel's backlog, so the listener
+  stays readable: retrying would spin and log forever. Instead the gateway
+  keeps one spare descriptor open from the start; at the cap it closes the
+  spare, accepts one waiting connection into its place, answers it 503,
+  closes it and opens the spare again, so clients in the backlog get an
+  answer instead of silence. When even that fails it waits until one of its
+  own connections closes (or a second passes) before trying again. Either
+  way the condition is logged once, not on every attempt, and once more
+  when accepting works again.
 
-Bad input gets a clear answer and never hurts other clients:
-
-==========================================  ====================================
-malformed HTTP                              400, connection closed
-request line and headers over the limit     431, connection closed
-body over the limit                         413, connection closed
-head (or TLS handshake) not complete in     connection dropped, nothing sent
-``handshake_timeout``; also the idle time
-allowed between keep-alive requests
-a response the client does not read for     connection dropped
-``write_timeout``
-the worker raises or returns a non-Response 500 (logged); keep-alive goes on
-101 for a request that is not an upgrade    500
-upgrade without a valid Sec-WebSocket-Key   400
-Sec-WebSocket-Version other than 13         426 with ``Sec-WebSocket-Version: 13``
-upgrade from an Origin not in               403
-``allowed_origins``
-upgrade refused by ``authenticate``         the hook's response
-``max_connections`` connections open        503, connection closed
-==========================================  ====================================
-
-An upgrade request is checked (version, key, origin, then ``authenticate``)
-*before* the worker runs, so a refused upgrade never reaches an object.
+Each connection runs :func:`~trio_durable._gateway._connection.serve_connection`
+in the gateway's nursery; that function never lets an error out, so one
+connection cannot stop the server. See ``_connection.py``, ``_http1.py``
+and ``_upgrade.py`` for what happens on a connection.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import errno
-import http
 import logging
 import math
+import os
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Collection
-from typing import Any, Final, NoReturn, Protocol
+from collections.abc import Collection
+from typing import Final, NoReturn
 
-import h11
 import trio
 
-from .._http import Headers, Request, Response
 from .._limits import (
     CLOSE_TIMEOUT,
     FRAME_TIMEOUT,
+    HANDSHAKE_TIMEOUT,
+    MAX_BODY_BYTES,
+    MAX_CONNECTIONS,
+    MAX_HEADER_BYTES,
+    MAX_MESSAGE_SIZE,
     PARK_AFTER,
     SEND_BUFFER_LIMIT,
-    check_positive_int,
-    check_seconds,
+    WRITE_TIMEOUT,
 )
-from .._websocket._frames import DEFAULT_MAX_MESSAGE_SIZE, accept_key
-from .._websocket._home import ConnectionHome
-from .._websocket._hub import SocketHub
-from .._websocket._network import NetworkTransport
-from .._websocket._socket import abandon_pair, bind_client_end
-from .._websocket._tls import TlsState
+from ._connection import Site, serve_connection
+from ._options import Authenticator, ServeOptions, Worker
+from ._upgrade import ServedRuntime, Upgrades
+from ._wire import Wire
 
-__all__ = [
-    "DEFAULT_HANDSHAKE_TIMEOUT",
-    "DEFAULT_MAX_BODY_BYTES",
-    "DEFAULT_MAX_CONNECTIONS",
-    "DEFAULT_MAX_HEADER_BYTES",
-    "DEFAULT_WRITE_TIMEOUT",
-    "Authenticator",
-    "Worker",
-    "serve",
-]
+__all__ = ["Authenticator", "ServeOptions", "Worker", "serve"]
 
 logger: Final = logging.getLogger("trio_durable.gateway")
 
-class Host(Protocol):
-    """What the gateway needs from the runtime it serves: its socket hub."""
-
-    @property
-    def sockets(self) -> SocketHub:
-        """Where upgraded WebSockets live."""
-
-
-#: What ``serve`` calls for each request: ``async worker(request, runtime)``.
-Worker = Callable[[Request, Any], Awaitable[Response]]
-#: ``serve(authenticate=...)``: ``None`` lets an upgrade through, a Response refuses it.
-Authenticator = Callable[[Request], Awaitable[Response | None]]
-
-DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
-#: Seconds a client may leave an HTTP response unread (no byte taken) before it is dropped.
-DEFAULT_WRITE_TIMEOUT: Final = 30.0
-DEFAULT_MAX_CONNECTIONS: Final = 10_000
-DEFAULT_MAX_HEADER_BYTES: Final = 16 * 1024
-DEFAULT_MAX_BODY_BYTES: Final = 1024 * 1024
-
-_RECV_SIZE: Final = 65536
-# accept() errors that mean "the system is out of something": wait, retry.
-_ACCEPT_CAPACITY_ERRNOS: Final = frozenset(
-    {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
-)
+# accept() errors that mean "out of descriptors": the spare descriptor helps.
+_OUT_OF_DESCRIPTORS: Final = frozenset({errno.EMFILE, errno.ENFILE})
+# accept() errors that mean "out of memory": wait, retry.
+_OUT_OF_MEMORY: Final = frozenset({errno.ENOMEM, errno.ENOBUFS})
+# accept() errors about one connection that is already gone: skip it.
+_CONNECTION_GONE: Final = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM})
+# Seconds to wait before retrying accept() when nothing tells us it may work.
+_RETRY_AFTER: Final = 1.0
+# Seconds between two log lines about accept() failing for lack of resources.
+_LOG_INTERVAL: Final = 60.0
 # At most this many over-capacity connections are answered 503 at once; more
 # are closed without an answer, since answering costs a task each.
 _MAX_REFUSING: Final = 64
 _REFUSE_TIMEOUT: Final = 1.0
-# After an error answer, how long the client's remaining input is drained
-# (so that closing does not reset the connection before it read the answer).
-_LINGER_TIMEOUT: Final = 1.0
-# Headers of the 101 response that the gateway writes itself.
-_UPGRADE_OWN_HEADERS: Final = frozenset(
-    {"upgrade", "connection", "sec-websocket-accept", "content-length", "transfer-encoding"}
+_BUSY_BODY: Final = b"Service Unavailable: too many open connections\n"
+_BUSY_ANSWER: Final = (
+    b"HTTP/1.1 503 Service Unavailable\r\n"
+    b"content-type: text/plain; charset=utf-8\r\n"
+    b"content-length: %d\r\nconnection: close\r\nretry-after: 1\r\n\r\n%s"
+    % (len(_BUSY_BODY), _BUSY_BODY)
 )
 
 
 async def serve(
-    runtime: Host,
+    runtime: ServedRuntime,
     worker: Worker,
     *,
     host: str,
     port: int,
     ssl_context: ssl.SSLContext | None = None,
-    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
-    max_connections: int = DEFAULT_MAX_CONNECTIONS,
-    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    max_connections: int = MAX_CONNECTIONS,
+    max_header_bytes: int = MAX_HEADER_BYTES,
+    max_body_bytes: int = MAX_BODY_BYTES,
     park_after: float = PARK_AFTER,
     send_buffer_limit: int = SEND_BUFFER_LIMIT,
-    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    max_message_size: int = MAX_MESSAGE_SIZE,
     close_timeout: float = CLOSE_TIMEOUT,
-    write_timeout: float = DEFAULT_WRITE_TIMEOUT,
+    write_timeout: float = WRITE_TIMEOUT,
     frame_timeout: float = FRAME_TIMEOUT,
     max_messages_per_second: float | None = None,
     allowed_origins: Collection[str | None] | None = None,
@@ -156,6 +108,9 @@ async def serve(
 
         async with td.open_runtime(objects={"rooms": ChatRoom}) as runtime:
             await td.serve(runtime, worker, host="127.0.0.1", port=8787)
+
+    Every option is checked when this is called, before anything listens: a
+    bad value raises ``TypeError`` or ``ValueError`` naming the option.
 
     Args:
         runtime: The runtime whose objects the worker reaches; upgraded
@@ -172,7 +127,8 @@ async def serve(
             new ones get 503.
         max_header_bytes: Largest request line plus headers; more gets 431.
         max_body_bytes: Largest request body; more gets 413.
-        park_after: Seconds of silence before an idle WebSocket is parked.
+        park_after: Seconds of silence before an idle WebSocket is parked
+            (``0`` parks it as soon as it is idle).
         send_buffer_limit: Bytes a WebSocket may have waiting to be sent
             before its client is disconnected as too slow.
         max_message_size: Largest WebSocket message received; more closes
@@ -180,7 +136,7 @@ async def serve(
         close_timeout: Seconds to wait for a client's Close reply.
         write_timeout: Seconds an HTTP client may take no byte of a response
             the gateway is writing; then the connection is dropped and its
-            handler task ends (default 30 s).
+            task ends (default 30 s).
         frame_timeout: Seconds a WebSocket client may stay silent in the
             middle of a frame or fragmented message; then it is closed with
             1008 (default 30 s).
@@ -199,244 +155,85 @@ async def serve(
         task_status: Gets the bound port (an ``int``) once listening, so
             ``port = await nursery.start(partial(serve, ...))`` works.
 
+    Raises:
+        TypeError: An option has the wrong type, or ``worker`` is not callable.
+        ValueError: An option has a bad value.
+
     Cancelling ``serve`` closes the listeners and the connections still
     speaking HTTP; upgraded WebSockets stay open until the runtime closes.
     """
-    for name, seconds in (
-        ("handshake_timeout", handshake_timeout),
-        ("write_timeout", write_timeout),
-        ("frame_timeout", frame_timeout),
-    ):
-        if not (seconds > 0 and math.isfinite(seconds)):
-            raise ValueError(f"{name} must be positive seconds, got {seconds!r}")
-    if max_messages_per_second is not None and not (
-        max_messages_per_second > 0 and math.isfinite(max_messages_per_second)
-    ):
-        raise ValueError(
-            f"max_messages_per_second must be positive or None, got {max_messages_per_second!r}"
-        )
-    # ConnectionHome takes checked values: check what it gets here, at the call.
-    park_after = check_seconds("park_after", park_after, allow_zero=True)
-    close_timeout = check_seconds("close_timeout", close_timeout)
-    send_buffer_limit = check_positive_int("send_buffer_limit", send_buffer_limit)
-    max_message_size = check_positive_int("max_message_size", max_message_size)
-    origins: frozenset[str | None] | None = None
-    if allowed_origins is not None:
-        if isinstance(allowed_origins, str):
-            raise TypeError("allowed_origins must be a collection of origins, not one str")
-        origins = frozenset(allowed_origins)
-    for name, value in (
-        ("max_connections", max_connections),
-        ("max_header_bytes", max_header_bytes),
-        ("max_body_bytes", max_body_bytes),
-    ):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    gateway = _Gateway(
-        runtime,
-        worker,
+    if not callable(worker):
+        raise TypeError(f"worker must be an async function, got {worker!r}")
+    options = ServeOptions(
+        host=host,
+        port=port,
         ssl_context=ssl_context,
-        handshake_timeout=float(handshake_timeout),
+        handshake_timeout=handshake_timeout,
         max_connections=max_connections,
         max_header_bytes=max_header_bytes,
         max_body_bytes=max_body_bytes,
-        write_timeout=float(write_timeout),
-        allowed_origins=origins,
+        park_after=park_after,
+        send_buffer_limit=send_buffer_limit,
+        max_message_size=max_message_size,
+        close_timeout=close_timeout,
+        write_timeout=write_timeout,
+        frame_timeout=frame_timeout,
+        max_messages_per_second=max_messages_per_second,
+        allowed_origins=allowed_origins,
         authenticate=authenticate,
-        home_options={
-            "park_after": park_after,
-            "send_buffer_limit": send_buffer_limit,
-            "max_message_size": max_message_size,
-            "close_timeout": close_timeout,
-            "frame_timeout": frame_timeout,
-            "max_messages_per_second": max_messages_per_second,
-        },
     )
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    gateway = _Gateway(Site(runtime, worker, options, Upgrades(runtime, options)))
+    listeners = await trio.open_tcp_listeners(options.port, host=options.host)
     try:
         async with trio.open_nursery() as nursery:
             for listener in listeners:
                 nursery.start_soon(gateway.accept_loop, listener, nursery)
             bound = listeners[0].socket.getsockname()
-            gateway.server_address = f"{host}:{bound[1]}"
-            logger.info("serving on %s://%s", "https" if ssl_context else "http", bound)
+            scheme = "https" if options.ssl_context is not None else "http"
+            logger.info("serving on %s://%s", scheme, bound)
             task_status.started(bound[1])
             await trio.sleep_forever()
     finally:
+        gateway.close()
         for listener in listeners:
             await trio.aclose_forcefully(listener)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-class WriteTimeoutError(trio.BrokenResourceError):
-    """The client took no byte of what the gateway was writing for ``write_timeout``."""
-
-
-class _Wire:
-    """A raw non-blocking socket (plus TLS) as the HTTP side uses it: one task, in turn."""
-
-    __slots__ = ("sock", "tls", "write_timeout")
-
-    def __init__(
-        self,
-        sock: socket.socket,
-        tls: TlsState | None,
-        write_timeout: float = DEFAULT_WRITE_TIMEOUT,
-    ) -> None:
-        self.sock = sock
-        self.tls = tls
-        self.write_timeout = write_timeout
-
-    async def handshake(self) -> None:
-        """Run the TLS handshake (only for TLS wires)."""
-        tls = self.tls
-        assert tls is not None
-        while True:
-            try:
-                tls.obj.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                await self._send_raw(tls.outgoing.read())
-                raw = await self._recv_raw()
-                if not raw:
-                    raise trio.BrokenResourceError(
-                        "the peer left during the TLS handshake"
-                    ) from None
-                tls.incoming.write(raw)
-        await self._send_raw(tls.outgoing.read())
-
-    async def receive_some(self) -> bytes:
-        """Plaintext bytes from the peer; ``b""`` at the end of the stream."""
-        sock, tls = self.sock, self.tls
-        while True:
-            try:
-                if tls is None:
-                    return sock.recv(_RECV_SIZE)
-                data, to_send = tls.recv(sock)
-            except BlockingIOError:
-                await trio.lowlevel.wait_readable(sock)
-                continue
-            if to_send:
-                await self._send_raw(to_send)
-            return data
-
-    async def send_all(self, data: bytes) -> None:
-        """Send all of ``data`` (encrypted on a TLS wire)."""
-        if self.tls is not None:
-            data = self.tls.encrypt(data)
-        await self._send_raw(data)
-
-    async def _recv_raw(self) -> bytes:
-        while True:
-            try:
-                return self.sock.recv(_RECV_SIZE)
-            except BlockingIOError:
-                await trio.lowlevel.wait_readable(self.sock)
-
-    async def _send_raw(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            try:
-                sent = self.sock.send(view)
-            except BlockingIOError:
-                # A client that reads nothing must not hold this task forever.
-                with trio.move_on_after(self.write_timeout) as scope:
-                    await trio.lowlevel.wait_writable(self.sock)
-                if scope.cancelled_caught:
-                    raise WriteTimeoutError(
-                        f"the client took no data for {self.write_timeout:g} s with "
-                        f"{len(view):,} bytes left to send; the write timeout is "
-                        f"{self.write_timeout:g} s"
-                    ) from None
-            else:
-                view = view[sent:]
-
-    async def linger(self) -> None:
-        """Half-close, then read and drop what the client still sends, briefly.
-
-        Closing a socket with unread input makes the kernel reset the
-        connection, which can destroy our answer before the client reads it
-        (typically a 413 while the client is still sending its body). A
-        client that reads until EOF sees it at once.
-        """
-        with trio.move_on_after(_LINGER_TIMEOUT):
-            try:
-                if self.tls is not None:
-                    with contextlib.suppress(ssl.SSLError):
-                        self.tls.obj.unwrap()  # queue our close_notify
-                    await self._send_raw(self.tls.outgoing.read())
-                self.sock.shutdown(socket.SHUT_WR)
-                while await self._recv_raw():
-                    pass
-            except (OSError, trio.BrokenResourceError):
-                pass
-
-    def close(self) -> None:
-        trio.lowlevel.notify_closing(self.sock)
-        self.sock.close()
-
-
-class _Outcome:
-    """What the handler does after one request/response exchange."""
-
-    KEEP = "keep"  # keep-alive: read the next request
-    CLOSE = "close"  # close the connection
-    HANDED_OVER = "handed over"  # the socket now belongs to a WebSocket transport
-
-
 class _Gateway:
-    """The state of one ``serve()`` call."""
+    """The accept side of one ``serve()`` call: counts, capacity, the spare descriptor."""
 
-    def __init__(
-        self,
-        runtime: Host,
-        worker: Worker,
-        *,
-        ssl_context: ssl.SSLContext | None,
-        handshake_timeout: float,
-        max_connections: int,
-        max_header_bytes: int,
-        max_body_bytes: int,
-        write_timeout: float = DEFAULT_WRITE_TIMEOUT,
-        allowed_origins: frozenset[str | None] | None = None,
-        authenticate: Authenticator | None = None,
-        home_options: dict[str, Any],
-    ) -> None:
-        self.runtime = runtime
-        self.worker = worker
-        self.ssl_context = ssl_context
-        self.handshake_timeout = handshake_timeout
-        self.max_connections = max_connections
-        self.max_header_bytes = max_header_bytes
-        self.max_body_bytes = max_body_bytes
-        self.write_timeout = write_timeout
-        self.allowed_origins = allowed_origins
-        self.authenticate = authenticate
-        self.home_options = home_options
-        self.server_address = ""
+    def __init__(self, site: Site) -> None:
+        self.site = site
         self.http_connections = 0
         self.refusing = 0
-        self._home: ConnectionHome | None = None
+        # One descriptor held back so that, at the cap, a waiting client can
+        # still be accepted and told 503 (see the module docstring).
+        self.spare: int | None = _open_spare()
+        # Set (and replaced) whenever one of our descriptors is released.
+        self.released = trio.Event()
+        # The current capacity episode (accept() failing for lack of
+        # descriptors or memory): when it began (Trio time), whether it was
+        # logged, and how many clients were answered 503 in it.
+        self.at_cap_since: float | None = None
+        self.cap_logged = False
+        self.refused_at_cap = 0
+        # When an episode was last logged: at most one a minute is, so that
+        # a server hovering at the cap does not log every time it dips under.
+        self.cap_logged_at = -math.inf
 
     @property
     def open_connections(self) -> int:
-        websockets = len(self._home) if self._home is not None else 0
-        return self.http_connections + websockets
+        return self.http_connections + len(self.site.upgrades)
 
-    def connection_home(self) -> ConnectionHome:
-        """The shared home of upgraded connections, made on the first upgrade.
+    def close(self) -> None:
+        if self.spare is not None:
+            os.close(self.spare)
+            self.spare = None
 
-        Raises:
-            trio.ClosedResourceError: The runtime's connection nursery is gone.
-        """
-        home = self._home
-        if home is None:
-            hub = self.runtime.sockets
-            nursery = hub.connection_nursery
-            home = ConnectionHome(nursery, hub.parking, **self.home_options)
-            nursery.start_soon(home.run)
-            self._home = home
-        return home
+    def _release(self) -> None:
+        self.released.set()
+        self.released = trio.Event()
 
     # ----------------------------------------------------------- accepting
 
@@ -446,372 +243,188 @@ class _Gateway:
             try:
                 accepted, address = await listening.accept()
             except OSError as exc:
-                if exc.errno in _ACCEPT_CAPACITY_ERRNOS:
-                    logger.error(
-                        "accept() failed with %s; retrying in 0.1 s",
-                        errno.errorcode.get(exc.errno or 0, exc.errno),
-                    )
-                    await trio.sleep(0.1)
+                if exc.errno in _OUT_OF_DESCRIPTORS:
+                    await self._at_descriptor_cap(listening, exc)
                     continue
-                if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
+                if exc.errno in _OUT_OF_MEMORY:
+                    self._log_cap(exc, f"retrying in {_RETRY_AFTER:g} s")
+                    await trio.sleep(_RETRY_AFTER)
+                    continue
+                if exc.errno in _CONNECTION_GONE:
                     continue
                 raise
+            self._log_recovered()
+            if self.spare is None:
+                self.spare = _open_spare()
             sock = socket.socket(fileno=accepted.detach())
             sock.setblocking(False)
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             peer = (str(address[0]), int(address[1]))
-            if self.open_connections >= self.max_connections:
+            if self.open_connections >= self.site.options.max_connections:
                 if self.refusing < _MAX_REFUSING:
                     self.refusing += 1
                     nursery.start_soon(self.refuse, sock)
                 else:
                     sock.close()
+                    self._release()
                 continue
             self.http_connections += 1
             nursery.start_soon(self.handle, sock, peer)
 
+    async def handle(self, sock: socket.socket, peer: tuple[str, int]) -> None:
+        try:
+            await serve_connection(self.site, sock, peer)
+        finally:
+            self.http_connections -= 1
+            self._release()
+
     async def refuse(self, sock: socket.socket) -> None:
-        """Answer 503 to a connection over the limit, then close it."""
-        wire = _Wire(sock, None)
+        """Answer 503 to a connection over ``max_connections``, then close it."""
+        wire = Wire(sock, None, _REFUSE_TIMEOUT)
         try:
             with trio.move_on_after(_REFUSE_TIMEOUT):
-                if self.ssl_context is not None:
+                if self.site.options.ssl_context is not None:
                     return  # a TLS handshake per refusal would cost what we lack
-                body = b"Service Unavailable: too many open connections\n"
-                await wire.send_all(
-                    b"HTTP/1.1 503 Service Unavailable\r\n"
-                    b"content-type: text/plain; charset=utf-8\r\n"
-                    b"content-length: %d\r\nconnection: close\r\nretry-after: 1\r\n\r\n%s"
-                    % (len(body), body)
-                )
+                await wire.send_all(_BUSY_ANSWER)
                 # Read what the client sent until it closes, so that closing
                 # does not reset the connection before it read our answer.
                 sock.shutdown(socket.SHUT_WR)
                 while await wire.receive_some():
                     pass
-        except OSError:
+        except (OSError, trio.BrokenResourceError):
             pass
+        except Exception:  # as for any connection's task: log it, never end the server
+            logger.exception("unexpected error while refusing a connection")
         finally:
             self.refusing -= 1
             wire.close()
+            self._release()
 
-    # ------------------------------------------------------------ handling
+    # ------------------------------------------------------ descriptor cap
 
-    async def handle(self, sock: socket.socket, peer: tuple[str, int]) -> None:
-        """Serve the requests of one connection, until it closes or is handed over."""
-        tls = TlsState(self.ssl_context) if self.ssl_context is not None else None
-        wire = _Wire(sock, tls, self.write_timeout)
-        handed_over = False
-        try:
-            if tls is not None:
-                with trio.move_on_after(self.handshake_timeout) as scope:
-                    await wire.handshake()
-                if scope.cancelled_caught:
-                    logger.debug("%s: TLS handshake timed out", peer)
-                    return
-            conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_header_bytes)
-            while True:
-                outcome = await self.exchange(wire, conn, peer)
-                if outcome is _Outcome.HANDED_OVER:
-                    handed_over = True
-                    return
-                if outcome is _Outcome.CLOSE or conn.our_state is not h11.DONE:
-                    return
-                if conn.their_state is not h11.DONE:
-                    return
-                conn.start_next_cycle()
-        except WriteTimeoutError as exc:
-            logger.info("%s: dropped: %s", peer, exc)
-        except (OSError, trio.BrokenResourceError, h11.ProtocolError) as exc:
-            logger.debug("%s: connection ended: %r", peer, exc)
-        finally:
-            self.http_connections -= 1
-            if not handed_over:
-                wire.close()
+    async def _at_descriptor_cap(self, listening: trio.socket.SocketType, exc: OSError) -> None:
+        """accept() found no free descriptor: answer one waiting client 503, or wait.
 
-    async def next_event(
-        self, wire: _Wire, conn: h11.Connection, *, reading_body: bool = False
-    ) -> object:
-        while True:
-            event = conn.next_event()
-            if event is not h11.NEED_DATA:
-                return event
-            if reading_body and conn.they_are_waiting_for_100_continue:
-                await wire.send_all(
-                    conn.send(h11.InformationalResponse(status_code=100, headers=[]))
-                )
-            conn.receive_data(await wire.receive_some())
-
-    async def exchange(self, wire: _Wire, conn: h11.Connection, peer: tuple[str, int]) -> str:
-        """Read one request, call the worker, answer; say what happens next."""
-        with trio.move_on_after(self.handshake_timeout) as scope:
-            try:
-                event = await self.next_event(wire, conn)
-            except h11.RemoteProtocolError as exc:
-                status = exc.error_status_hint
-                if status == 431:
-                    message = f"request head is over the limit of {self.max_header_bytes:,} bytes"
-                else:
-                    message = f"malformed HTTP request: {exc}"
-                return await self.fail(wire, conn, status, message)
-        if scope.cancelled_caught:
-            logger.debug(
-                "%s: no complete request head within %s s; dropped", peer, self.handshake_timeout
-            )
-            return _Outcome.CLOSE
-        if not isinstance(event, h11.Request):
-            return _Outcome.CLOSE  # the client closed (ConnectionClosed) between requests
-        # h11 only limits a head that is still incomplete; one that arrived
-        # whole in a single read is measured here.
-        head_size = len(event.method) + len(event.target) + 12
-        head_size += sum(len(name) + len(value) + 4 for name, value in event.headers.raw_items())
-        if head_size > self.max_header_bytes:
-            return await self.fail(
-                wire,
-                conn,
-                431,
-                f"request head is {head_size:,} bytes; the limit is {self.max_header_bytes:,}",
-            )
-
-        length = _content_length(event)
-        if length is not None and length > self.max_body_bytes:
-            return await self.fail(
-                wire, conn, 413, f"body is {length:,} bytes; the limit is {self.max_body_bytes:,}"
-            )
-        body = bytearray()
-        with trio.move_on_after(self.handshake_timeout) as scope:
-            try:
-                while True:
-                    part = await self.next_event(wire, conn, reading_body=True)
-                    if isinstance(part, h11.Data):
-                        body += part.data
-                        if len(body) > self.max_body_bytes:
-                            return await self.fail(
-                                wire,
-                                conn,
-                                413,
-                                f"body is over the limit of {self.max_body_bytes:,} bytes",
-                            )
-                    elif isinstance(part, h11.EndOfMessage):
-                        break
-                    else:
-                        return _Outcome.CLOSE
-            except h11.RemoteProtocolError as exc:
-                return await self.fail(wire, conn, exc.error_status_hint, f"malformed body: {exc}")
-        if scope.cancelled_caught:
-            logger.debug("%s: request body not complete within the timeout; dropped", peer)
-            return _Outcome.CLOSE
-
-        request = self.make_request(event, bytes(body), peer, wire.tls is not None)
-        if request.is_websocket_upgrade:
-            refusal = await self.check_upgrade(request)
-            if refusal is not None:
-                return await self.respond(wire, conn, request, refusal)
-        try:
-            response = await self.worker(request, self.runtime)
-        except Exception:
-            logger.exception("worker failed on %s %s", request.method, request.url)
-            return await self.respond(wire, conn, request, _error_response(500))
-        if not isinstance(response, Response):
-            logger.error(
-                "worker returned %s, not a trio_durable.Response, for %s %s",
-                type(response).__name__,
-                request.method,
-                request.url,
-            )
-            return await self.respond(wire, conn, request, _error_response(500))
-        if response.status == 101:
-            return await self.upgrade(wire, conn, request, response)
-        return await self.respond(wire, conn, request, response)
-
-    async def check_upgrade(self, request: Request) -> Response | None:
-        """Refuse a bad or unwelcome upgrade before the worker (and any object) sees it."""
-        version = request.headers.get("sec-websocket-version", "").strip()
-        if version != "13":
-            return Response.text(
-                f"unsupported Sec-WebSocket-Version {version!r}; this server speaks 13\n",
-                status=426,
-                headers={"sec-websocket-version": "13"},
-            )
-        key = request.headers.get("sec-websocket-key", "").strip()
-        if not _is_valid_key(key):
-            return _error_response(400, "missing or invalid Sec-WebSocket-Key")
-        if self.allowed_origins is not None:
-            origins = request.headers.get_all("origin")
-            origin = origins[0] if len(origins) == 1 else None
-            if len(origins) > 1 or origin not in self.allowed_origins:
-                shown = "no Origin header" if not origins else f"origin {', '.join(origins)!r}"
-                logger.info("refused a WebSocket upgrade from %s for %s", shown, request.url)
-                return _error_response(403, f"{shown} is not allowed")
-        if self.authenticate is None:
-            return None
-        try:
-            refusal = await self.authenticate(request)
-        except Exception:
-            logger.exception("authenticate failed on the upgrade for %s", request.url)
-            return _error_response(500)
-        if refusal is None:
-            return None
-        if not isinstance(refusal, Response) or refusal.status == 101:
-            logger.error(
-                "authenticate must return None or a non-101 trio_durable.Response, got %r for %s",
-                refusal,
-                request.url,
-            )
-            return _error_response(500)
-        return refusal
-
-    def make_request(
-        self, event: h11.Request, body: bytes, peer: tuple[str, int], is_tls: bool
-    ) -> Request:
-        headers = [
-            (name.decode("latin-1"), value.decode("latin-1"))
-            for name, value in event.headers.raw_items()
-        ]
-        target = event.target.decode("latin-1")
-        if target.startswith(("http://", "https://")):  # absolute form
-            url = target
+        Linux fails ``accept()`` with EMFILE before it looks at the backlog,
+        so the failure does not mean that anyone is waiting.
+        """
+        self._log_cap(exc, "answering new connections 503 until a descriptor is free")
+        if self.spare is None:
+            self.spare = _open_spare()
+        if self.spare is None:
+            # Nothing to answer with: wait for one of our descriptors to be
+            # released, or a while, since others may free one.
+            released = self.released
+            with trio.move_on_after(_RETRY_AFTER):
+                await released.wait()
+            return
+        if self._refuse_with_spare(listening.fileno()):
+            self.refused_at_cap += 1
+            await trio.lowlevel.checkpoint()
         else:
-            host = Headers(headers).get("host") or self.server_address
-            url = f"{'https' if is_tls else 'http'}://{host}{target}"
-        return Request(
-            method=event.method.decode("ascii"), url=url, headers=headers, body=body, client=peer
+            # Nobody is waiting: try again (accept, or refuse) when someone is.
+            await trio.lowlevel.wait_readable(listening)
+
+    def _refuse_with_spare(self, listening_fd: int) -> bool:
+        """Trade the spare descriptor for one waiting connection, answer it 503, close it.
+
+        All of it happens without a checkpoint, so no other task can take
+        the descriptor in between. Returns False when no connection was
+        waiting (or another thread took the descriptor first).
+        """
+        assert self.spare is not None
+        os.close(self.spare)
+        self.spare = None
+        try:
+            client = _accept_now(listening_fd)
+        except OSError:
+            client = None
+        if client is not None:
+            with client:
+                if self.site.options.ssl_context is None:
+                    _answer_now(client, _BUSY_ANSWER)
+        self.spare = _open_spare()
+        return client is not None
+
+    def _log_cap(self, exc: OSError, action: str) -> None:
+        """Log the first failure of an episode (at most one a minute); later ones at debug."""
+        name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+        now = trio.current_time()
+        if self.at_cap_since is not None or now - self.cap_logged_at < _LOG_INTERVAL:
+            if self.at_cap_since is None:
+                self.at_cap_since, self.cap_logged, self.refused_at_cap = now, False, 0
+            logger.debug("accept() failed with %s; %s", name, action)
+            return
+        self.at_cap_since, self.cap_logged, self.refused_at_cap = now, True, 0
+        self.cap_logged_at = now
+        if exc.errno in _OUT_OF_DESCRIPTORS:
+            logger.error(
+                "accept() failed with %s: out of file descriptors (%s); %s",
+                name,
+                _descriptor_limit(),
+                action,
+            )
+        else:
+            logger.error("accept() failed with %s (%s); %s", name, exc.strerror, action)
+
+    def _log_recovered(self) -> None:
+        if self.at_cap_since is None:
+            return
+        if not self.cap_logged:
+            self.at_cap_since = None
+            return
+        logger.warning(
+            "accepting connections again after %.1f s; %d answered 503 meanwhile "
+            "(file descriptor limit reached)",
+            trio.current_time() - self.at_cap_since,
+            self.refused_at_cap,
         )
-
-    # ------------------------------------------------------------ answering
-
-    async def fail(self, wire: _Wire, conn: h11.Connection, status: int, message: str) -> str:
-        """Answer a client error and close the connection."""
-        logger.debug("answering %d: %s", status, message)
-        if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            response = _error_response(status, message)
-            headers = [*response.headers.items_raw(), ("connection", "close")]
-            with contextlib.suppress(h11.LocalProtocolError):
-                data = conn.send(_h11_response(status, headers, len(response.body)))
-                data = (data or b"") + (conn.send(h11.Data(data=response.body)) or b"")
-                data += conn.send(h11.EndOfMessage()) or b""
-                await wire.send_all(data)
-                await wire.linger()
-        return _Outcome.CLOSE
-
-    async def respond(
-        self, wire: _Wire, conn: h11.Connection, request: Request, response: Response
-    ) -> str:
-        """Write ``response``; keep the connection unless HTTP says otherwise."""
-        status = response.status
-        if status < 200:
-            logger.error(
-                "worker returned status %d for %s; only 101 is allowed below 200",
-                status,
-                request.url,
-            )
-            response = _error_response(500)
-            status = 500
-        has_body = status not in (204, 304)
-        headers = [
-            (name, value)
-            for name, value in response.headers.items_raw()
-            if name.lower() not in ("content-length", "transfer-encoding")
-        ]
-        try:
-            head = _h11_response(status, headers, len(response.body) if has_body else None)
-        except h11.LocalProtocolError as exc:
-            logger.error("worker returned an invalid response for %s: %s", request.url, exc)
-            response = _error_response(500)
-            head = _h11_response(500, response.headers.items_raw(), len(response.body))
-        data = conn.send(head) or b""
-        if has_body and response.body and request.method != "HEAD":
-            data += conn.send(h11.Data(data=response.body)) or b""
-        data += conn.send(h11.EndOfMessage()) or b""
-        await wire.send_all(data)
-        return _Outcome.KEEP
-
-    async def upgrade(
-        self, wire: _Wire, conn: h11.Connection, request: Request, response: Response
-    ) -> str:
-        """Complete a WebSocket handshake and hand the socket to a transport."""
-        if not request.is_websocket_upgrade:
-            logger.error(
-                "worker returned 101 for %s %s, which is not a WebSocket upgrade request",
-                request.method,
-                request.url,
-            )
-            abandon_pair(response.web_socket)
-            return await self.respond(wire, conn, request, _error_response(500))
-        # check_upgrade() has validated the key before the worker ran.
-        key = request.headers.get("sec-websocket-key", "").strip()
-        protocol = response.headers.get("sec-websocket-protocol")
-        headers = [
-            ("upgrade", "websocket"),
-            ("connection", "Upgrade"),
-            ("sec-websocket-accept", accept_key(key)),
-            *(
-                (name, value)
-                for name, value in response.headers.items_raw()
-                if name.lower() not in _UPGRADE_OWN_HEADERS
-            ),
-        ]
-        try:
-            switch = h11.InformationalResponse(
-                status_code=101, headers=headers, reason=b"Switching Protocols"
-            )
-            home = self.connection_home()
-        except h11.LocalProtocolError as exc:
-            logger.error("worker returned invalid 101 headers for %s: %s", request.url, exc)
-            abandon_pair(response.web_socket)
-            return await self.respond(wire, conn, request, _error_response(500))
-        except trio.ClosedResourceError:
-            abandon_pair(response.web_socket)
-            return await self.fail(wire, conn, 503, "the runtime is shutting down")
-        transport = NetworkTransport(wire.sock, home, tls=wire.tls)
-        url = "ws" + request.url[4:] if request.url.startswith("http") else request.url
-        try:
-            sink = bind_client_end(response.web_socket, transport, url=url, protocol=protocol)
-        except (TypeError, RuntimeError) as exc:
-            logger.error("cannot complete the WebSocket upgrade for %s: %s", request.url, exc)
-            abandon_pair(response.web_socket)
-            return await self.respond(wire, conn, request, _error_response(500))
-        preamble = conn.send(switch) or b""
-        trailing, _closed = conn.trailing_data
-        # The transport writes the 101 itself, ahead of anything the object
-        # already sent, so the handover needs no await and loses no message.
-        transport.start(sink, initial=bytes(trailing), preamble=preamble)
-        return _Outcome.HANDED_OVER
+        self.at_cap_since = None
 
 
-def _content_length(event: h11.Request) -> int | None:
-    for name, value in event.headers:
-        if name == b"content-length":
-            return int(value)  # h11 has checked it is a valid number
-    return None
-
-
-def _is_valid_key(key: str) -> bool:
-    # RFC 6455 section 4.1: base64 of 16 random bytes.
+def _open_spare() -> int | None:
     try:
-        return len(base64.b64decode(key, validate=True)) == 16
-    except (binascii.Error, ValueError):
-        return False
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
 
 
-def _reason(status: int) -> bytes:
+def _accept_now(listening_fd: int) -> socket.socket | None:
+    """``accept()`` on the listening descriptor without a checkpoint.
+
+    Returns None when no connection is waiting.
+    """
+    # A view of the listening socket's descriptor: detach() leaves it open.
+    view = socket.socket(fileno=listening_fd)
     try:
-        return http.HTTPStatus(status).phrase.encode("ascii")
-    except ValueError:
-        return b""
+        client, _address = view.accept()
+    except BlockingIOError:
+        return None
+    finally:
+        view.detach()
+    client.setblocking(False)
+    return client
 
 
-def _h11_response(
-    status: int, headers: list[tuple[str, str]], content_length: int | None
-) -> h11.Response:
-    fields = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
-    if content_length is not None:
-        fields.append((b"content-length", str(content_length).encode("ascii")))
-    return h11.Response(status_code=status, headers=fields, reason=_reason(status))
+def _answer_now(client: socket.socket, answer: bytes) -> None:
+    """Send a short answer and close our side without waiting for anything.
+
+    What the client already sent is read first, so that closing does not
+    reset the connection before it reads the answer.
+    """
+    with contextlib.suppress(OSError):
+        client.send(answer)
+        client.shutdown(socket.SHUT_WR)
+        while client.recv(65536):
+            pass
 
 
-def _error_response(status: int, message: str | None = None) -> Response:
-    text = message if message is not None else _reason(status).decode("ascii")
-    return Response.text(text + "\n", status=status)
+def _descriptor_limit() -> str:
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Windows
+        return "the descriptor limit"
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return f"RLIMIT_NOFILE is {soft:,}"

@@ -1,7 +1,7 @@
 """The one seam between the runtime and durable storage.
 
 Everything the runtime persists goes through a :class:`Backend`. The
-embedded default is :class:`~trio_durable._storage.sqlite.SqliteBackend`; a
+embedded default is :class:`~trio_durable._storage._sqlite.SqliteBackend`; a
 PostgreSQL backend for several nodes will implement the same protocol. So no
 caller may assume a local file, a single process, or synchronous access: every
 method that touches data is async and may do network I/O.
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AlarmRecord",
     "Backend",
+    "Fence",
     "KeyRange",
     "ObjectEntry",
     "ObjectWrite",
@@ -93,6 +94,19 @@ class ObjectWrite:
     alarm: AlarmRecord | bool | None = None
 
 
+@attrs.frozen
+class Fence:
+    """What a commit proves in a cluster: this member holds these shards at these epochs.
+
+    A backend applies a write only if, in the same transaction, its
+    object's shard is still held by ``member_id`` at the epoch given here
+    (a fencing token): a process that lost a shard can never commit for it.
+    """
+
+    member_id: str
+    epochs: Mapping[int, int]
+
+
 class Backend(Protocol):
     """What the runtime needs from durable storage."""
 
@@ -103,7 +117,12 @@ class Backend(Protocol):
         """Flush and disconnect. Idempotent."""
 
     async def load_secret(self) -> bytes:
-        """The deployment's ID secret, created on first use and then never changed."""
+        """The deployment's ID secret, created on first use and then never changed.
+
+        A backend that holds objects but no secret, or a secret that did not
+        mint them, raises ``StorageError`` rather than start (a new secret
+        would orphan every object): ``_secret.check_secret`` does the check.
+        """
 
     async def record_objects(self, entries: Sequence[ObjectEntry]) -> None:
         """Remember that these objects exist (idempotent; names are kept)."""
@@ -111,8 +130,15 @@ class Backend(Protocol):
     async def list_objects(self, namespace: str) -> list[ObjectEntry]:
         """Every object ever recorded in ``namespace``, ordered by ID."""
 
-    async def commit(self, writes: Sequence[ObjectWrite]) -> None:
+    async def commit(
+        self, writes: Sequence[ObjectWrite], fence: Fence | None = None
+    ) -> frozenset[int]:
         """Apply every write, all or nothing, durably; record the objects as existing.
+
+        With a ``fence``, writes whose shard the fence no longer holds (checked
+        in the same transaction) are left out; their shards are returned, and
+        the rest is applied. Without one, nothing is checked and the result is
+        empty.
 
         Cancellation must not leave a half-applied batch (an embedded backend
         finishes the commit; a networked one rolls back).

@@ -19,10 +19,12 @@ __all__ = [
     "check_list_args",
     "check_value_size",
     "prefix_end",
+    "short_key",
 ]
 
 
-def _short(key: str) -> str:
+def short_key(key: str) -> str:
+    """``key`` quoted for an error message, cut after 40 characters."""
     return repr(key) if len(key) <= 40 else repr(key[:40]) + "…"
 
 
@@ -35,7 +37,7 @@ def check_key(key: object) -> str:
             size = len(key.encode("utf-8"))
         except UnicodeEncodeError:
             raise ValueError(
-                f"storage key {_short(key)} is not valid Unicode (it has a lone surrogate)"
+                f"storage key {short_key(key)} is not valid Unicode (it has a lone surrogate)"
             ) from None
         if size > MAX_KEY_BYTES:
             raise LimitExceededError(f"key is {size:,} bytes; the limit is {MAX_KEY_BYTES:,}")
@@ -78,7 +80,7 @@ def check_value_size(key: str, data: bytes, limit: int) -> None:
     """Refuse a serialized value bigger than ``limit``."""
     if len(data) > limit:
         raise LimitExceededError(
-            f"value for key {_short(key)} is {len(data):,} bytes serialized; "
+            f"value for key {short_key(key)} is {len(data):,} bytes serialized; "
             f"the limit is {limit:,}"
         )
 

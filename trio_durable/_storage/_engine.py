@@ -23,28 +23,26 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Collection, Sequence
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
 
 from .._core._gates import note_write
-from .._exceptions import CommitFailedError
-from ._backend import AlarmRecord, Backend, ObjectWrite
+from .._exceptions import CommitFailedError, StorageError
+from .._ids import shard_of
+from ._backend import AlarmRecord, Backend, Fence, ObjectWrite
+from ._cache import MISSING
 
 if TYPE_CHECKING:
-    import sqlite3
-
     from .._core._gates import PendingCommit
     from .._core._live import LiveObject
+    from ._sqldb import ObjectDatabase
 
 __all__ = ["MISSING", "Batch", "StorageEngine"]
 
 logger = logging.getLogger("trio_durable")
-
-#: Marker for "the overlay knows nothing about this key".
-MISSING: Any = object()
 
 #: Rounds an object may keep writing before its batch is committed anyway.
 MAX_COALESCE_ROUNDS = 32
@@ -58,7 +56,7 @@ class Batch:
 
     write: ObjectWrite
     commits: dict[LiveObject, PendingCommit] = attrs.field(factory=dict)
-    sql: sqlite3.Connection | None = None
+    sql: ObjectDatabase | None = None
     version: int = 0
     rounds: int = 0
 
@@ -74,6 +72,9 @@ class StorageEngine:
         self._wake = trio.Event()
         #: Called with each successful commit's writes (the alarm scheduler listens).
         self.commit_listeners: list[Callable[[Sequence[ObjectWrite]], None]] = []
+        #: In a cluster: the shards (and epochs) this process holds, proved by
+        #: every commit. ``None`` in a single process: nothing is checked.
+        self.fence: Callable[[], Fence | None] | None = None
         #: When a list, the loop-thread seconds spent per commit are appended (benchmarks).
         self.block_times: list[float] | None = None
         self.commits = 0
@@ -165,6 +166,16 @@ class StorageEngine:
                 return ready
         return {}
 
+    async def settle(self, keys: Collection[ObjectKey]) -> None:
+        """Wait until no write of these objects is buffered or being committed.
+
+        (An object whose commit failed has been reset: its writes are gone.)
+        """
+        wanted = set(keys)
+        while wanted & (self.dirty.keys() | self.inflight.keys()):
+            self._wake.set()
+            await trio.sleep(0.001)
+
     async def flush(self) -> None:
         """Commit everything buffered now (used when the runtime closes)."""
         while self.dirty:
@@ -173,8 +184,15 @@ class StorageEngine:
 
     async def _commit(self, ready: dict[ObjectKey, Batch]) -> None:
         started = time.perf_counter()
+        fence = self.fence() if self.fence is not None else None
         writes = []
         for key, batch in list(ready.items()):
+            if fence is not None and shard_of(key[1]) not in fence.epochs:
+                # This process no longer holds the object's shard: nothing of
+                # the batch may reach the disk, its SQL part included.
+                del ready[key]
+                self._fail(batch, _not_held(key))
+                continue
             if batch.sql is not None and not self._commit_sql(batch):
                 del ready[key]
                 continue
@@ -182,7 +200,7 @@ class StorageEngine:
             self.inflight[key] = batch
         blocked = time.perf_counter() - started
         try:
-            await self.backend.commit(writes)
+            refused = await self.backend.commit(writes, fence)
         except Exception as exc:
             logger.error("storage commit of %d object(s) failed", len(writes), exc_info=exc)
             for batch in ready.values():
@@ -191,6 +209,10 @@ class StorageEngine:
         finally:
             for key in ready:
                 self.inflight.pop(key, None)
+        if refused:
+            for key in [key for key in ready if shard_of(key[1]) in refused]:
+                self._fail(ready.pop(key), _not_held(key))
+            writes = [w for w in writes if shard_of(w.hex_id) not in refused]
         started = time.perf_counter()
         self.commits += 1
         self.objects_committed += len(writes)
@@ -206,8 +228,7 @@ class StorageEngine:
         db = batch.sql
         assert db is not None
         try:
-            if db.in_transaction:
-                db.execute("COMMIT /* td-engine */")
+            db.commit()
         except Exception as exc:
             logger.error("SQL commit of %s failed", batch.write.hex_id, exc_info=exc)
             self._fail(batch, exc)
@@ -223,11 +244,18 @@ class StorageEngine:
         error = CommitFailedError(f"a storage commit failed: {exc!r}")
         error.__cause__ = exc
         for dropped in batches:
-            if dropped.sql is not None and dropped.sql.in_transaction:
+            if dropped.sql is not None:
                 try:
-                    dropped.sql.execute("ROLLBACK /* td-engine */")
+                    dropped.sql.rollback()
                 except Exception:  # the database is already unusable; the reset suffices
                     logger.exception("SQL rollback failed")
             for record, commit in dropped.commits.items():
                 commit.resolve(error)
                 record.reset(error, origin="commit")
+
+
+def _not_held(key: ObjectKey) -> StorageError:
+    return StorageError(
+        f"this process no longer holds the shard of object {key[0]}:{key[1][:16]}…; "
+        "its writes were refused (another process owns it now)"
+    )

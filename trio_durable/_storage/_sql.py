@@ -7,135 +7,23 @@ object's other writes, so the output gate covers SQL too. Inside
 ``storage.transaction()`` SQL writes sit in a savepoint that a rollback
 undoes.
 
-User SQL may not manage transactions (``BEGIN``, ``COMMIT``, ``ROLLBACK``,
-``SAVEPOINT``, ``RELEASE``), attach databases, change settings through
-``PRAGMA`` (a few read-only pragmas are allowed), or touch tables whose
-names start with ``_td_``. SQLite's authorizer enforces this, so no parsing
-of user SQL is involved.
+What user SQL may do is an allow-list enforced by SQLite's authorizer (see
+``_guard.py`` and ``docs/storage.md``): no transaction control, no ATTACH,
+only read-only pragmas, only SQLite's built-in functions and FTS5, and no
+table, index, view or trigger whose name starts with ``_td_``.
 """
 
 from __future__ import annotations
 
-import secrets
-import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import SqlError
 
 if TYPE_CHECKING:
-    from .._core._live import LiveObject
-    from ._engine import StorageEngine
+    from ._store import ObjectStore
 
 __all__ = ["SqlCursor", "SqlError", "SqlStorage"]
-
-_PREFIX = "_td_"
-
-# sqlite3 caches prepared statements by their text, with the authorizer's
-# verdict baked in: our own statements carry a secret comment so that user
-# text can never reuse one of them.
-_TAG = f"/* td-{secrets.token_hex(8)} */"
-_BEGIN = f"BEGIN {_TAG}"
-_COMMIT = f"COMMIT {_TAG}"
-_SAVEPOINT = f"SAVEPOINT _td_txn {_TAG}"
-_ROLLBACK_TO = f"ROLLBACK TO _td_txn {_TAG}"
-_RELEASE = f"RELEASE _td_txn {_TAG}"
-
-#: Pragmas a user may run: they only read.
-_ALLOWED_PRAGMAS = frozenset(
-    {
-        "table_info",
-        "table_xinfo",
-        "table_list",
-        "index_list",
-        "index_info",
-        "index_xinfo",
-        "foreign_key_list",
-        "foreign_key_check",
-        "integrity_check",
-        "quick_check",
-        "page_count",
-        "page_size",
-        "freelist_count",
-        "function_list",
-        "collation_list",
-    }
-)
-
-_WRITE_ACTIONS = frozenset(
-    getattr(sqlite3, name)
-    for name in dir(sqlite3)
-    if name.startswith(("SQLITE_CREATE_", "SQLITE_DROP_"))
-) | {
-    sqlite3.SQLITE_INSERT,
-    sqlite3.SQLITE_UPDATE,
-    sqlite3.SQLITE_DELETE,
-    sqlite3.SQLITE_ALTER_TABLE,
-    sqlite3.SQLITE_REINDEX,
-    sqlite3.SQLITE_ANALYZE,
-}
-
-_USE_TRANSACTION = (
-    "manage transactions with `async with ctx.storage.transaction()`; "
-    "statements without an await between them already commit together"
-)
-
-
-class _Guard:
-    """The authorizer of one SQL database; only checks while user SQL runs."""
-
-    __slots__ = ("checking", "reason", "wrote")
-
-    def __init__(self) -> None:
-        self.checking = False
-        self.wrote = False
-        self.reason: str | None = None
-
-    def authorize(
-        self, action: int, arg1: str | None, arg2: str | None, _db: str | None, _src: str | None
-    ) -> int:
-        if not self.checking:
-            return sqlite3.SQLITE_OK
-        reason = self._refusal(action, arg1, arg2)
-        if reason is not None:
-            self.reason = reason
-            return sqlite3.SQLITE_DENY
-        if action in _WRITE_ACTIONS:
-            self.wrote = True
-        return sqlite3.SQLITE_OK
-
-    @staticmethod
-    def _refusal(action: int, arg1: str | None, arg2: str | None) -> str | None:
-        if action in (sqlite3.SQLITE_TRANSACTION, sqlite3.SQLITE_SAVEPOINT):
-            return f"BEGIN/COMMIT/ROLLBACK/SAVEPOINT/RELEASE are refused: {_USE_TRANSACTION}"
-        if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
-            return "ATTACH/DETACH are refused: an object has exactly one database"
-        if action == sqlite3.SQLITE_PRAGMA:
-            name = (arg1 or "").lower()
-            if name not in _ALLOWED_PRAGMAS:
-                allowed = ", ".join(sorted(_ALLOWED_PRAGMAS))
-                return f"PRAGMA {name} is refused; allowed pragmas: {allowed}"
-        if action == sqlite3.SQLITE_FUNCTION:
-            return None
-        for table in (arg1, arg2):
-            if table is not None and table.lower().startswith(_PREFIX):
-                return (
-                    f"{table!r} is reserved: names starting with {_PREFIX!r} "
-                    "belong to the runtime"
-                )
-        return None
-
-
-def _setup(db: sqlite3.Connection) -> None:
-    guard = _Guard()
-    db._td_guard = guard  # type: ignore[attr-defined]
-    db.set_authorizer(guard.authorize)
-
-
-def _guard(db: sqlite3.Connection) -> _Guard:
-    guard: _Guard = db._td_guard  # type: ignore[attr-defined]
-    return guard
-
 
 _BINDABLE = (int, float, str, bytes, bytearray, memoryview, type(None))
 
@@ -191,27 +79,13 @@ class SqlCursor:
 class SqlStorage:
     """``ctx.storage.sql``: synchronous SQL on the object's own SQLite database."""
 
-    __slots__ = ("_engine", "_in_transaction", "_record", "_savepoint")
+    __slots__ = ("_store",)
 
-    def __init__(
-        self, record: LiveObject, engine: StorageEngine, in_transaction: Callable[[], bool]
-    ) -> None:
-        self._record = record
-        self._engine = engine
-        self._in_transaction = in_transaction
-        self._savepoint = False
+    def __init__(self, store: ObjectStore) -> None:
+        self._store = store
 
     def __repr__(self) -> str:
-        return f"<SqlStorage of {self._record.object_id!r}>"
-
-    def _db(self) -> sqlite3.Connection:
-        oid = self._record.object_id
-        try:
-            return self._engine.backend.sql_database(oid.namespace, oid.hex, _setup)
-        except NotImplementedError:
-            raise NotImplementedError(
-                "this storage backend has no SQL database; use the key-value API"
-            ) from None
+        return f"<SqlStorage of {self._store.record.object_id!r}>"
 
     def exec(self, query: str, *bindings: Any) -> SqlCursor:
         """Run one SQL statement and return its rows.
@@ -221,8 +95,11 @@ class SqlStorage:
 
         Raises:
             TypeError: the query is not a str or a binding has an unsupported type.
-            SqlError: the statement manages transactions, attaches a
-                database, runs a forbidden pragma or touches a ``_td_`` table.
+            SqlError: the statement is not allowed: it manages transactions,
+                attaches a database, runs a pragma or function outside the
+                allow-list, or names a ``_td_`` table.
+            StorageError: the object's database cannot be opened (the message
+                names the cause).
             sqlite3.Error: SQLite rejected the statement (syntax, constraint, ...).
         """
         if not isinstance(query, str):
@@ -233,69 +110,14 @@ class SqlStorage:
                     f"binding {index + 1} has type {type(value).__name__}; SQL values are "
                     "int, float, str, bytes or None"
                 )
-        record = self._record
-        record.check_alive()
-        db = self._db()
-        guard = _guard(db)
-        began = not db.in_transaction
-        if began:
-            db.execute(_BEGIN)
-        if self._in_transaction() and not self._savepoint:
-            db.execute(_SAVEPOINT)
-            self._savepoint = True
-        guard.checking, guard.wrote, guard.reason = True, False, None
-        try:
-            cursor = db.execute(query, bindings)
-            rows = cursor.fetchall()
-            written = max(cursor.rowcount, 0) if guard.wrote else 0
-            names = [column[0] for column in cursor.description or ()]
-        except sqlite3.DatabaseError as exc:
-            if guard.reason is not None:
-                raise SqlError(guard.reason) from None
-            missing = str(exc).lower().partition("no such table: ")[2]
-            if missing.startswith(_PREFIX) or missing.startswith("main." + _PREFIX):
-                # The runtime keeps no table here, but say so in its own words.
-                raise SqlError(
-                    f"{missing!r} is reserved: names starting with {_PREFIX!r} "
-                    "belong to the runtime"
-                ) from None
-            raise exc from None
-        finally:
-            guard.checking = False
-            if guard.wrote or (began and self._savepoint):
-                # Committed by the storage engine with the object's batch.
-                self._engine.batch_for(record).sql = db
-            elif began:
-                db.execute(_COMMIT)  # a read-only statement: end its read transaction
+        store = self._store
+        store.record.check_alive()
+        rows, names, written = store.database().execute(
+            query, bindings, store.in_transaction, store.sql_changed
+        )
         return SqlCursor(rows, names, written)
 
     @property
     def database_size(self) -> int:
         """The size of the object's database in bytes."""
-        db = self._db()
-        pages = db.execute(f"PRAGMA page_count {_TAG}").fetchone()[0]
-        size = db.execute(f"PRAGMA page_size {_TAG}").fetchone()[0]
-        return int(pages * size)
-
-    def _end_savepoint(self, *, commit: bool) -> None:
-        if not self._savepoint:
-            return
-        self._savepoint = False
-        db = self._db()
-        if not commit:
-            db.execute(_ROLLBACK_TO)
-        db.execute(_RELEASE)
-
-    def _drop_all(self) -> None:
-        """Drop every user table, view, index and trigger (``delete_all``)."""
-        db = self._db()
-        if not db.in_transaction:
-            db.execute(_BEGIN)
-        rows: Sequence[tuple[str, str]] = db.execute(
-            "SELECT type, name FROM sqlite_master "
-            "WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%'"
-        ).fetchall()
-        for kind, name in rows:
-            quoted = '"' + name.replace('"', '""') + '"'
-            db.execute(f"DROP {kind.upper()} IF EXISTS {quoted}")
-        self._engine.batch_for(self._record).sql = db
+        return self._store.database().size()

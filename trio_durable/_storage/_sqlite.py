@@ -16,6 +16,13 @@ the event loop (a point lookup takes microseconds, a thread hop costs more).
 With ``data_dir=None`` everything lives in memory on one connection and
 commits run inline.
 
+Files are private to the user running the runtime: the data dir is created
+``0700`` and every database file ``0600`` (the ID secret is in the shared
+file). At open the shared file gets SQLite's ``PRAGMA quick_check``, and
+its ID secret is checked against the objects it stores; a damaged file or a
+lost or replaced secret is refused with a :class:`StorageError` naming the
+file.
+
 Durability: ``durability="process"`` (the default, ``synchronous=NORMAL``)
 survives a crash or ``kill -9`` of the process; ``durability="power"``
 (``synchronous=FULL``) also survives power loss, at the price of an fsync
@@ -25,6 +32,7 @@ per commit.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import secrets
 import sqlite3
@@ -34,9 +42,12 @@ from typing import Literal
 from urllib.parse import quote
 
 import trio
-import trio.testing
 
-from ._backend import AlarmRecord, KeyRange, ObjectEntry, ObjectWrite, StoredAlarm
+from .._exceptions import StorageError
+from .._ids import shard_of
+from ._backend import AlarmRecord, Fence, KeyRange, ObjectEntry, ObjectWrite, StoredAlarm
+from ._lock import DataDirLock
+from ._secret import check_secret, missing_secret_error
 
 __all__ = ["DATABASE_NAME", "SqliteBackend"]
 
@@ -72,6 +83,17 @@ CREATE TABLE IF NOT EXISTS _td_alarms (
 ) WITHOUT ROWID;
 """
 
+#: A few stored objects to check the secret against: one named, one unique.
+_SECRET_SAMPLE = (
+    "SELECT * FROM (SELECT namespace, id, name FROM _td_objects WHERE name IS NOT NULL LIMIT 1) "
+    "UNION ALL "
+    "SELECT * FROM (SELECT namespace, id, name FROM _td_objects WHERE name IS NULL LIMIT 1)"
+)
+_HOLDS_OBJECTS = (
+    "SELECT EXISTS (SELECT 1 FROM _td_objects) OR EXISTS (SELECT 1 FROM _td_kv) "
+    "OR EXISTS (SELECT 1 FROM _td_alarms)"
+)
+
 _RECORD_OBJECT = (
     "INSERT INTO _td_objects (namespace, id, name) VALUES (?, ?, ?) "
     "ON CONFLICT (namespace, id) DO UPDATE SET name = COALESCE(name, excluded.name)"
@@ -91,6 +113,11 @@ class SqliteBackend:
             (``None``) does so for a file database, except under Trio's
             ``MockClock``: its ``autojump_clock`` treats a wait for a thread
             as idleness and would jump virtual time in the middle of a commit.
+        lock_fd: In a cluster's worker: the descriptor of the data directory's
+            lock that its supervisor holds. Otherwise the backend takes the
+            lock itself when it opens (a data directory has one owner: a
+            second runtime on it is refused with ``StorageError`` naming
+            the holder's PID).
     """
 
     def __init__(
@@ -100,6 +127,7 @@ class SqliteBackend:
         durability: Durability = "process",
         max_open_sql: int = 256,
         commit_in_thread: bool | None = None,
+        lock_fd: int | None = None,
     ) -> None:
         if durability not in _SYNCHRONOUS:
             raise ValueError(f"durability must be 'process' or 'power', got {durability!r}")
@@ -107,6 +135,9 @@ class SqliteBackend:
         self.durability = durability
         self.max_open_sql = max_open_sql
         self.commit_in_thread = commit_in_thread
+        # A cluster's worker shares its supervisor's lock of the data dir.
+        self._lock_fd = lock_fd
+        self._lock: DataDirLock | None = None
         self._db: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._write_lock = trio.Lock()
@@ -134,19 +165,26 @@ class SqliteBackend:
             return False
         if self.commit_in_thread is not None:
             return self.commit_in_thread
-        return not isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock)
+        # Recognised by its autojump setting, so that production code needs no
+        # import of trio.testing.
+        clock = trio.lowlevel.current_clock()
+        return getattr(clock, "autojump_threshold", None) is None
 
     def _connect(self, path: str) -> sqlite3.Connection:
-        db = sqlite3.connect(
-            path, isolation_level=None, check_same_thread=False, factory=_Connection
-        )
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         if path != ":memory:":
             db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={_SYNCHRONOUS[self.durability]}")
         return db
 
     async def open(self) -> None:
-        """Open (creating) the database and the runtime's tables."""
+        """Open (creating) the database and the runtime's tables.
+
+        Raises:
+            OSError: the data dir cannot be created.
+            StorageError: the database file cannot be opened, or is damaged
+                (the message names the file and the cause).
+        """
         if self._db is not None:
             return
         if self.data_dir is None:
@@ -155,14 +193,43 @@ class SqliteBackend:
             self._db = self._reader = db
             return
         try:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            _private_dir(self.data_dir)
         except OSError as exc:
             raise OSError(f"cannot create data_dir {str(self.data_dir)!r}: {exc}") from exc
-        path = str(self.data_dir / DATABASE_NAME)
-        db = self._connect(path)
-        db.executescript(_SCHEMA)
-        reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        reader.execute("PRAGMA query_only=1")
+        if self._lock_fd is not None:
+            self._lock = DataDirLock.inherit(self.data_dir, self._lock_fd)
+        else:
+            self._lock = DataDirLock.acquire(self.data_dir)
+        try:
+            await self._open_files()
+        except BaseException:
+            self._lock.release()
+            self._lock = None
+            raise
+
+    async def _open_files(self) -> None:
+        assert self.data_dir is not None
+        path = self.data_dir / DATABASE_NAME
+        try:
+            _private_file(path)
+            for suffix in ("-wal", "-shm"):
+                _tighten(path.with_name(path.name + suffix))
+            db = self._connect(str(path))
+        except (OSError, sqlite3.Error) as exc:
+            cause = _cause(exc, path)
+            raise StorageError(f"cannot open the data file {str(path)!r}: {cause}") from exc
+        try:
+            _check_integrity(db, path)
+            db.executescript(_SCHEMA)
+            reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            reader.execute("PRAGMA query_only=1")
+        except sqlite3.Error as exc:
+            db.close()
+            cause = _cause(exc, path)
+            raise StorageError(f"cannot open the data file {str(path)!r}: {cause}") from exc
+        except BaseException:
+            db.close()
+            raise
         self._db, self._reader = db, reader
 
     async def aclose(self) -> None:
@@ -176,6 +243,9 @@ class SqliteBackend:
         if self._db is not None:
             self._db.close()
             self._db = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     # ----------------------------------------------------------------- writes
 
@@ -197,12 +267,29 @@ class SqliteBackend:
             raise
         db.execute("COMMIT")
 
+    @property
+    def _location(self) -> str:
+        if self.data_dir is None:
+            return "the in-memory database"
+        return repr(str(self.data_dir / DATABASE_NAME))
+
     async def load_secret(self) -> bytes:
-        """The ID secret, created once per data dir."""
+        """The ID secret, created once per data dir.
+
+        Raises:
+            StorageError: the data dir holds objects but no secret, or a secret
+                they were not minted with (replaced): either would orphan them.
+        """
         query = "SELECT value FROM _td_meta WHERE key = 'id_secret'"
-        row = self._read_db.execute(query).fetchone()
+        db = self._read_db
+        row = db.execute(query).fetchone()
         if row is not None:
-            return bytes(row[0])
+            secret = bytes(row[0])
+            sample = [ObjectEntry(ns, hx, name) for ns, hx, name in db.execute(_SECRET_SAMPLE)]
+            check_secret(secret, sample, where=self._location)
+            return secret
+        if db.execute(_HOLDS_OBJECTS).fetchone()[0] or self._has_sql_files():
+            raise missing_secret_error(self._location)
         secret = secrets.token_bytes(32)
 
         def insert(db: sqlite3.Connection) -> None:
@@ -225,11 +312,31 @@ class SqliteBackend:
 
         await self._run_write(lambda: self._transaction(record))
 
-    async def commit(self, writes: Sequence[ObjectWrite]) -> None:
-        """Apply a batch of many objects' writes in one transaction."""
+    async def commit(
+        self, writes: Sequence[ObjectWrite], fence: Fence | None = None
+    ) -> frozenset[int]:
+        """Apply a batch of many objects' writes in one transaction.
+
+        With a ``fence``, the shard table (``_td_shards``, kept by the
+        cluster's lease rounds in this same database) is read in the same
+        transaction: writes of shards the fence no longer holds are left
+        out and their shards returned.
+        """
         if not writes:
-            return
-        await self._run_write(lambda: self._transaction(lambda db: _apply(db, writes)))
+            return frozenset()
+        refused: frozenset[int] = frozenset()
+
+        def apply(db: sqlite3.Connection) -> None:
+            nonlocal refused
+            accepted = writes
+            if fence is not None:
+                refused = _refused_shards(db, writes, fence)
+                if refused:
+                    accepted = [w for w in writes if shard_of(w.hex_id) not in refused]
+            _apply(db, accepted)
+
+        await self._run_write(lambda: self._transaction(apply))
+        return refused
 
     # ------------------------------------------------------------------ reads
 
@@ -294,6 +401,11 @@ class SqliteBackend:
 
     # -------------------------------------------------------------------- sql
 
+    def _has_sql_files(self) -> bool:
+        if self.data_dir is None:
+            return False
+        return any((self.data_dir / "sql").glob("*/*.sqlite3"))
+
     def _sql_path(self, namespace: str, hex_id: str) -> Path:
         assert self.data_dir is not None
         return self.data_dir / "sql" / quote(namespace, safe="") / f"{hex_id}.sqlite3"
@@ -307,7 +419,12 @@ class SqliteBackend:
     def sql_database(
         self, namespace: str, hex_id: str, setup: Callable[[sqlite3.Connection], None]
     ) -> sqlite3.Connection:
-        """The object's own database, opened (and created) on first use."""
+        """The object's own database, opened (and created) on first use.
+
+        Raises:
+            StorageError: the database cannot be opened (for example at the
+                process's file descriptor limit); the message names the cause.
+        """
         key = (namespace, hex_id)
         db = self._sql.get(key)
         if db is not None:
@@ -319,8 +436,16 @@ class SqliteBackend:
             db = self._connect(":memory:")  # kept until the runtime closes
         else:
             path = self._sql_path(namespace, hex_id)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            db = self._connect(str(path))
+            try:
+                _private_dir(path.parent.parent)
+                _private_dir(path.parent)
+                _private_file(path)
+                db = self._connect(str(path))
+            except (OSError, sqlite3.Error) as exc:
+                raise StorageError(
+                    f"cannot open the SQL database of object {namespace}:{hex_id[:16]}… "
+                    f"({str(path)!r}): {_cause(exc, path)}"
+                ) from exc
             self._close_idle_sql()
         setup(db)
         self._sql[key] = db
@@ -337,8 +462,84 @@ class SqliteBackend:
                 excess -= 1
 
 
-class _Connection(sqlite3.Connection):
-    """A connection that other layers may tag with attributes (the SQL authorizer)."""
+def _private_dir(path: Path) -> None:
+    """Create ``path`` (and missing parents) with the leaf readable by its owner only.
+
+    An existing directory is left as it is: it may be shared on purpose,
+    and the files inside are private anyway.
+    """
+    if not path.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, exist_ok=True)
+
+
+def _private_file(path: Path) -> None:
+    """Create ``path`` if missing, and make it readable and writable by its owner only.
+
+    SQLite gives the ``-wal`` and ``-shm`` files it creates the mode of the
+    database file.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def _tighten(path: Path) -> None:
+    """Make an existing file private (files written by earlier versions were 0644)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.chmod(path, 0o600)
+
+
+def _cause(exc: BaseException, path: Path) -> str:
+    """What went wrong opening ``path``, in the operating system's words when possible.
+
+    SQLite reports only "unable to open database file"; opening the file
+    ourselves tells why (too many open files, permission denied, ...).
+    """
+    if isinstance(exc, OSError):
+        return str(exc)
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError as os_error:
+        return f"{exc} ({os_error})"
+    os.close(fd)
+    return str(exc)
+
+
+def _check_integrity(db: sqlite3.Connection, path: Path) -> None:
+    """Refuse a damaged database file (``PRAGMA quick_check``)."""
+    try:
+        problems = [row[0] for row in db.execute("PRAGMA quick_check").fetchall()]
+    except sqlite3.DatabaseError as exc:
+        problems = [str(exc)]
+        cause: BaseException | None = exc
+    else:
+        cause = None
+    if problems != ["ok"]:
+        shown = "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "")
+        raise StorageError(
+            f"the data file {str(path)!r} failed SQLite's integrity check "
+            f"(PRAGMA quick_check): {shown}; restore it from a backup"
+        ) from cause
+
+
+def _refused_shards(
+    db: sqlite3.Connection, writes: Sequence[ObjectWrite], fence: Fence
+) -> frozenset[int]:
+    """The shards of ``writes`` that ``fence`` no longer holds, read in the commit's transaction."""
+    shards = {shard_of(w.hex_id) for w in writes}
+    marks = ",".join("?" * len(shards))
+    held = {
+        shard
+        for shard, owner, epoch in db.execute(
+            f"SELECT shard, owner, epoch FROM _td_shards WHERE shard IN ({marks})",
+            tuple(shards),
+        )
+        if owner == fence.member_id and epoch == fence.epochs.get(shard)
+    }
+    return frozenset(shards - held)
 
 
 def _apply(db: sqlite3.Connection, writes: Sequence[ObjectWrite]) -> None:

@@ -427,8 +427,21 @@ class FrameCodec:
                 self._finished = True
                 self._events.append(ConnectionLost())
                 return
-            limit = max(self._max_message_size - self._message_size, _MAX_CONTROL_PAYLOAD)
-            frame = yield from Frame.parse(reader.read_exact, mask=True, max_size=limit)
+            # The opcode is in the first byte, already buffered: a control
+            # frame's header claiming over 125 bytes is a protocol error
+            # (1002), not an oversized message (1009), and is refused from
+            # the header alone.
+            is_control = reader.buffer[0] & 0x08
+            if is_control:
+                limit = _MAX_CONTROL_PAYLOAD
+            else:
+                limit = max(self._max_message_size - self._message_size, _MAX_CONTROL_PAYLOAD)
+            try:
+                frame = yield from Frame.parse(reader.read_exact, mask=True, max_size=limit)
+            except PayloadTooBig:
+                if is_control:
+                    raise ProtocolError("control frame too long") from None
+                raise
             if self._handle(frame):
                 # RFC 6455 section 1.4: discard whatever follows a Close.
                 self._at_boundary = True

@@ -258,6 +258,10 @@ class SocketHub:
         if not group.sockets and group.auto_response is None and group.event_timeout is None:
             self._groups.pop(group.key, None)
 
+    def objects_with_sockets(self) -> list[tuple[str, str]]:
+        """The ``(namespace, hex id)`` of every object that has hibernatable sockets."""
+        return [key for key, group in self._groups.items() if group.sockets]
+
     def hibernatable_count(self) -> int:
         """Open hibernatable sockets across all objects."""
         return sum(len(group) for group in self._groups.values())
@@ -406,11 +410,13 @@ class SocketHub:
             if not pinned:
                 del self._pinned[record]
 
-    async def close_object_sockets(self, namespace: str, hex_id: str) -> None:
-        """Close every hibernatable socket of one object (1001 going away)."""
+    async def close_object_sockets(
+        self, namespace: str, hex_id: str, code: int = 1001, reason: str = "going away"
+    ) -> None:
+        """Close every hibernatable socket of one object (1001 going away by default)."""
         group = self._groups.get((namespace, hex_id))
         if group is None:
             return
         for ws in group:
-            await ws.close(1001, "going away")
+            await ws.close(code, reason)
         await trio.lowlevel.checkpoint()

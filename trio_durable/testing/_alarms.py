@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from .._runtime import runtime_of
-from .._stubs import Stub
+from ._helpers import as_stub
 
 __all__ = ["run_alarm"]
 
 
-async def run_alarm(stub: Stub) -> bool:
+async def run_alarm(stub: object) -> bool:
     """Run the pending alarm of the object behind ``stub`` now.
 
     The handler runs as a normal alarm event (retry rules included) and the
@@ -18,4 +18,5 @@ async def run_alarm(stub: Stub) -> bool:
         True if the object had an alarm and its handler ran; False if it
         had none.
     """
-    return await runtime_of(stub.namespace).alarms.deliver(stub.id, manual=True)
+    handle = as_stub(stub)
+    return await runtime_of(handle.namespace).alarms.deliver(handle.id, manual=True)

@@ -11,12 +11,26 @@ from .._object import DurableObject, ObjectContext
 from .._runtime import runtime_of
 from .._stubs import Namespace, Stub
 
-__all__ = ["evict", "list_object_ids", "run_in_object"]
+__all__ = ["as_stub", "evict", "list_object_ids", "run_in_object"]
 
 T = TypeVar("T")
+ObjectT = TypeVar("ObjectT")
 
 
-async def run_in_object(stub: Stub, fn: Callable[[Any, ObjectContext], Awaitable[T] | T]) -> T:
+def as_stub(stub: object) -> Stub:
+    """``stub`` itself, checked: a stub from any namespace, typed or not.
+
+    Raises:
+        TypeError: it is not a stub.
+    """
+    if not isinstance(stub, Stub):
+        raise TypeError(f"expected a stub (namespace.get_by_name(...)), got {stub!r}")
+    return stub
+
+
+async def run_in_object(
+    stub: ObjectT, fn: Callable[[ObjectT, ObjectContext], Awaitable[T] | T]
+) -> T:
     """Run ``fn(instance, ctx)`` inside the live object behind ``stub``; return its result.
 
     ``fn`` may be an async function (its coroutine is awaited) or a plain
@@ -39,11 +53,12 @@ async def run_in_object(stub: Stub, fn: Callable[[Any, ObjectContext], Awaitable
             f"run_in_object() needs a function fn(instance, ctx), sync or async; "
             f"got {type(fn).__name__} {fn!r}"
         )
-    namespace = stub.namespace
-    record = runtime_of(namespace).registry.activate(stub.id, namespace.object_class)
+    handle = as_stub(stub)
+    namespace = handle.namespace
+    record = runtime_of(namespace).registry.activate(handle.id, namespace.object_class)
 
     async def handler(instance: DurableObject) -> T:
-        result = fn(instance, instance.ctx)
+        result = fn(cast(ObjectT, instance), instance.ctx)
         if inspect.isawaitable(result):
             return cast(T, await result)
         return result
@@ -52,7 +67,7 @@ async def run_in_object(stub: Stub, fn: Callable[[Any, ObjectContext], Awaitable
     return outcome
 
 
-async def evict(stub: Stub, close_websockets: bool = False) -> bool:
+async def evict(stub: object, close_websockets: bool = False) -> bool:
     """Evict the object behind ``stub`` now, as hibernation would.
 
     Waits for handlers in flight to finish first (new events meanwhile go to
@@ -63,13 +78,14 @@ async def evict(stub: Stub, close_websockets: bool = False) -> bool:
     Returns:
         True if an instance was live and got evicted, False if none was.
     """
-    runtime = runtime_of(stub.namespace)
-    evicted = await runtime.registry.evict(stub.id)
+    handle = as_stub(stub)
+    runtime = runtime_of(handle.namespace)
+    evicted = await runtime.registry.evict(handle.id)
     if close_websockets:
-        await runtime.sockets.close_object_sockets(stub.id.namespace, stub.id.hex)
+        await runtime.sockets.close_object_sockets(handle.id.namespace, handle.id.hex)
     return evicted
 
 
-async def list_object_ids(namespace: Namespace) -> list[DurableObjectId]:
+async def list_object_ids(namespace: Namespace[Any]) -> list[DurableObjectId]:
     """Every ID of ``namespace`` ever activated or holding data, ordered by ID."""
     return await runtime_of(namespace).list_object_ids(namespace.name)

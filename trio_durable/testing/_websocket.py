@@ -9,6 +9,7 @@ from typing import Any
 import trio
 
 from .._http import Request, Response
+from .._object import DurableObject
 from .._stubs import Stub
 from .._websocket._socket import WebSocket
 
@@ -24,7 +25,7 @@ _UPGRADE_HEADERS = [
 
 @asynccontextmanager
 async def open_websocket(
-    target: Stub | Callable[[Request], Awaitable[Response]],
+    target: Stub | DurableObject | Callable[[Request], Awaitable[Response]],
     url: str = "http://test/",
     *,
     headers: Any = None,
@@ -50,7 +51,13 @@ async def open_websocket(
     """
     extra = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
     request = Request(method="GET", url=url, headers=_UPGRADE_HEADERS + extra)
-    fetch = target.fetch if isinstance(target, Stub) else target
+    fetch: Callable[[Request], Awaitable[Response]]
+    if isinstance(target, Stub):
+        fetch = target.fetch
+    elif callable(target):
+        fetch = target
+    else:
+        raise TypeError(f"open_websocket() takes a stub or a fetch function, got {target!r}")
     response = await fetch(request)
     client = response.web_socket
     if response.status != 101 or not isinstance(client, WebSocket):

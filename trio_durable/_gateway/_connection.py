@@ -1,0 +1,227 @@
+"""One accepted connection while it speaks HTTP/1.1; nothing that goes wrong leaves it.
+
+:func:`serve_connection` is the task the accept loop starts for each
+connection. It reads requests with h11 (keep-alive supported), turns each
+into a :class:`~trio_durable.Request`, calls the worker, and writes the
+:class:`~trio_durable.Response` back, until the connection closes or is
+handed to a WebSocket transport.
+
+The rule it enforces for the whole server: nothing that happens while
+answering one connection may leave that connection's task. A refused
+request gets its 4xx/5xx (``_http1.py``); an app's bad response gets a 500
+(``encode_response`` checks it before anything is written); and, as a
+backstop for what no one foresaw, *any* exception from the per-connection
+path is caught here, logged with its traceback, answered with a 500 when no
+response was started (the connection is closed otherwise), and the server
+goes on with every other connection untouched. Only cancellation (and
+``KeyboardInterrupt``/``SystemExit``) passes through.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import socket
+from typing import Final
+
+import attrs
+import h11
+import trio
+
+from .._http import Request, Response
+from .._websocket._socket import abandon_pair
+from .._websocket._tls import TlsState
+from ._http1 import (
+    HttpError,
+    InvalidResponseError,
+    build_request,
+    encode_error,
+    encode_response,
+    error_response,
+    read_request,
+)
+from ._options import ServeOptions, Worker
+from ._upgrade import ServedRuntime, Upgrades, check_upgrade
+from ._wire import Wire, WriteTimeoutError
+
+__all__ = ["Site", "serve_connection"]
+
+logger: Final = logging.getLogger("trio_durable.gateway")
+
+
+@attrs.frozen
+class Site:
+    """What every connection of one ``serve()`` call shares."""
+
+    runtime: ServedRuntime
+    worker: Worker
+    options: ServeOptions
+    upgrades: Upgrades
+
+
+class _Outcome(enum.Enum):
+    """What the connection does after one request/response exchange."""
+
+    KEEP = "keep"  # keep-alive: read the next request
+    CLOSE = "close"  # close the connection
+    HANDED_OVER = "handed over"  # the socket now belongs to a WebSocket transport
+
+
+async def serve_connection(site: Site, sock: socket.socket, peer: tuple[str, int]) -> None:
+    """Serve the requests of one connection, until it closes or is handed over.
+
+    Never raises, except ``trio.Cancelled`` (cancelling it closes the
+    connection), ``KeyboardInterrupt`` and ``SystemExit``.
+
+    Args:
+        site: What the connections of this ``serve()`` call share.
+        sock: The accepted non-blocking socket; it is closed at the end
+            unless a WebSocket transport took it.
+        peer: The client's ``(host, port)``.
+    """
+    connection: _Connection | None = None
+    try:
+        failed = False
+        try:
+            connection = _Connection(site, sock, peer)
+            await connection.run()
+        except* (OSError, trio.BrokenResourceError) as group:
+            # The client left or stopped reading: nothing to answer.
+            for exc in group.exceptions:
+                level = logging.INFO if isinstance(exc, WriteTimeoutError) else logging.DEBUG
+                logger.log(level, "%s: connection ended: %s", peer, exc)
+        except* Exception as group:
+            failed = True
+            error = group.exceptions[0] if len(group.exceptions) == 1 else group
+            logger.error(
+                "%s: unexpected error while serving the connection; answering 500",
+                peer,
+                exc_info=error,
+            )
+        if failed and connection is not None:
+            await connection.answer_failure()
+    finally:
+        if connection is not None:
+            connection.close()
+        else:
+            sock.close()
+
+
+class _Connection:
+    """The state of one connection while it speaks HTTP/1.1."""
+
+    __slots__ = ("conn", "handed_over", "options", "peer", "scheme", "site", "wire")
+
+    def __init__(self, site: Site, sock: socket.socket, peer: tuple[str, int]) -> None:
+        self.site = site
+        self.options = site.options
+        self.peer = peer
+        ssl_context = site.options.ssl_context
+        tls = TlsState(ssl_context) if ssl_context is not None else None
+        self.wire = Wire(sock, tls, site.options.write_timeout)
+        self.scheme = "https" if tls is not None else "http"
+        self.conn = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=self.options.max_header_bytes
+        )
+        self.handed_over = False
+
+    def close(self) -> None:
+        if not self.handed_over:
+            self.wire.close()
+
+    async def run(self) -> None:
+        if self.wire.tls is not None:
+            with trio.move_on_after(self.options.handshake_timeout) as scope:
+                await self.wire.handshake()
+            if scope.cancelled_caught:
+                logger.debug("%s: TLS handshake timed out", self.peer)
+                return
+        conn = self.conn
+        while True:
+            outcome = await self.exchange()
+            if outcome is not _Outcome.KEEP:
+                return
+            if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                return
+            conn.start_next_cycle()
+
+    async def exchange(self) -> _Outcome:
+        """Read one request, call the worker, answer; say what happens next."""
+        try:
+            got = await read_request(self.wire, self.conn, self.options)
+            if got is None:
+                return _Outcome.CLOSE
+            event, body = got
+            request = build_request(
+                event, body, peer=self.peer, scheme=self.scheme, server_address=self._local()
+            )
+        except HttpError as exc:
+            return await self.fail(exc.status, exc.message)
+        if request.is_websocket_upgrade:
+            refusal = await check_upgrade(request, event.http_version, self.options)
+            if refusal is not None:
+                return await self.respond(request, refusal)
+        response = await self.call_worker(request)
+        if response.status == 101:
+            error = self.site.upgrades.hand_over(self.wire, self.conn, request, response)
+            if error is None:
+                self.handed_over = True
+                return _Outcome.HANDED_OVER
+            response = error
+        return await self.respond(request, response)
+
+    def _local(self) -> str:
+        """``host:port`` this connection reached: the authority when there is no Host."""
+        address = self.wire.sock.getsockname()
+        host, port = str(address[0]), int(address[1])
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    async def call_worker(self, request: Request) -> Response:
+        try:
+            response = await self.site.worker(request, self.site.runtime)
+        except Exception:
+            logger.exception("worker failed on %s %s", request.method, request.url)
+            return error_response(500)
+        if not isinstance(response, Response):
+            logger.error(
+                "worker returned %s, not a trio_durable.Response, for %s %s",
+                type(response).__name__,
+                request.method,
+                request.url,
+            )
+            return error_response(500)
+        return response
+
+    async def respond(self, request: Request, response: Response) -> _Outcome:
+        """Write ``response``; keep the connection unless HTTP says otherwise."""
+        if response.web_socket is not None:
+            # Not sent as a 101: the object must not keep the server end.
+            abandon_pair(response.web_socket)
+        try:
+            data = encode_response(self.conn, response, method=request.method)
+        except InvalidResponseError as exc:
+            logger.error("worker returned an invalid response for %s: %s", request.url, exc)
+            data = encode_response(self.conn, error_response(500), method=request.method)
+        await self.wire.send_all(data)
+        return _Outcome.KEEP
+
+    async def fail(self, status: int, message: str) -> _Outcome:
+        """Answer a refused request and close the connection."""
+        logger.debug("%s: answering %d: %s", self.peer, status, message)
+        data = encode_error(self.conn, status, message)
+        if data:
+            await self.wire.send_all(data)
+            await self.wire.linger()
+        return _Outcome.CLOSE
+
+    async def answer_failure(self) -> None:
+        """After an unexpected error: a 500 if no response was started, then close."""
+        if self.handed_over or self.wire.sock.fileno() == -1:
+            return
+        try:
+            data = encode_error(self.conn, 500, "Internal Server Error")
+            if data:
+                await self.wire.send_all(data)
+                await self.wire.linger()
+        except Exception as exc:  # the connection is broken too; closing is all that is left
+            logger.debug("%s: could not answer 500: %r", self.peer, exc)

@@ -1,0 +1,262 @@
+"""One object's SQL database and the statements the runtime runs on it.
+
+User statements run inside an implicit transaction that the storage engine
+commits with the object's other writes (:meth:`ObjectDatabase.commit`), or
+that is ended at once when the statement changed nothing. Inside
+``storage.transaction()`` they sit in a savepoint that the block's end
+releases or rolls back. Every statement that controls these transactions is
+run here, by a named method, under :func:`~._guard.runtime_statements`;
+user text never reaches one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+from .._exceptions import SqlError
+from ._guard import NO_ATTACH, RESERVED_PREFIX, expire_statements, runtime_statements, state
+
+__all__ = ["ObjectDatabase", "StatementResult"]
+
+_SAVEPOINT: Final = "SAVEPOINT _td_txn"
+_RELEASE: Final = "RELEASE _td_txn"
+_ROLLBACK_TO: Final = "ROLLBACK TO _td_txn"
+_ALTER_SAVEPOINT: Final = "SAVEPOINT _td_alter"
+_ALTER_RELEASE: Final = "RELEASE _td_alter"
+_ALTER_ROLLBACK_TO: Final = "ROLLBACK TO _td_alter"
+_RESERVED_NAMES: Final = (
+    "SELECT name FROM sqlite_master WHERE lower(substr(name, 1, 4)) = '_td_' ORDER BY name"
+)
+_USER_OBJECTS: Final = (
+    "SELECT type, name, sql FROM sqlite_master "
+    "WHERE type IN ('table', 'view') AND substr(name, 1, 7) != 'sqlite_'"
+)
+
+
+#: What one user statement returned: its rows, its column names, the rows it wrote.
+StatementResult = tuple[list[tuple[Any, ...]], list[str], int]
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class ObjectDatabase:
+    """An object's SQLite connection, as user SQL and the runtime use it.
+
+    The connection is in a transaction exactly when it holds changes that
+    the storage engine has been asked to commit.
+
+    Args:
+        connection: The object's connection, with the guard installed.
+    """
+
+    __slots__ = ("_savepoint", "connection")
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+        self._savepoint = False
+
+    def __repr__(self) -> str:
+        return f"<ObjectDatabase in_transaction={self.connection.in_transaction}>"
+
+    # ------------------------------------------------------- user statements
+
+    def execute(
+        self,
+        query: str,
+        bindings: Sequence[Any],
+        in_transaction: bool,
+        on_pending: Callable[[ObjectDatabase], None],
+    ) -> StatementResult:
+        """Run one user statement under the guard.
+
+        Args:
+            query: The statement (one; sqlite3 refuses a second).
+            bindings: Its parameters.
+            in_transaction: Inside ``storage.transaction()``: the statement
+                joins the block's savepoint.
+            on_pending: Called (even if the statement fails) when the
+                connection now holds changes to commit with the object's batch.
+
+        Raises:
+            SqlError: the guard refused the statement.
+            sqlite3.Error: SQLite refused it (syntax, constraint, ...).
+        """
+        db = self.connection
+        if in_transaction and not self._savepoint:
+            if db.in_transaction:
+                # Statements from before the block are made durable now, so
+                # that the block's open savepoint never holds back their
+                # commit (see commit()).
+                self.commit()
+            self._begin()
+            began = True
+            self._control(_SAVEPOINT)
+            self._savepoint = True
+        else:
+            began = not db.in_transaction
+            if began:
+                self._begin()
+        guard = state()
+        guard.reason = guard.alter_table = None
+        guard.wrote = False
+        changes = db.total_changes
+        try:
+            try:
+                cursor = db.execute(query, bindings)  # inlined _run(): the hot path
+                rows = cursor.fetchall()
+                names = [column[0] for column in cursor.description or ()]
+                return rows, names, max(cursor.rowcount, 0)
+            except sqlite3.DatabaseError as exc:
+                if guard.reason is None and guard.alter_table is not None:
+                    return self._run_alter(query, bindings)
+                raise _translated(exc, guard.reason) from None
+        finally:
+            if guard.wrote or db.total_changes != changes or (began and self._savepoint):
+                on_pending(self)
+            elif began and db.in_transaction:
+                self.commit()  # it changed nothing: end its read transaction now
+
+    def _run(self, query: str, bindings: Sequence[Any]) -> StatementResult:
+        cursor = self.connection.execute(query, bindings)
+        rows = cursor.fetchall()
+        return rows, [column[0] for column in cursor.description or ()], max(cursor.rowcount, 0)
+
+    def _run_alter(self, query: str, bindings: Sequence[Any]) -> StatementResult:
+        """Run an ``ALTER TABLE`` in a savepoint, undone if it made a reserved name.
+
+        SQLite's authorizer is shown the table's old name only, so the new
+        one is checked in ``sqlite_master`` once the statement has run.
+        """
+        self._control(_ALTER_SAVEPOINT)
+        guard = state()
+        keep = False
+        try:
+            guard.allow_alter = True
+            try:
+                result = self._run(query, bindings)
+            except sqlite3.DatabaseError as exc:
+                raise _translated(exc, guard.reason) from None
+            finally:
+                guard.allow_alter = False
+            reserved = self.connection.execute(_RESERVED_NAMES).fetchall()
+            if reserved:
+                name = reserved[0][0]
+                raise SqlError(
+                    f"{name!r} is reserved: names starting with {RESERVED_PREFIX!r} "
+                    "belong to the runtime"
+                )
+            keep = True
+            return result
+        finally:
+            if not keep:
+                self._control(_ALTER_ROLLBACK_TO)
+            self._control(_ALTER_RELEASE)
+
+    # ------------------------------------------------- the runtime's statements
+
+    def _begin(self) -> None:
+        # executescript() prepares outside sqlite3's statement cache; it
+        # commits an open transaction first, and none is open here.
+        with runtime_statements():
+            self.connection.executescript("BEGIN")
+
+    def _control(self, statement: str) -> None:
+        # Runs through sqlite3's statement cache, so every statement is
+        # expired afterwards: user text equal to ours is authorized anew.
+        try:
+            with runtime_statements():
+                self.connection.execute(statement)
+        finally:
+            expire_statements(self.connection)
+
+    def commit(self) -> None:
+        """Commit the implicit transaction, if one is open (the storage engine's commit).
+
+        While a ``storage.transaction()`` block has its savepoint open, the
+        statements in it are not final: the commit waits, and the block hands
+        them to the object's next batch when it ends (:meth:`end_savepoint`).
+        """
+        if self._savepoint:
+            return
+        if self.connection.in_transaction:
+            with runtime_statements():
+                self.connection.commit()  # prepared outside the statement cache
+
+    def rollback(self) -> None:
+        """Roll back the implicit transaction (the batch it belongs to failed)."""
+        self._savepoint = False
+        try:
+            if self.connection.in_transaction:
+                with runtime_statements():
+                    self.connection.rollback()
+        finally:
+            # The schema may be back to an older version, under which some
+            # cached statements were authorized: authorize them again.
+            expire_statements(self.connection)
+
+    def end_savepoint(self, *, commit: bool, on_pending: Callable[[ObjectDatabase], None]) -> None:
+        """End the savepoint of ``storage.transaction()``: keep or undo its statements.
+
+        ``on_pending`` is called when kept statements now wait for a commit.
+        """
+        if not self._savepoint:
+            return
+        self._savepoint = False
+        if commit:
+            self._control(_RELEASE)
+            on_pending(self)
+        else:
+            self._control(_ROLLBACK_TO)
+            self._control(_RELEASE)
+            # The transaction began with the block (earlier statements were
+            # committed then), so nothing is left in it.
+            self.commit()
+
+    def drop_all(self, on_pending: Callable[[ObjectDatabase], None]) -> None:
+        """Drop every user table and view (``delete_all``), in the implicit transaction."""
+        db = self.connection
+        if not db.in_transaction:
+            self._begin()
+        try:
+            with runtime_statements():
+                objects = sorted(db.execute(_USER_OBJECTS).fetchall(), key=_drop_order)
+                for kind, name, _sql in objects:
+                    db.execute(f"DROP {kind.upper()} IF EXISTS {_quote(name)}")
+        finally:
+            expire_statements(db)
+            on_pending(self)
+
+    def size(self) -> int:
+        """The database's size in bytes."""
+        db = self.connection
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+        return int(pages * page_size)
+
+
+def _drop_order(row: tuple[str, str, str | None]) -> tuple[bool, bool]:
+    # Virtual tables first (they drop their own shadow tables), then views.
+    kind, _name, sql = row
+    return (not (sql or "").upper().startswith("CREATE VIRTUAL"), kind != "view")
+
+
+def _translated(exc: sqlite3.DatabaseError, reason: str | None) -> Exception:
+    """The error a user sees for a statement that SQLite or the guard refused."""
+    if reason is not None:
+        return SqlError(reason)
+    if str(exc) == "cannot VACUUM from within a transaction":
+        # SQLite refuses VACUUM before the authorizer sees its ATTACH, because
+        # user SQL always runs inside the object's transaction.
+        return SqlError(NO_ATTACH)
+    missing = str(exc).lower().partition("no such table: ")[2]
+    if missing.startswith(RESERVED_PREFIX) or missing.startswith("main." + RESERVED_PREFIX):
+        # The runtime keeps no table here, but say so in its own words.
+        return SqlError(
+            f"{missing!r} is reserved: names starting with {RESERVED_PREFIX!r} "
+            "belong to the runtime"
+        )
+    return exc
