@@ -204,7 +204,9 @@ class Runtime:
         )
         self.watchdog: Watchdog | None = None
         self._nursery: trio.Nursery | None = None
-        self._local_dispatcher = LocalDispatcher(self.registry)
+        self._local_dispatcher = LocalDispatcher(
+            self.registry, watch_fetch=self.sockets.watch_fetch
+        )
         self._dispatcher: Dispatcher = self._local_dispatcher
         self._services = ObjectServices(
             storages=self.storages, sockets=self.sockets, clock=self.clock, namespace=self.namespace

@@ -21,12 +21,10 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Opcode
 from websockets.sync.client import ClientConnection, connect
 
-from trio_durable._websocket._network import (
-    SLOW_CLIENT_CODE,
-    ConnectionHome,
-    NetworkTransport,
-    WebSocketProtocolError,
-)
+from trio_durable._exceptions import WebSocketProtocolError
+from trio_durable._limits import CloseCode
+from trio_durable._websocket._home import ConnectionHome
+from trio_durable._websocket._network import NetworkTransport
 from trio_durable._websocket._parking import SocketParking
 from trio_durable._websocket._transport import DISCONNECTED_REASON
 
@@ -220,7 +218,7 @@ async def test_idle_connection_is_parked_and_wakes_on_a_message(home, ws_client,
     await wait_until(lambda: transport.is_parked)
     assert not transport.has_reader, "a parked connection keeps no reader task"
     assert transport._fd in parking._callbacks, "the parking table holds the socket"
-    assert transport._codec is None and transport.buffered == 0
+    assert transport._reader is None and transport.buffered == 0
     await in_thread(client.send, "two")
     assert await sink.wait_for(2) == [("message", "one"), ("message", "two")], sink.events
     await wait_until(lambda: transport.is_parked)
@@ -272,7 +270,7 @@ async def test_client_that_never_reads_is_disconnected(harness: Harness, ws_clie
     data = await in_thread(read_until_eof, stuck)
     assert len(data) >= 1024, "the stuck client had received some data before"
     if b"\x88" in data[-40:]:
-        assert SLOW_CLIENT_CODE.to_bytes(2, "big") in data[-40:]
+        assert CloseCode.TRY_AGAIN_LATER.to_bytes(2, "big") in data[-40:]
 
 
 async def test_shutdown_closes_parked_connections_with_1001(

@@ -29,18 +29,34 @@ Output gate
     every commit registered *before* the wait began has finished, or raises
     :class:`~trio_durable.ObjectResetError` when one of them failed (the
     object is reset and the message is dropped).
+
+    Whoever runs an event can also learn whether *its* writes were lost:
+    while :data:`EVENT_COMMITS` holds a list, storage reports every write
+    with :func:`note_write`, and the commits it names are the event's;
+    :func:`lost_writes` then says whether one failed. (The socket hub uses it
+    to close, with 1011, the socket whose message's writes a failed commit
+    dropped, and no other.)
 """
 
 from __future__ import annotations
 
+import contextvars
 from collections import deque
+from typing import Final
 
 import attrs
 import trio
 
 from .._exceptions import ObjectResetError
 
-__all__ = ["InputGate", "OutputGate", "PendingCommit"]
+__all__ = [
+    "EVENT_COMMITS",
+    "InputGate",
+    "OutputGate",
+    "PendingCommit",
+    "lost_writes",
+    "note_write",
+]
 
 
 _ACTIVATING = object()
@@ -241,3 +257,33 @@ class OutputGate:
                     "the object was reset and the held message was dropped"
                 ) from commit.error
         self._forget_committed()
+
+
+#: The commits the writes of the event running in this task wait for, while
+#: whoever runs the event watches: it sets a fresh list, runs the event, resets
+#: the variable and asks :func:`lost_writes`. ``None`` (nobody watches)
+#: otherwise. Per task, as events are. (A bare variable rather than a context
+#: manager: the socket hub sets it for every WebSocket message.)
+EVENT_COMMITS: Final[contextvars.ContextVar[list[PendingCommit] | None]] = (
+    contextvars.ContextVar("trio_durable_event_commits", default=None)
+)
+
+
+def note_write(commit: PendingCommit) -> None:
+    """(Storage) the running event just made a write that ``commit`` will carry."""
+    commits = EVENT_COMMITS.get()
+    if commits is not None and (not commits or commits[-1] is not commit):
+        commits.append(commit)
+
+
+async def lost_writes(commits: list[PendingCommit]) -> bool:
+    """Wait until ``commits`` (an event's) are over; True if any of them failed.
+
+    Returns at once, without a checkpoint, when they are already over.
+    """
+    lost = False
+    for commit in commits:
+        if not commit.done.is_set():
+            await commit.done.wait()
+        lost = lost or commit.error is not None
+    return lost

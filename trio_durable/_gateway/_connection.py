@@ -29,8 +29,8 @@ import h11
 import trio
 
 from .._http import Request, Response
-from .._websocket._network import TlsState
 from .._websocket._socket import abandon_pair
+from .._websocket._tls import TlsState
 from ._http1 import (
     HttpError,
     InvalidResponseError,

@@ -29,8 +29,9 @@ import trio
 
 from .._http import Request, Response
 from .._websocket._frames import accept_key
+from .._websocket._home import ConnectionHome
 from .._websocket._hub import SocketHub
-from .._websocket._network import ConnectionHome, NetworkTransport
+from .._websocket._network import NetworkTransport
 from .._websocket._socket import abandon_pair, bind_client_end
 from ._http1 import InvalidResponseError, error_response, header_fields
 from ._options import ServeOptions

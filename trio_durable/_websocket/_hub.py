@@ -18,24 +18,42 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
 import trio
 
 from .._core._clock import WallClock
+from .._core._gates import EVENT_COMMITS, PendingCommit, lost_writes
 from .._core._live import LiveObject
 from .._core._registry import Registry
 from .._exceptions import LimitExceededError
+from .._http import Response
 from .._ids import DurableObjectId
-from .._limits import MAX_ATTACHMENT_BYTES, MAX_TAG_BYTES, MAX_TAGS, MAX_WEBSOCKETS_PER_OBJECT
+from .._limits import (
+    MAX_ATTACHMENT_BYTES,
+    MAX_TAG_BYTES,
+    MAX_TAGS,
+    MAX_WEBSOCKETS_PER_OBJECT,
+    CloseCode,
+)
 from ._parking import SocketParking
-from ._socket import WebSocket, WebSocketRequestResponsePair, bind_home, register_home
+from ._socket import (
+    WebSocket,
+    WebSocketRequestResponsePair,
+    bind_home,
+    register_home,
+    watch_fetch,
+)
 
-__all__ = ["ObjectSockets", "SocketHub", "SocketLimits"]
+__all__ = ["LOST_WRITES_REASON", "ObjectSockets", "SocketHub", "SocketLimits"]
 
 logger = logging.getLogger("trio_durable.websocket")
+
+#: The close reason (code 1011) of a socket whose message's writes a failed commit lost.
+LOST_WRITES_REASON = "a storage commit failed: the message was not processed, try again"
+
 
 @attrs.frozen
 class SocketLimits:
@@ -131,29 +149,41 @@ class ObjectSockets:
             logger.exception("could not activate %s for %s", self.object_id, handler_name)
             return
         timeout = self.event_timeout
+        commits: list[PendingCommit] = []
+        watching = EVENT_COMMITS.set(commits)
         try:
-            if timeout is None:
-                await record.run_event(handler)
-            else:
-                with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
+            try:
+                if timeout is None:
                     await record.run_event(handler)
-                if scope.cancelled_caught:
-                    record.reset(
-                        TimeoutError(
-                            f"{handler_name} ran longer than the event timeout of {timeout} s"
-                        ),
-                        origin=f"{handler_name} timeout",
-                    )
-        except (trio.ClosedResourceError, Exception) as exc:
-            # The object lives on (as after a failed fetch); the socket too.
-            logger.warning(
-                "%s.%s of %s raised %r",
-                cls.__name__,
-                handler_name,
-                self.object_id,
-                exc,
-                exc_info=not isinstance(exc, trio.ClosedResourceError),
-            )
+                else:
+                    with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
+                        await record.run_event(handler)
+                    if scope.cancelled_caught:
+                        record.reset(
+                            TimeoutError(
+                                f"{handler_name} ran longer than the event timeout of {timeout} s"
+                            ),
+                            origin=f"{handler_name} timeout",
+                        )
+            except (trio.ClosedResourceError, Exception) as exc:
+                # The object lives on (as after a failed fetch); the socket too.
+                logger.warning(
+                    "%s.%s of %s raised %r",
+                    cls.__name__,
+                    handler_name,
+                    self.object_id,
+                    exc,
+                    exc_info=not isinstance(exc, trio.ClosedResourceError),
+                )
+        finally:
+            EVENT_COMMITS.reset(watching)
+        if commits and await lost_writes(commits):
+            # A commit failed: the object was reset and the event's writes
+            # (and the replies they held back) are gone. Its client must not
+            # believe them done: close its socket so that it retries.
+            ws: WebSocket = args[0]
+            logger.info("closing a WebSocket of %s with 1011: its writes were lost", self.object_id)
+            await ws.close(CloseCode.INTERNAL_ERROR, LOST_WRITES_REASON)
 
 
 class SocketHub:
@@ -200,6 +230,14 @@ class SocketHub:
             for group in list(self._groups.values()):
                 for ws in group:
                     ws._abort_connection()
+
+    def watch_fetch(self) -> Callable[[Response | None], None]:
+        """Settle the sockets a fetch accepts when it returns (a ``FetchWatcher``).
+
+        Given to the dispatcher: a socket accepted by a fetch that raised, or
+        whose response does not carry its client end, is dropped at once.
+        """
+        return watch_fetch()
 
     def bind_to_current_task(self) -> None:
         """Make this hub the socket home of the calling task (see ``current_home``)."""
