@@ -236,9 +236,11 @@ class Runtime:
         self.registry.admit = member.admit
         self.storage_engine.fence = member.fence
         app_roots = {cls.__module__.split(".")[0] for cls in self._object_classes.values()}
-        self._dispatcher = ClusterDispatcher(
+        dispatcher = ClusterDispatcher(
             member, self._local_dispatcher, self.namespace, AppClasses(app_roots)
         )
+        dispatcher.runtime = self
+        self._dispatcher = dispatcher
 
     def _holds(self, hex_id: str) -> bool:
         return self.cluster is not None and self.cluster.holds(shard_of(hex_id))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -29,6 +30,8 @@ import trio
 from .. import _codec
 from .._core._live import State, current_object
 from .._exceptions import ObjectResetError, ObjectUnavailableError
+from .._gateway._handoff import CURRENT_HANDOFF, UpgradeHandoff, answer_on, upgrades_of
+from .._http import Response
 from .._ids import DurableObjectId, shard_of
 from .._stubs import Invocation, LocalDispatcher, Namespace
 from ._link import LinkClosedError, LinkUnavailableError
@@ -68,6 +71,9 @@ class ClusterDispatcher:
         self._namespace = namespace
         self._classes = classes
         member.on("invoke", self._serve_invoke)
+        member.on("upgrade", self._serve_upgrade)
+        #: The runtime whose gateway completes handed-over upgrades (set by the runtime).
+        self.runtime: Any = None
 
     async def invoke(
         self, namespace: Namespace[Any], object_id: DurableObjectId, invocation: Invocation
@@ -93,6 +99,12 @@ class ClusterDispatcher:
             else:
                 owner = member.owner_of(shard)
                 if owner is not None and owner.member_id != member.member.member_id:
+                    handoff = _offered_connection(invocation)
+                    if handoff is not None:
+                        result = await self._hand_over(owner, namespace, object_id, handoff)
+                        if result is not _RETRY:
+                            return result
+                        continue
                     if payload is None:
                         payload = (
                             _codec.encode_call(invocation.args, where="args"),
@@ -178,12 +190,96 @@ class ClusterDispatcher:
         except Exception as exc:
             return ["raise", encode_error(exc)], ()
 
+    async def _hand_over(
+        self,
+        owner: Any,
+        namespace: Namespace[Any],
+        object_id: DurableObjectId,
+        handoff: UpgradeHandoff,
+    ) -> Any:
+        """Send an upgrade's ``fetch`` with its connection to the owner, which answers on it.
+
+        Returns the object's response (without its WebSocket, which stays
+        with the owner), or ``_RETRY``.
+        """
+        try:
+            peer = await self._member.peer(owner)
+            body = [
+                namespace.name,
+                object_id.hex,
+                object_id.name,
+                _codec.encode_call(handoff.request, where="request"),
+                handoff.trailing,
+            ]
+            reply, fds = await peer.call("upgrade", body, [handoff.sock.fileno()])
+        except LinkUnavailableError:
+            return _RETRY
+        except LinkClosedError as exc:
+            # The owner may have taken the connection: this process lets it go.
+            handoff.taken = True
+            raise ObjectResetError(
+                f"the process running {object_id!r} went away during a WebSocket upgrade"
+            ) from exc
+        for fd in fds:
+            _close(fd)
+        if reply[0] == "moved":
+            return _RETRY
+        handoff.taken = True
+        if reply[0] == "raise":
+            raise rebuild_error(reply[1], self._classes)
+        return _codec.decode_call(reply[1], where="response")
+
+    async def _serve_upgrade(
+        self, op: str, body: Any, fds: list[int]
+    ) -> tuple[Any, Sequence[int]]:
+        namespace_name, hex_id, name, request_data, trailing = body
+        [fd] = fds
+        if not self._member.holds(shard_of(hex_id)):
+            _close(fd)  # the sender keeps its own descriptor and asks the owner
+            return ["moved"], ()
+        sock = socket.socket(fileno=fd)
+        try:
+            upgrades = upgrades_of(self.runtime)
+            if upgrades is None:
+                raise RuntimeError("this worker's gateway is not serving")
+            namespace = self._namespace(namespace_name)
+            request = _codec.decode_call(request_data, where="request")
+            object_id = DurableObjectId(namespace.name, hex_id, name)
+            response = await self._local.invoke(
+                namespace, object_id, Invocation("fetch", (request,))
+            )
+        except ShardNotHeldError:
+            sock.close()
+            return ["moved"], ()
+        except Exception as exc:
+            sock.close()
+            return ["raise", encode_error(exc)], ()
+        await answer_on(
+            upgrades, sock, request, response, trailing, write_timeout=upgrades.write_timeout
+        )
+        summary = Response(status=response.status, headers=response.headers)
+        return ["ok", _codec.encode_call(summary, where="response")], ()
+
     def _resolve(self, kind: str, reference: Any) -> Any:
         if kind != "stub":
             raise TypeError(f"a {kind!r} handle cannot cross to another process")
         namespace_name, hex_id, name = reference
         namespace = self._namespace(namespace_name)
         return namespace.get(DurableObjectId(namespace.name, hex_id, name))
+
+
+def _offered_connection(invocation: Invocation) -> UpgradeHandoff | None:
+    """The connection on offer, when this call is the ``fetch`` of its upgrade request."""
+    handoff = CURRENT_HANDOFF.get()
+    if (
+        handoff is None
+        or handoff.taken
+        or invocation.method != "fetch"
+        or len(invocation.args) != 1
+        or invocation.args[0] is not handoff.request
+    ):
+        return None
+    return handoff
 
 
 def _close(fd: int) -> None:

@@ -213,6 +213,15 @@ class ClusterMember:
         self.request_round()
         await self._round_done.wait()
 
+    async def drain(self) -> None:
+        """Hand every shard over to the members that should own them; return once none is held.
+
+        For a rolling restart: the successor of this worker's slot runs
+        already, so it is the one that should own them all.
+        """
+        while self._held:
+            await self.wait_for_round()
+
     async def _keep_leases(self) -> None:
         interval = self.spec.lease_seconds / 4
         while True:

@@ -124,6 +124,11 @@ class Upgrades:
         self._options = options
         self._home: ConnectionHome | None = None
 
+    @property
+    def write_timeout(self) -> float:
+        """The ``write_timeout`` of the ``serve()`` call."""
+        return self._options.write_timeout
+
     def __len__(self) -> int:
         """Upgraded connections still open."""
         return len(self._home) if self._home is not None else 0
@@ -154,9 +159,19 @@ class Upgrades:
         return home
 
     def hand_over(
-        self, wire: Wire, conn: h11.Connection, request: Request, response: Response
+        self,
+        wire: Wire,
+        conn: h11.Connection,
+        request: Request,
+        response: Response,
+        *,
+        trailing: bytes | None = None,
     ) -> Response | None:
         """Complete the handshake of a 101 ``response``; never blocks.
+
+        ``trailing`` is what the client sent past the request head, when it
+        was read elsewhere (a connection handed over by another process);
+        otherwise ``conn`` has it.
 
         Returns:
             ``None`` once the socket belongs to a WebSocket transport (the
@@ -192,10 +207,11 @@ class Upgrades:
             return error_response(500)
         try:
             preamble = conn.send(switch) or b""
-            trailing, _closed = conn.trailing_data
+            if trailing is None:
+                trailing = bytes(conn.trailing_data[0])
             # The transport writes the 101 itself, ahead of anything the object
             # already sent, so the hand-over needs no await and loses no message.
-            transport.start(sink, initial=bytes(trailing), preamble=preamble)
+            transport.start(sink, initial=trailing, preamble=preamble)
         except Exception:
             transport.abort()  # it owns the socket now: close it, tell nobody twice
             raise

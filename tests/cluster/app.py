@@ -1,0 +1,47 @@
+"""The app the multi-process cluster tests serve (``tests.cluster.app:app``)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import attrs
+
+import trio_durable as td
+
+
+@attrs.define(eq=False)
+class Counter(td.DurableObject):
+    hits: int = 0  # in memory: a second live instance would restart at 0
+
+    async def fetch(self, request: td.Request) -> td.Response:
+        if request.is_websocket_upgrade:
+            client, server = td.WebSocketPair()
+            self.ctx.accept_websocket(server, tags=["room"])
+            return td.Response.websocket(client)
+        self.hits += 1
+        stored = int(await self.ctx.storage.get("count") or 0) + 1
+        await self.ctx.storage.put("count", stored)
+        return td.Response.json({"hits": self.hits, "stored": stored, "owner": os.getpid()})
+
+    async def websocket_message(self, ws: td.WebSocket, message: str | bytes) -> None:
+        text = message if isinstance(message, str) else message.decode()
+        sockets = self.ctx.get_websockets("room")
+        for peer in sockets:
+            await peer.send(
+                json.dumps({"owner": os.getpid(), "sockets": len(sockets), "text": text})
+            )
+
+
+async def worker(request: td.Request, runtime: td.Runtime) -> td.Response:
+    """``/NAME``: the counter NAME; every answer says which worker accepted it."""
+    name = request.path.strip("/") or "home"
+    response: Any = await runtime.namespace("counters").get_by_name(name).fetch(request)
+    if response.status == 101:
+        return response  # type: ignore[no-any-return]
+    headers = [*response.headers.items_raw(), ("x-accepted-by", str(os.getpid()))]
+    return td.Response(status=response.status, headers=headers, body=response.body)
+
+
+app = td.App(worker=worker, objects={"counters": Counter})
