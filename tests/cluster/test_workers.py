@@ -88,7 +88,7 @@ async def test_a_killed_worker_s_objects_answer_again_and_lose_nothing(tmp_path:
         seen = []
         while True:
             try:
-                status, _, body = await get(running.port, f"/{name}", timeout=10)
+                status, _, body = await get(running.port, f"/{name}", within=10)
             except (OSError, trio.TooSlowError) as exc:
                 status, body = 0, repr(exc)
             seen.append((round(trio.current_time() - started, 2), status))

@@ -112,9 +112,9 @@ def cluster(data_dir: Path, workers: int = 2, *extra: str) -> Iterator[Cluster]:
         process.stderr.close()
 
 
-async def get(port: int, path: str, timeout: float = 15) -> tuple[int, dict[str, str], Any]:
+async def get(port: int, path: str, within: float = 15) -> tuple[int, dict[str, str], Any]:
     """One HTTP/1.1 GET on a new connection: (status, headers, JSON body)."""
-    with trio.fail_after(timeout):
+    with trio.fail_after(within):
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         async with stream:
             await stream.send_all(
