@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 import attrs
+import trio
 
 import trio_durable as td
 
@@ -34,8 +36,30 @@ class Counter(td.DurableObject):
             )
 
 
+@attrs.define(eq=False)
+class Ticker(td.DurableObject):
+    """Writes a tick every 20 ms in the background once started: (writer pid, wall time)."""
+
+    async def fetch(self, request: td.Request) -> td.Response:
+        if request.path.endswith("/start"):
+            self.ctx.wait_until(self._tick)
+            return td.Response.json({"started": os.getpid()})
+        ticks = await self.ctx.storage.list(prefix="t")
+        return td.Response.json({"owner": os.getpid(), "ticks": list(ticks.values())})
+
+    async def _tick(self) -> None:
+        n = 0
+        while True:
+            n += 1
+            await self.ctx.storage.put(f"t{os.getpid()}-{n:08d}", [os.getpid(), time.time()])
+            await trio.sleep(0.02)
+
+
 async def worker(request: td.Request, runtime: td.Runtime) -> td.Response:
     """``/NAME``: the counter NAME; every answer says which worker accepted it."""
+    if request.path.startswith("/tick/"):
+        ticker = runtime.namespace("tickers").get_by_name("t")
+        return await ticker.fetch(request)  # type: ignore[no-any-return]
     name = request.path.strip("/") or "home"
     response: Any = await runtime.namespace("counters").get_by_name(name).fetch(request)
     if response.status == 101:
@@ -44,4 +68,4 @@ async def worker(request: td.Request, runtime: td.Runtime) -> td.Response:
     return td.Response(status=response.status, headers=headers, body=response.body)
 
 
-app = td.App(worker=worker, objects={"counters": Counter})
+app = td.App(worker=worker, objects={"counters": Counter, "tickers": Ticker})

@@ -20,6 +20,7 @@ import pytest
 import trio
 
 import trio_durable as td
+from trio_durable._cluster._leases import SqliteLeaseStore
 from trio_durable._cluster._member import ClusterSpec
 from trio_durable._ids import shard_of
 from trio_durable._storage._lock import DataDirLock
@@ -248,5 +249,42 @@ async def test_a_member_that_leaves_hands_its_shards_to_the_other(
                     await trio.sleep(0.05)
             assert await stub.stored() == 1, "the write made in b is there"
             assert await stub.increment() == 1, "a fresh instance in a"
+    finally:
+        lock.release()
+
+
+async def test_a_member_that_lost_its_shard_unknowingly_cannot_commit_for_it(
+    tmp_path: Path, run_dir: str
+) -> None:
+    """The fence, not the lease round: the stale member still believes it holds the shard."""
+    lock = DataDirLock.acquire(tmp_path)
+    slow = 60.0  # rounds every 15 s: the stale member will not notice by itself in time
+    try:
+        async with AsyncExitStack() as stack:
+            a, b = [
+                await stack.enter_async_context(
+                    td.open_runtime(
+                        OBJECTS,
+                        backend=td.SqliteBackend(tmp_path, lock_fd=os.dup(lock.fd)),
+                        cluster=ClusterSpec(slot=slot, run_dir=run_dir, lease_seconds=slow),
+                    )
+                )
+                for slot in (0, 1)
+            ]
+            assert a.cluster is not None and b.cluster is not None
+            [name] = _owned_by(a)
+            via_a = a.namespace("counters").get_by_name(name)
+            assert await via_a.increment() == 1
+            # The supervisor decides a is dead; b takes its shards (a new epoch).
+            store = SqliteLeaseStore(tmp_path / "trio_durable.sqlite3")
+            await store.revoke(a.cluster.member.member_id)
+            await store.aclose()
+            await b.cluster.wait_for_round()
+            assert shard_of(via_a.id.hex) in _held(b)
+            assert shard_of(via_a.id.hex) in _held(a), "a has not noticed: it still runs the object"
+            with pytest.raises(td.ObjectResetError):
+                await via_a.increment()  # runs in a, whose commit is fenced off
+            via_b = b.namespace("counters").get_by_name(name)
+            assert await via_b.stored() == 1, "the stale member's write never reached the disk"
     finally:
         lock.release()

@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -139,3 +141,32 @@ def test_sigterm_stops_every_worker_with_exit_0_and_clients_get_1001(tmp_path: P
         for pid in pids:
             with pytest.raises(ProcessLookupError):
                 os.kill(pid, 0)
+
+
+async def test_a_paused_worker_whose_shards_moved_cannot_commit_when_resumed(
+    tmp_path: Path,
+) -> None:
+    with cluster(tmp_path / "data") as running:
+        _, _, started = await get(running.port, "/tick/start")
+        writer = started["started"]  # the ticker's owner writes in the background
+        await trio.sleep(0.5)
+        os.kill(writer, signal.SIGSTOP)
+        try:
+            # The other worker takes the paused one's shards once its lease lapses.
+            deadline = trio.current_time() + 20
+            while True:
+                _, _, body = await get(running.port, "/tick/read", within=20)
+                if body["owner"] != writer:
+                    break
+                assert trio.current_time() < deadline, "ownership never moved"
+                await trio.sleep(0.5)
+        finally:
+            resumed_at = time.time()
+            os.kill(writer, signal.SIGCONT)
+        await trio.sleep(3)  # the resumed worker's loop wakes and tries to commit
+        _, _, body = await get(running.port, "/tick/read")
+        late = [tick for tick in body["ticks"] if tick[0] == writer and tick[1] >= resumed_at]
+        assert late == [], f"{len(late)} write(s) of the stale owner reached the disk"
+        assert f"w0-{writer}" in running.log or f"w1-{writer}" in running.log
+        member = next(m for m in (f"w0-{writer}", f"w1-{writer}") if m in running.log)
+        assert re.search(rf"{member}-\w+ lost \d+ shard", running.log), running.log
