@@ -240,6 +240,8 @@ class Runtime:
             member, self._local_dispatcher, self.namespace, AppClasses(app_roots)
         )
         dispatcher.runtime = self
+        dispatcher.shards = shards
+        shards.send_sockets = dispatcher.send_sockets
         self._dispatcher = dispatcher
 
     def _holds(self, hex_id: str) -> bool:

@@ -55,8 +55,30 @@ class Ticker(td.DurableObject):
             await trio.sleep(0.02)
 
 
+@attrs.define(eq=False)
+class Echo(td.DurableObject):
+    """Answers each message to its sender, with the sender's attachment and the owner's pid."""
+
+    async def fetch(self, request: td.Request) -> td.Response:
+        client, server = td.WebSocketPair()
+        self.ctx.accept_websocket(server, tags=[request.query.get("who", "anon")])
+        server.serialize_attachment({"who": request.query.get("who", "anon")})
+        self.ctx.set_websocket_auto_response(td.WebSocketRequestResponsePair("ping", "pong"))
+        return td.Response.websocket(client)
+
+    async def websocket_message(self, ws: td.WebSocket, message: str | bytes) -> None:
+        who = ws.deserialize_attachment()["who"]
+        if message == "when?":
+            await ws.send(json.dumps(self.ctx.get_websocket_auto_response_timestamp(ws)))
+            return
+        await ws.send(f"{who}:{self.ctx.get_tags(ws)[0]}:{os.getpid()}:{message}")
+
+
 async def worker(request: td.Request, runtime: td.Runtime) -> td.Response:
     """``/NAME``: the counter NAME; every answer says which worker accepted it."""
+    if request.path.startswith("/echo/"):
+        echo = runtime.namespace("echoes").get_by_name(request.path.split("/")[2])
+        return await echo.fetch(request)  # type: ignore[no-any-return]
     if request.path.startswith("/tick/"):
         ticker = runtime.namespace("tickers").get_by_name("t")
         return await ticker.fetch(request)  # type: ignore[no-any-return]
@@ -68,4 +90,4 @@ async def worker(request: td.Request, runtime: td.Runtime) -> td.Response:
     return td.Response(status=response.status, headers=headers, body=response.body)
 
 
-app = td.App(worker=worker, objects={"counters": Counter, "tickers": Ticker})
+app = td.App(worker=worker, objects={"counters": Counter, "tickers": Ticker, "echoes": Echo})

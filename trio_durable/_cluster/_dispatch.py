@@ -25,6 +25,7 @@ import socket
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+import attrs
 import trio
 
 from .. import _codec
@@ -34,9 +35,12 @@ from .._gateway._handoff import CURRENT_HANDOFF, UpgradeHandoff, answer_on, upgr
 from .._http import Response
 from .._ids import DurableObjectId, shard_of
 from .._stubs import Invocation, LocalDispatcher, Namespace
-from ._link import LinkClosedError, LinkUnavailableError
+from .._websocket._hub import MovedObject, MovedSocket
+from ._link import MAX_FDS_PER_FRAME, LinkClosedError, LinkUnavailableError
 from ._member import ClusterMember, ShardNotHeldError
+from ._placement import Member
 from ._remote import AppClasses, encode_error, rebuild_error
+from ._shards import LocalShards
 
 __all__ = ["ClusterDispatcher"]
 
@@ -72,8 +76,11 @@ class ClusterDispatcher:
         self._classes = classes
         member.on("invoke", self._serve_invoke)
         member.on("upgrade", self._serve_upgrade)
+        member.on("adopt", self._serve_adopt)
         #: The runtime whose gateway completes handed-over upgrades (set by the runtime).
         self.runtime: Any = None
+        #: Where adopted sockets wait for their shard (set by the runtime).
+        self.shards: LocalShards | None = None
 
     async def invoke(
         self, namespace: Namespace[Any], object_id: DurableObjectId, invocation: Invocation
@@ -229,9 +236,7 @@ class ClusterDispatcher:
             raise rebuild_error(reply[1], self._classes)
         return _codec.decode_call(reply[1], where="response")
 
-    async def _serve_upgrade(
-        self, op: str, body: Any, fds: list[int]
-    ) -> tuple[Any, Sequence[int]]:
+    async def _serve_upgrade(self, op: str, body: Any, fds: list[int]) -> tuple[Any, Sequence[int]]:
         namespace_name, hex_id, name, request_data, trailing = body
         [fd] = fds
         if not self._member.holds(shard_of(hex_id)):
@@ -259,6 +264,57 @@ class ClusterDispatcher:
         )
         summary = Response(status=response.status, headers=response.headers)
         return ["ok", _codec.encode_call(summary, where="response")], ()
+
+    async def send_sockets(
+        self, successor: Member, moving: list[tuple[MovedObject, list[socket.socket]]]
+    ) -> None:
+        """Hand objects' sockets (descriptors and state) to ``successor``, which adopts them.
+
+        Raises:
+            LinkClosedError: the successor cannot be reached (the caller closes the sockets).
+            RuntimeError: the successor refused them.
+        """
+        peer = await self._member.peer(successor)
+        for moved, socks in moving:
+            for start in range(0, max(len(socks), 1), MAX_FDS_PER_FRAME):
+                part = moved.sockets[start : start + MAX_FDS_PER_FRAME]
+                fds = [sock.fileno() for sock in socks[start : start + MAX_FDS_PER_FRAME]]
+                body = [
+                    moved.namespace,
+                    moved.hex_id,
+                    moved.name,
+                    moved.auto_response,
+                    moved.event_timeout,
+                    [attrs.astuple(state, recurse=False) for state in part],
+                ]
+                await peer.call("adopt", body, fds)
+
+    async def _serve_adopt(self, op: str, body: Any, fds: list[int]) -> tuple[Any, Sequence[int]]:
+        socks = [socket.socket(fileno=fd) for fd in fds]
+        try:
+            namespace_name, hex_id, name, auto_response, event_timeout, states = body
+            namespace = self._namespace(namespace_name)
+            upgrades = upgrades_of(self.runtime)
+            if upgrades is None or self.shards is None:
+                raise RuntimeError("this worker's gateway is not serving")
+            moved = MovedObject(
+                namespace_name,
+                hex_id,
+                name,
+                tuple(auto_response) if auto_response is not None else None,
+                event_timeout,
+                [MovedSocket(*state) for state in states],
+            )
+            starts = self.runtime.sockets.import_object(
+                moved, socks, namespace.object_class, upgrades.connection_home()
+            )
+        except Exception:
+            for sock in socks:
+                sock.close()
+            raise
+        shard = shard_of(hex_id)
+        self.shards.adopted(shard, starts, held=self._member.holds(shard))
+        return ["ok"], ()
 
     def _resolve(self, kind: str, reference: Any) -> Any:
         if kind != "stub":

@@ -3,14 +3,25 @@
 :class:`LocalShards` is the :class:`~._member.ShardEvents` of a worker's
 runtime: it resets the live objects of a shard this process lost (their
 callers get ``ObjectResetError``, their next event runs at the new owner),
-drops and loads alarms by shard, and, when a shard is to move to another
-member, evicts its objects, waits until their writes are committed and
-moves (or closes) their sockets before the lease is released.
+drops and loads alarms by shard, and moves a shard to another member
+without anyone noticing:
+
+1. *freeze*: the hibernatable sockets of the shard's objects stop reading at
+   a message boundary (what was read and not delivered, and what was not
+   sent, stays with each socket), while the objects still run here;
+2. *hand over*: the objects are evicted once their handlers finish, their
+   writes committed, and their sockets sent, descriptors and all, to the
+   successor, which adopts them without reading yet;
+3. the lease is released (by the member); the successor takes the shard
+   and starts reading the adopted sockets: the messages that waited meanwhile
+   arrive, in order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Collection
 from typing import Final
 
@@ -22,7 +33,8 @@ from .._exceptions import ObjectResetError
 from .._ids import shard_of
 from .._limits import CloseCode
 from .._storage._engine import StorageEngine
-from .._websocket._hub import SocketHub
+from .._websocket._frames import serialize_close
+from .._websocket._hub import MovedObject, SocketHub
 from ._placement import Member
 
 __all__ = ["LocalShards"]
@@ -30,6 +42,8 @@ __all__ = ["LocalShards"]
 logger: Final = logging.getLogger("trio_durable.cluster")
 
 Spawn = Callable[[Callable[[], Awaitable[None]]], None]
+#: Sends moved objects' sockets to a member: ``(member, [(object, sockets)])``.
+SendSockets = Callable[[Member, list[tuple[MovedObject, list[socket.socket]]]], Awaitable[None]]
 
 
 class LocalShards:
@@ -56,6 +70,12 @@ class LocalShards:
         self._sockets = sockets
         self._engine = engine
         self._spawn = spawn
+        #: Sends sockets to another member (set by the dispatcher, which owns the links).
+        self.send_sockets: SendSockets | None = None
+        # Sockets taken out of the hub, waiting to be sent, by shard.
+        self._frozen: dict[int, list[tuple[MovedObject, list[socket.socket]]]] = {}
+        # Adopted sockets waiting for their shard to be ours, by shard.
+        self._adopted: dict[int, list[Callable[[], None]]] = {}
 
     def shards_lost(self, shards: Collection[int]) -> None:
         """Another process holds these shards now: nothing of theirs may run here."""
@@ -71,15 +91,34 @@ class LocalShards:
             self._spawn(lambda: self._close_sockets(keys))
 
     def shards_gained(self, shards: Collection[int]) -> None:
-        """This process holds these shards now: their alarms fire here."""
+        """This process holds these shards now: their alarms fire here, adopted sockets read."""
         frozen = frozenset(shards)
         self._spawn(lambda: self._alarms.load(frozen))
+        for shard in shards:
+            for start in self._adopted.pop(shard, ()):
+                start()
+
+    def adopted(self, shard: int, starts: list[Callable[[], None]], held: bool) -> None:
+        """Sockets of ``shard`` arrived from another member: read now if it is ours, else later."""
+        if held:
+            for start in starts:
+                start()
+        else:
+            self._adopted.setdefault(shard, []).extend(starts)
+
+    async def freeze(self, shards: Collection[int]) -> None:
+        """Take the sockets of the shards' objects out of the hub, stopped at a message boundary."""
+        for key in self._sockets.objects_with_sockets():
+            shard = shard_of(key[1])
+            if shard in shards:
+                exported = await self._sockets.export_object(key)
+                if exported is not None:
+                    self._frozen.setdefault(shard, []).append(exported)
 
     async def hand_over(self, shards: Collection[int], successor: Member | None) -> None:
-        """Evict the objects of ``shards``, commit their writes, and close their sockets.
+        """Evict the shards' objects, commit their writes, send their sockets to ``successor``.
 
-        The lease is released afterwards (by the member), and the successor
-        activates the objects on their next event.
+        The member releases the lease afterwards.
         """
         records = [
             record
@@ -90,8 +129,21 @@ class LocalShards:
             for record in records:
                 nursery.start_soon(self._registry.evict, record.object_id)
         await self._engine.settle([record.key for record in records])
-        keys = [key for key in self._sockets.objects_with_sockets() if shard_of(key[1]) in shards]
-        await self._close_sockets(keys)
+        moving = [item for shard in shards for item in self._frozen.pop(shard, ())]
+        if not moving:
+            return
+        try:
+            if successor is None or self.send_sockets is None:
+                raise RuntimeError("no member to hand the sockets to")
+            await self.send_sockets(successor, moving)
+        except Exception:
+            logger.exception("could not hand %d object(s)' sockets over; closing them", len(moving))
+            for _moved, socks in moving:
+                _close_with_restart(socks)
+        else:
+            for _moved, socks in moving:
+                for sock in socks:
+                    sock.close()  # the successor has its own descriptors now
 
     async def _close_sockets(self, keys: list[tuple[str, str]]) -> None:
         # Their clients reconnect, and reach the object where it runs now.
@@ -99,3 +151,12 @@ class LocalShards:
             await self._sockets.close_object_sockets(
                 namespace, hex_id, CloseCode.SERVICE_RESTART, "the object moved; reconnect"
             )
+
+
+def _close_with_restart(socks: list[socket.socket]) -> None:
+    """Tell each client to come back (1012), then close: its socket could not move."""
+    frame = serialize_close(CloseCode.SERVICE_RESTART, "service restart; reconnect")
+    for sock in socks:
+        with contextlib.suppress(OSError):
+            sock.send(frame)
+        sock.close()

@@ -133,7 +133,7 @@ class Upgrades:
         """Upgraded connections still open."""
         return len(self._home) if self._home is not None else 0
 
-    def _connection_home(self) -> ConnectionHome:
+    def connection_home(self) -> ConnectionHome:
         """The shared home of upgraded connections, made on the first upgrade.
 
         Raises:
@@ -189,7 +189,7 @@ class Upgrades:
             return error_response(500)
         try:
             switch, protocol = self._switching_protocols(request, response)
-            home = self._connection_home()
+            home = self.connection_home()
         except InvalidResponseError as exc:
             logger.error("worker returned an invalid 101 for %s: %s", request.url, exc)
             abandon_pair(client)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -38,6 +39,8 @@ from .._limits import (
     MAX_WEBSOCKETS_PER_OBJECT,
     CloseCode,
 )
+from ._home import ConnectionHome
+from ._network import NetworkTransport, client_frames
 from ._parking import SocketParking
 from ._socket import (
     WebSocket,
@@ -63,6 +66,31 @@ class SocketLimits:
     max_tag_bytes: int = MAX_TAG_BYTES
     max_sockets_per_object: int = MAX_WEBSOCKETS_PER_OBJECT
     max_attachment_bytes: int = MAX_ATTACHMENT_BYTES
+
+
+@attrs.frozen
+class MovedSocket:
+    """A hibernatable socket on its way to another process (its descriptor travels apart)."""
+
+    tags: tuple[str, ...]
+    attachment: bytes | None
+    auto_response_at: float | None
+    url: str | None
+    protocol: str | None
+    unsent: bytes
+    undelivered: list[str | bytes]
+
+
+@attrs.frozen
+class MovedObject:
+    """The hibernatable sockets of one object, and its socket settings, on their way."""
+
+    namespace: str
+    hex_id: str
+    name: str | None
+    auto_response: tuple[str, str] | None
+    event_timeout: float | None
+    sockets: list[MovedSocket]
 
 
 class ObjectSockets:
@@ -261,6 +289,103 @@ class SocketHub:
     def objects_with_sockets(self) -> list[tuple[str, str]]:
         """The ``(namespace, hex id)`` of every object that has hibernatable sockets."""
         return [key for key, group in self._groups.items() if group.sockets]
+
+    async def export_object(
+        self, key: tuple[str, str]
+    ) -> tuple[MovedObject, list[socket.socket]] | None:
+        """Take an object's hibernatable sockets out of this process, to move them.
+
+        Each network connection stops at a message boundary and leaves with
+        its unsent output and undelivered input; its handle here ends
+        silently. A socket that cannot move (TLS, closing, in memory) is
+        closed with 1012 (service restart) instead, so its client reconnects.
+        Returns ``None`` when the object has no socket here.
+        """
+        group = self._groups.get(key)
+        if group is None:
+            return None
+        moved: list[MovedSocket] = []
+        socks: list[socket.socket] = []
+        for ws in list(group.sockets):
+            transport = ws._transport
+            detached = await transport.detach() if isinstance(transport, NetworkTransport) else None
+            if detached is None:
+                if ws.ready_state < WebSocket.CLOSING:
+                    await ws.close(CloseCode.SERVICE_RESTART, "service restart; reconnect")
+                continue
+            tags, attachment, auto_response_at = ws._hand_over_state()
+            moved.append(
+                MovedSocket(
+                    tags,
+                    attachment,
+                    auto_response_at,
+                    ws.url,
+                    ws.protocol,
+                    detached.unsent,
+                    detached.undelivered,
+                )
+            )
+            socks.append(detached.sock)
+            ws._moved_away()
+        pair = group.auto_response
+        exported = MovedObject(
+            group.object_id.namespace,
+            group.object_id.hex,
+            group.object_id.name,
+            (pair.request, pair.response) if pair is not None else None,
+            group.event_timeout,
+            moved,
+        )
+        self._groups.pop(key, None)
+        return exported, socks
+
+    def import_object(
+        self,
+        moved: MovedObject,
+        socks: list[socket.socket],
+        object_class: type,
+        home: ConnectionHome,
+    ) -> list[Callable[[], None]]:
+        """Adopt an object's sockets from another process; return how to start each one.
+
+        The sockets join the object's group at once (``get_websockets()``
+        lists them, sends to them go out); reading starts when the returned
+        callables are called, once this process may run the object.
+        """
+        object_id = DurableObjectId(moved.namespace, moved.hex_id, moved.name)
+        key = (moved.namespace, moved.hex_id)
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = ObjectSockets(self, object_id, object_class)
+        if moved.auto_response is not None:
+            group.auto_response = WebSocketRequestResponsePair(*moved.auto_response)
+        group.event_timeout = moved.event_timeout
+        starts: list[Callable[[], None]] = []
+        for state, sock in zip(moved.sockets, socks, strict=True):
+            sock.setblocking(False)
+            transport = NetworkTransport(sock, home)
+            ws = WebSocket._adopted(
+                group,
+                transport,
+                tags=tuple(state.tags),
+                attachment=state.attachment,
+                auto_response_at=state.auto_response_at,
+                url=state.url,
+                protocol=state.protocol,
+            )
+            group.sockets[ws] = None
+            initial = client_frames(list(state.undelivered))
+
+            def start(
+                transport: NetworkTransport = transport,
+                ws: WebSocket = ws,
+                initial: bytes = initial,
+                unsent: bytes = state.unsent,
+            ) -> None:
+                transport.start(ws, initial=initial, preamble=unsent)
+
+            starts.append(start)
+        return starts
 
     def hibernatable_count(self) -> int:
         """Open hibernatable sockets across all objects."""

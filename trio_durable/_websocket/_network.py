@@ -64,7 +64,9 @@ import socket
 import ssl
 from typing import Final
 
+import attrs
 import trio
+from websockets.frames import Frame, Opcode
 
 from .._exceptions import WebSocketProtocolError
 from .._limits import CloseCode
@@ -76,7 +78,7 @@ from ._send_buffer import SendBuffer
 from ._tls import TlsState
 from ._transport import DISCONNECTED_REASON, MessageSink
 
-__all__ = ["SLOW_CLIENT_REASON", "NetworkTransport"]
+__all__ = ["SLOW_CLIENT_REASON", "Detached", "NetworkTransport", "client_frames"]
 
 logger: Final = logging.getLogger("trio_durable.websocket")
 
@@ -95,6 +97,7 @@ _CLOSE_SENT: Final = 1 << 2
 _CLOSE_RECEIVED: Final = 1 << 3
 _CLOSE_WHEN_FLUSHED: Final = 1 << 4  # close TCP once the send buffer is empty
 _DELIVERED: Final = 1 << 5  # the terminal event went to the sink (or never will)
+_MOVED: Final = 1 << 6  # handed to another process: this object serves it no more
 
 
 class NetworkTransport:
@@ -513,6 +516,45 @@ class NetworkTransport:
         trio.lowlevel.notify_closing(sock)
         sock.close()
 
+    # ------------------------------------------------------------ hand-over
+
+    async def detach(self) -> Detached | None:
+        """Stop serving the connection here, to hand its socket to another process.
+
+        Reading stops at a message boundary (a frame half read is read to its
+        end); what was read and not delivered, and what was not sent yet,
+        come with the socket. Returns ``None`` when the connection cannot
+        move (TLS, closing, ended, not started): its owner closes it instead.
+        """
+        if (
+            self._tls is not None
+            or self._sock is None
+            or self._terminal is not None
+            or self._flags & (_CLOSE_SENT | _CLOSE_RECEIVED | _HOLD | _MOVED)
+        ):
+            return None
+        self._flags |= _MOVED
+        self._unpark()
+        undelivered: list[str | bytes] = []
+        reader = self._reader
+        if reader is not None:
+            undelivered = await reader.stop_for_hand_over()
+            self._unpark()  # in case it parked the socket on its way out
+        sock = self._sock
+        if sock is None or self._terminal is not None:
+            return None  # it ended while the reader finished
+        unsent = b""
+        if self._out is not None:
+            unsent = self._out.take_unsent()
+            self._out = None
+        self._sock = None
+        self._flags |= _DELIVERED  # the handle moves too: nobody here is told of an end
+        self._home.connections.pop(self, None)
+        # Our process lets go of the descriptor (after sending it); Trio stops
+        # watching it without touching the connection.
+        trio.lowlevel.notify_closing(sock)
+        return Detached(sock, unsent, undelivered)
+
     def _shutdown(self) -> None:
         """The runtime is stopping: say 1001 where it fits, close, tell nobody."""
         self._flags |= _DELIVERED
@@ -526,6 +568,33 @@ class NetworkTransport:
                     frame = self._tls.encrypt(frame)
                 sock.send(frame)
         self._close_tcp()
+
+
+@attrs.frozen
+class Detached:
+    """A connection taken out of its process, on its way to another.
+
+    Attributes:
+        sock: The connected socket (the receiver starts a new transport on it).
+        unsent: Output the peer has not received yet, to send first.
+        undelivered: Messages read but not delivered, to deliver first.
+    """
+
+    sock: socket.socket
+    unsent: bytes
+    undelivered: list[str | bytes]
+
+
+def client_frames(messages: list[str | bytes]) -> bytes:
+    """``messages`` as a client would have sent them (masked frames), for a new reader."""
+    frames = []
+    for message in messages:
+        if isinstance(message, str):
+            frame = Frame(Opcode.TEXT, message.encode("utf-8"))
+        else:
+            frame = Frame(Opcode.BINARY, message)
+        frames.append(frame.serialize(mask=True))
+    return b"".join(frames)
 
 
 def _close_reply(code: int) -> bytes:

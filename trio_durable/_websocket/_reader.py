@@ -140,6 +140,7 @@ class Reader:
 
     __slots__ = (
         "_codec",
+        "_detached",
         "_fd",
         "_home",
         "_last_rx",
@@ -147,6 +148,7 @@ class Reader:
         "_pending",
         "_scope",
         "_sink",
+        "_stash",
         "_turn_end",
         "_waiting",
     )
@@ -170,6 +172,30 @@ class Reader:
         self._waiting = False
         # perf_counter() time at which this turn is over.
         self._turn_end = 0.0
+        # While the connection is being handed to another process: the
+        # messages read meanwhile (not delivered here), and the reader's end.
+        self._stash: list[str | bytes] | None = None
+        self._detached: trio.Event | None = None
+
+    async def stop_for_hand_over(self) -> list[str | bytes]:
+        """Stop reading at the next message boundary; return what was read but not delivered.
+
+        The messages after the one being delivered now are kept, not given to
+        the sink: the process that adopts the connection delivers them. A
+        frame half read is read to its end first (the peer is sending it).
+        """
+        if self._stash is None:
+            self._stash = []
+            self._detached = trio.Event()
+        scope, codec = self._scope, self._codec
+        if self._waiting and scope is not None and codec is not None and codec.is_idle:
+            scope.deadline = -math.inf  # waiting for bytes with nothing half read: stop now
+        assert self._detached is not None
+        await self._detached.wait()
+        return self._stash
+
+    def _stopping_here(self, codec: FrameCodec) -> bool:
+        return self._stash is not None and codec.is_idle and not self._pending
 
     def close_deadline_changed(self, deadline: float) -> None:
         """The connection sent a Close: stop waiting for bytes at ``deadline``."""
@@ -195,6 +221,8 @@ class Reader:
                     if await self._pump(codec, scope):
                         return
                 self._scope = None
+                if self._stopping_here(codec):
+                    return  # handed over: the adopting process reads from here on
                 # The wait's deadline passed: park, or give up on the peer.
                 if owner._closing:
                     if trio.current_time() >= owner._close_deadline and owner._terminal is None:
@@ -214,6 +242,8 @@ class Reader:
             self._codec = None
             self._waiting = False
             owner._reader_done(park)
+            if self._detached is not None:
+                self._detached.set()
 
     def _can_park(self, codec: FrameCodec) -> bool:
         return codec.is_idle and not self._pending and self._owner._may_park()
@@ -244,6 +274,8 @@ class Reader:
             if owner._terminal is not None:
                 await owner._deliver_terminal()
                 return True
+            if self._stopping_here(codec):
+                return False
             try:
                 data = owner._recv()
             except BlockingIOError:
@@ -307,6 +339,9 @@ class Reader:
                 if rate is not None and not owner._admit(rate):
                     owner._violate(f"over the limit of {rate:g} messages per second")
                     return True
+                if self._stash is not None:
+                    self._stash.append(event.data)  # for the process adopting the connection
+                    continue
                 try:
                     await self._sink.on_message(event.data)
                 except Exception:

@@ -89,6 +89,16 @@ class SendBuffer:
             return memoryview(self._frames[0])[self._head :]
         return None
 
+    def take_unsent(self) -> bytes:
+        """Every byte not sent yet, in order, and stop the writer (the connection moves away)."""
+        frames = list(self._frames)
+        if frames and self._head:
+            frames[0] = frames[0][self._head :]
+        self.discard()
+        if self._scope is not None:
+            self._scope.cancel()
+        return b"".join(frames)
+
     def set_deadline(self, deadline: float) -> None:
         """Give up on the peer at ``deadline`` (Trio time): the connection is closing."""
         if self._scope is not None:
@@ -140,6 +150,7 @@ class SendBuffer:
         finally:
             self._scope = None
         if scope.cancelled_caught:
-            owner._lost()
+            if self._frames:  # out of time; an emptied buffer was taken away instead
+                owner._lost()
         else:
             owner._flushed(self)

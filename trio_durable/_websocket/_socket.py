@@ -504,6 +504,41 @@ class WebSocket:
 
     # ------------------------------------- what the hub and the gateway use
 
+    def _hand_over_state(self) -> tuple[tuple[str, ...], bytes | None, float | None]:
+        """What moves with a hibernatable socket to another process: tags, attachment,
+        the last auto-response's time (the connection and the URL move separately)."""
+        return self._tags, self._attachment, self._auto_response_at
+
+    def _moved_away(self) -> None:
+        """The connection now lives in another process: this handle is done, silently."""
+        self._transport = None
+        self._finish(1012, "moved to another process", was_clean=True)
+
+    @classmethod
+    def _adopted(
+        cls,
+        group: SocketGroup,
+        transport: Transport,
+        *,
+        tags: tuple[str, ...],
+        attachment: bytes | None,
+        auto_response_at: float | None,
+        url: str | None,
+        protocol: str | None,
+    ) -> WebSocket:
+        """The server end of a connection handed over by another process, open."""
+        ws = cls(is_client=False)
+        ws._mode = _Mode.HIBERNATABLE
+        ws._group = group
+        ws._tags = tags
+        ws._attachment = attachment
+        ws._auto_response_at = auto_response_at
+        ws._transport = transport
+        ws._state = WebSocket.OPEN
+        ws.url = url
+        ws.protocol = protocol
+        return ws
+
     def _check_acceptable(self) -> None:
         """Refuse to accept a client end, an end used before, or a closed one."""
         if self._is_client:
