@@ -26,8 +26,9 @@ from websockets.frames import Opcode
 import trio_durable as td
 from trio_durable._websocket._transport import DISCONNECTED_REASON
 
-from . import netapp
-from .netclient import RawWs, frame, poll, raw_http, upgrade_head
+from ..netkit import netapp
+from ..netkit.netclient import RawWs, frame, raw_http, upgrade_head
+from ..polling import eventually
 
 pytestmark = pytest.mark.usefixtures("close_clients")
 
@@ -58,7 +59,7 @@ async def test_connection_dropped_mid_frame_gives_1006_to_the_object(
     whole = frame(Opcode.TEXT, b"x" * 100)
     await client.send(whole[:20])  # the header and a few bytes of payload
     await client.aclose()
-    await poll(lambda: bool(netapp.seen.get("dropped")))
+    await eventually(lambda: bool(netapp.seen.get("dropped")))
     assert netapp.seen["dropped"] == [("close", 1006, DISCONNECTED_REASON, False)], netapp.seen
     await still_served(port, bystander)
 
@@ -159,7 +160,7 @@ async def test_http_client_that_never_reads_is_dropped_after_the_write_timeout(
         busy = await raw_http(port, b"GET /hello HTTP/1.1\r\nhost: x\r\n\r\n")
         assert busy.startswith(b"HTTP/1.1 503 "), busy
         start = trio.current_time()
-        await poll(lambda: "write timeout is 0.3 s" in caplog.text)
+        await eventually(lambda: "write timeout is 0.3 s" in caplog.text)
         waited = trio.current_time() - start
     assert waited < 1.5, f"the handler was freed after {waited:.2f} s"
     answer = await raw_http(port, b"GET /hello HTTP/1.1\r\nhost: x\r\n\r\n")
@@ -180,7 +181,7 @@ async def test_flood_of_tiny_messages_closes_with_1008(
     code, reason = await flooder.receive_close()
     assert code == 1008, (code, reason)
     assert "20 messages per second" in reason, reason
-    await poll(lambda: ("error", 1008) in netapp.seen.get("flood", []))
+    await eventually(lambda: ("error", 1008) in netapp.seen.get("flood", []))
     delivered = [event for event in netapp.seen["flood"] if event[0] == "message"]
     # The burst allowance is 20; a slow machine may refill a token meanwhile.
     assert 20 <= len(delivered) <= 22, f"{len(delivered)} messages got through"
@@ -220,7 +221,7 @@ async def test_huge_frame_closes_with_1009_before_it_is_buffered(
     await client.send(header)
     code, reason = await client.receive_close()
     assert code == 1009 and "the limit is 1,000" in reason, (code, reason)
-    await poll(lambda: ("error", 1009) in netapp.seen.get("huge", []))
+    await eventually(lambda: ("error", 1009) in netapp.seen.get("huge", []))
     await still_served(port, bystander)
 
 
@@ -245,7 +246,7 @@ async def test_invalid_utf8_text_closes_with_1007(
     await client.send(frame(Opcode.TEXT, "café".encode("latin-1")))
     code, reason = await client.receive_close()
     assert code == 1007 and "invalid UTF-8" in reason, (code, reason)
-    await poll(lambda: ("error", 1007) in netapp.seen.get("mojibake", []))
+    await eventually(lambda: ("error", 1007) in netapp.seen.get("mojibake", []))
     assert [e for e in netapp.seen["mojibake"] if e[0] == "message"] == [], "nothing delivered"
     await still_served(port, bystander)
 
@@ -278,7 +279,7 @@ async def test_half_a_frame_then_silence_closes_with_1008_after_the_frame_timeou
     assert code == 1008 and "the frame timeout is 0.3 s" in reason, (code, reason)
     assert 0.25 < waited < 1.5, f"closed after {waited:.2f} s; the frame timeout is 0.3 s"
     assert await client.receive_eof() == b"", "and the TCP connection is closed"
-    await poll(lambda: ("error", 1008) in netapp.seen.get("loris", []))
+    await eventually(lambda: ("error", 1008) in netapp.seen.get("loris", []))
     await still_served(port, bystander)
 
 
