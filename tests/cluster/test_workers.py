@@ -202,3 +202,17 @@ async def test_serve_cluster_embeds_a_cluster_in_a_python_program(tmp_path: Path
         with trio.fail_after(60):
             code = await process.wait()
     assert code == 0, "SIGTERM stops the embedded cluster cleanly"
+
+
+async def test_a_killed_worker_s_alarm_fires_in_another_worker(tmp_path: Path) -> None:
+    with cluster(tmp_path / "data") as running:
+        _, _, body = await get(running.port, "/waker/set-alarm?in=3")
+        owner = body["owner"]
+        os.kill(owner, signal.SIGKILL)
+        with trio.fail_after(30):
+            while True:
+                status, _, body = await get(running.port, "/waker/alarm")
+                if status == 200 and body["alarm"] is not None:
+                    break
+                await trio.sleep(0.2)
+        assert body["alarm"]["fired_in"] != owner, "fired in the worker that took the shard"
