@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import trio_durable as td
+from trio_durable import _codec
 from trio_durable._storage._sqlite import DATABASE_NAME
 from trio_durable.testing import run_in_object
 
@@ -126,7 +127,8 @@ async def test_refused_start_changes_nothing(tmp_path: Path) -> None:
         values = db.execute("SELECT value FROM _td_kv").fetchall()
     finally:
         db.close()
-    assert (secrets_left, values) == (0, [(b"1",)]), "no new secret was minted, no data lost"
+    expected = (0, [(_codec.encode(1),)])
+    assert (secrets_left, values) == expected, "no new secret was minted, no data lost"
 
 
 async def test_missing_secret_is_created_when_no_object_exists(tmp_path: Path) -> None:
