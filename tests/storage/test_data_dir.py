@@ -169,12 +169,28 @@ async def test_data_file_that_is_not_a_database_is_refused(tmp_path: Path) -> No
 # -------------------------------------------------------- undecodable values
 
 
-@pytest.fixture
-async def planted(tmp_path: Path) -> Path:
+#: Stored bytes no runtime wrote, each with what it is.
+PLANTED = {
+    "pickle": b"\x80\x04\x95\x0b\x00\x00\x00\x00\x00\x00\x00\x8c\x02os\x94\x8c\x06system\x94\x93.",
+    # Format 1, a datetime extension value (code 18) cut to one byte.
+    "short-datetime": b"\x01\xd4\x12\x00",
+    # Format 1, a Decimal extension value (code 22) that is not a number.
+    "bad-decimal": b"\x01\xd5\x16zz",
+    # Format 1, a timedelta extension value (code 21) of 2**31 - 1 days.
+    "huge-timedelta": b"\x01\xc7\x0c\x15\x7f\xff\xff\xff" + bytes(8),
+    # Format 1, MessagePack cut short.
+    "truncated": b"\x01\x92\x01",
+    # JSON (as 0.1.0 wrote) nested deeper than the interpreter's recursion limit.
+    "deep-json": b"[" * 100_000,
+    "unknown-format": b"\x07abc",
+}
+
+
+@pytest.fixture(params=list(PLANTED))
+async def planted(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
     """A data dir whose object "keeper" has a good key and one planted by someone else."""
     await _store(tmp_path, good=1, bad=2)
-    pickle = b"\x80\x04\x95\x0b\x00\x00\x00\x00\x00\x00\x00\x8c\x02os\x94\x8c\x06system\x94\x93."
-    _edit(tmp_path, "UPDATE _td_kv SET value = ? WHERE key = 'bad'", pickle)
+    _edit(tmp_path, "UPDATE _td_kv SET value = ? WHERE key = 'bad'", PLANTED[request.param])
     return tmp_path
 
 

@@ -63,8 +63,7 @@ class ValueCodec:
         """
         try:
             value = _codec.decode(data)
-        except (ValueError, RecursionError) as exc:
-            # RecursionError: json.loads on a planted "[[[[..." many thousands deep.
+        except ValueError as exc:
             raise StorageError(
                 f"the stored value of key {short_key(key)} cannot be decoded "
                 f"({len(data):,} bytes, starting {bytes(data[:16])!r}): {exc}; it was not "
