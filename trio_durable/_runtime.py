@@ -99,6 +99,14 @@ def _size(name: str) -> Any:
     return check
 
 
+def _flag(name: str) -> Any:
+    def check(instance: object, attribute: object, value: object) -> None:
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, got {value!r}")
+
+    return check
+
+
 @attrs.frozen
 class RuntimeOptions:
     """Every tunable of :func:`open_runtime`, checked once when it is called.
@@ -127,7 +135,7 @@ class RuntimeOptions:
     blocking_reset_after: float | None = attrs.field(
         default=WATCHDOG_RESET_AFTER, validator=_optional_seconds("blocking_reset_after")
     )
-    tune_gc: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    tune_gc: bool = attrs.field(default=False, validator=_flag("tune_gc"))
 
 
 @attrs.frozen

@@ -142,9 +142,7 @@ async def test_a_parked_connection_then_an_awake_one() -> None:
             return await runtime.namespace("echoes").get_by_name("a").fetch(request)
 
         port = await nursery.start(
-            functools.partial(
-                td.serve, runtime, worker, host="127.0.0.1", port=0, park_after=3
-            )
+            functools.partial(td.serve, runtime, worker, host="127.0.0.1", port=0, park_after=3)
         )
         client = await trio.to_thread.run_sync(
             functools.partial(

@@ -210,9 +210,7 @@ async def served() -> AsyncIterator[tuple[td.Runtime, str]]:
         td.open_runtime(objects={"halls": Hall}) as runtime,
         trio.open_nursery() as nursery,
     ):
-        serve = functools.partial(
-            td.serve, runtime, worker, host="127.0.0.1", port=0, park_after=0
-        )
+        serve = functools.partial(td.serve, runtime, worker, host="127.0.0.1", port=0, park_after=0)
         port = await nursery.start(serve)
         yield runtime, f"ws://127.0.0.1:{port}/"
         nursery.cancel_scope.cancel()

@@ -60,13 +60,14 @@ def _version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (the console script exits with it)."""
     args = _build_parser().parse_args(argv)
-    log_level: str = getattr(args, "log_level", "info")
-    if hasattr(args, "log_level"):  # the serving commands log; `new` only prints
-        configure_logging(log_level)
+    # `serve` and `dev` configure logging once their settings are resolved
+    # (the level may come from the config file); `new` only prints.
+    if hasattr(args, "log_level") and not getattr(args, "own_logging", False):
+        configure_logging(args.log_level)
     try:
         status: int = args.run(args)
     except UsageError as exc:
-        return report_usage_error(exc, log_level)
+        return report_usage_error(exc, getattr(args, "log_level", "info"))
     except KeyboardInterrupt:  # Ctrl-C before a signal handler was installed
         return 130
     return status

@@ -72,6 +72,7 @@ def describe(object_id: DurableObjectId) -> str:
         return f"{object_id.namespace}:{object_id.name}"
     return f"{object_id.namespace}:{object_id.hex[:16]}…"
 
+
 #: The object whose code the current task is running (``None`` outside
 #: objects). The watchdog reads it from a blocked task's context.
 CURRENT_OBJECT: Final[contextvars.ContextVar[LiveObject | None]] = contextvars.ContextVar(
