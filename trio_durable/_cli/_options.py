@@ -136,7 +136,8 @@ def _first_sentence(text: str) -> str:
     match = re.search(r"(?<=[a-z)0-9\]])\.(\s|$)", text)
     sentence = text[: match.start() + 1] if match else text
     sentence = re.sub(r"\s*\((default|see) [^)]*\)", "", sentence)
-    if len(sentence) > 1 and sentence[1].islower():  # "Seconds ..." but not "WebSocket ..."
+    first_word = sentence.split(" ", 1)[0]
+    if first_word[1:].islower():  # "Seconds ..." but not "WebSocket ..."
         sentence = sentence[0].lower() + sentence[1:]
     return sentence
 
