@@ -19,7 +19,6 @@ __all__ = [
     "USAGE_ERROR",
     "UsageError",
     "check_app_spec",
-    "check_port",
     "configure_logging",
     "import_object",
     "load_app",
@@ -175,13 +174,6 @@ def prepare_data_dir(path: str) -> Path:
             f"data directory {path!r} is not writable: {exc.strerror or exc}"
         ) from None
     return data_dir
-
-
-def check_port(port: int) -> int:
-    """Raises UsageError unless ``port`` is a TCP port number (0 picks a free one)."""
-    if not 0 <= port <= 65535:
-        raise UsageError(f"--port must be from 0 to 65535, got {port}")
-    return port
 
 
 def url(host: str, port: int, *, https: bool = False) -> str:

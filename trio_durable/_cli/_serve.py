@@ -35,6 +35,7 @@ __all__ = [
     "serve_cluster",
     "start",
     "worker_args",
+    "worker_options",
 ]
 
 logger = logging.getLogger("trio_durable.cli")
@@ -123,6 +124,28 @@ def worker_args(config: Config) -> tuple[str, ...]:
     if any(name not in own and _target(name) in passed for name in config.given):
         return (WORKER_OPTIONS_FLAG, config.to_json())
     return ()
+
+
+def worker_options(text: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What a cluster's worker passes to ``open_runtime`` and ``serve``, from its ``--options``.
+
+    Args:
+        text: The JSON its supervisor passed (:func:`worker_args`), or
+            ``None`` when none was passed.
+
+    Returns:
+        ``(open_runtime keyword arguments, serve keyword arguments)``; the
+        serve ones have the TLS context built and ``authenticate`` imported,
+        and never ``host`` or ``port``.
+
+    Raises:
+        UsageError: a certificate cannot be loaded or ``authenticate``
+            cannot be imported.
+    """
+    if text is None:
+        return {"tune_gc": True}, {}
+    config = Config.from_json(text)
+    return config.runtime_kwargs(), config.serve_kwargs()
 
 
 def _target(name: str) -> str:
