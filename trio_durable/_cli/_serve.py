@@ -115,13 +115,12 @@ def worker_args(config: Config) -> tuple[str, ...]:
     """What a cluster's workers get on their command line for the options set.
 
     ``("--options", JSON)`` (see :meth:`Config.to_json`) when the file or the
-    command line set an option of ``serve`` or ``open_runtime``; nothing
-    otherwise (the worker's own arguments carry the app, the address, the
-    data directory and the log level).
+    command line set an option of ``serve`` or ``open_runtime`` other than the
+    address; nothing otherwise (the worker's own arguments carry the app, the
+    address, the data directory and the log level).
     """
-    passed = {"command", "serve", "runtime", "tls", "import"}
-    own = {"app", "host", "port", "data_dir", "log_level", "workers"}
-    if any(name not in own and _target(name) in passed for name in config.given):
+    options = {"serve", "runtime", "tls", "import"}
+    if any(_target(name) in options and name not in ("host", "port") for name in config.given):
         return (WORKER_OPTIONS_FLAG, config.to_json())
     return ()
 
