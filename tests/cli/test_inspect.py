@@ -207,7 +207,9 @@ async def test_inspect_reads_while_a_server_holds_the_data_dir_and_wakes_nothing
     try:
         base = server.wait_for(r"serving notes:app on (http://\S+) ").group(1)
         metrics = server.wait_for(r"metrics on (http://\S+)").group(1)
-        assert await trio.to_thread.run_sync(fetch, base + "/memo?text=hello") == "stored"
+        assert await trio.to_thread.run_sync(fetch, base + "/memo?text=hello") == "stored", (
+            "the server wrote the note"
+        )
         server.wait_for(r"hibernated notes:memo \(idle for 0.2 s\)")
         before = await trio.to_thread.run_sync(activations, metrics)
 

@@ -99,7 +99,7 @@ def test_the_metrics_port_serves_counts_that_move(tmp_path: Path) -> None:
         room = base.replace("http://", "ws://") + "/api/room/lobby/websocket"
         with connect(room, proxy=None, open_timeout=30) as client:
             client.send('{"name": "ada"}')
-            assert client.recv(30) == '{"joined": "ada"}'
+            assert client.recv(30) == '{"joined": "ada"}', "the room answered"
             after = samples(get(metrics)[2])
         received = ("trio_durable_websocket_messages_total", (("direction", "received"),))
         assert after[received] == before[received] + 1, "the message was counted"
@@ -126,7 +126,9 @@ def test_a_metrics_port_in_use_is_one_line(tmp_path: Path) -> None:
             str(tmp_path),
         )
     line = one_line_error(result)
-    assert line == f"trio-durable: error: cannot listen on 127.0.0.1:{port}: the port is in use"
+    assert line == f"trio-durable: error: cannot listen on 127.0.0.1:{port}: the port is in use", (
+        line
+    )
 
 
 def test_metrics_with_workers_are_refused_for_now(tmp_path: Path) -> None:

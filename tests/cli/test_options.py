@@ -107,7 +107,7 @@ def upgrade_status(url: str, **options: Any) -> int:
 
 def test_a_flag_reaches_open_runtime(project: Path) -> None:
     with serving(project, "optapp:app", "--hibernate-after", "2.5") as base:
-        assert get(base + "/options")["hibernate_after"] == 2.5
+        assert get(base + "/options")["hibernate_after"] == 2.5, "the flag reached open_runtime"
 
 
 def test_a_key_of_trio_durable_toml_reaches_open_runtime(project: Path) -> None:
@@ -137,7 +137,7 @@ def test_config_names_a_file_whose_paths_are_relative_to_it(project: Path) -> No
         'app = "optapp:app"\ndata_dir = "state"\nstorage_cache_bytes = 1000000\n'
     )
     with serving(project, "--config", "deploy/prod.toml") as base:
-        assert get(base + "/options")["storage_cache_bytes"] == 1_000_000
+        assert get(base + "/options")["storage_cache_bytes"] == 1_000_000, "read from --config"
     assert (project / "deploy" / "state" / "trio_durable.sqlite3").exists(), (
         "data_dir is relative to the config file"
     )
@@ -145,7 +145,7 @@ def test_config_names_a_file_whose_paths_are_relative_to_it(project: Path) -> No
 
 def test_tune_gc_is_on_by_default_and_can_be_turned_off(project: Path) -> None:
     with serving(project, "optapp:app", "--no-tune-gc") as base:
-        assert get(base + "/options")["tune_gc"] is False
+        assert get(base + "/options")["tune_gc"] is False, "--no-tune-gc turns it off"
     with serving(project, "optapp:app") as base:
         assert get(base + "/options")["tune_gc"] is True, "a server tunes its collector"
 
@@ -154,7 +154,9 @@ def test_none_turns_an_optional_option_off(project: Path) -> None:
     (project / "trio-durable.toml").write_text('blocking_reset_after = "none"\n')
     with serving(project, "optapp:app", "--blocking-warning-after", "none") as base:
         options = get(base + "/options")
-    assert (options["blocking_warning_after"], options["blocking_reset_after"]) == (None, None)
+    assert (options["blocking_warning_after"], options["blocking_reset_after"]) == (None, None), (
+        "none from the flag and from the file"
+    )
 
 
 # ---------------------------------------------------- serve()'s options
@@ -163,7 +165,7 @@ def test_none_turns_an_optional_option_off(project: Path) -> None:
 def test_a_serve_limit_from_the_file_is_enforced(project: Path) -> None:
     (project / "trio-durable.toml").write_text("max_body_bytes = 10\n")
     with serving(project, "optapp:app") as base:
-        assert status_of(base + "/", b"x" * 5) == 200
+        assert status_of(base + "/", b"x" * 5) == 200, "under max_body_bytes"
         assert status_of(base + "/", b"x" * 20) == 413, "over max_body_bytes"
 
 
@@ -171,23 +173,23 @@ def test_allowed_origins_is_a_list(project: Path) -> None:
     (project / "trio-durable.toml").write_text('allowed_origins = ["https://ok.example"]\n')
     with serving(project, "optapp:app") as base:
         ws = base.replace("http://", "ws://") + "/room"
-        assert upgrade_status(ws, origin="https://ok.example") == 101
-        assert upgrade_status(ws, origin="https://evil.example") == 403
+        assert upgrade_status(ws, origin="https://ok.example") == 101, "a listed origin"
+        assert upgrade_status(ws, origin="https://evil.example") == 403, "another origin"
 
 
 def test_allowed_origins_flag_is_comma_separated(project: Path) -> None:
     origins = "https://a.example,https://b.example"
     with serving(project, "optapp:app", "--allowed-origins", origins) as base:
         ws = base.replace("http://", "ws://") + "/room"
-        assert upgrade_status(ws, origin="https://b.example") == 101
-        assert upgrade_status(ws, origin="https://c.example") == 403
+        assert upgrade_status(ws, origin="https://b.example") == 101, "the second of the list"
+        assert upgrade_status(ws, origin="https://c.example") == 403, "not in the list"
 
 
 def test_authenticate_is_imported_like_the_app(project: Path) -> None:
     with serving(project, "optapp:app", "--authenticate", "optapp:authenticate") as base:
         ws = base.replace("http://", "ws://") + "/room"
         assert upgrade_status(ws) == 401, "refused by authenticate"
-        assert upgrade_status(ws + "?token=sesame") == 101
+        assert upgrade_status(ws + "?token=sesame") == 101, "let through by authenticate"
 
 
 def test_tls_from_certificate_and_key_files(project: Path) -> None:
@@ -328,7 +330,7 @@ def test_workers_get_the_options_on_their_command_line(
     given = _build_parser().parse_args(["serve", "optapp:app", "--hibernate-after", "3"])
     flag, text = worker_args(resolve("serve", given))
     assert flag == "--options", flag
-    assert Config.from_json(text).runtime_kwargs()["hibernate_after"] == 3
+    assert Config.from_json(text).runtime_kwargs()["hibernate_after"] == 3, "the option travels"
     plain = _build_parser().parse_args(["serve", "optapp:app", "--workers", "2", "--port", "0"])
     assert worker_args(resolve("serve", plain)) == (), "nothing to pass: no --options"
 

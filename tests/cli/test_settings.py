@@ -121,6 +121,8 @@ def test_docstring_args_reads_continuation_lines() -> None:
 
 
 def test_https_is_for_dev_and_workers_for_serve() -> None:
-    assert "--https" in flags_of("dev") and "--https" not in flags_of("serve")
-    assert "--workers" in flags_of("serve") and "--workers" not in flags_of("dev")
-    assert [s.name for s in settings_of("inspect")] == ["data_dir"]
+    assert "--https" in flags_of("dev") and "--https" not in flags_of("serve"), "https: dev only"
+    assert "--workers" in flags_of("serve") and "--workers" not in flags_of("dev"), (
+        "workers: serve only"
+    )
+    assert [s.name for s in settings_of("inspect")] == ["data_dir"], "inspect reads data_dir"

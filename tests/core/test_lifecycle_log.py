@@ -63,7 +63,7 @@ async def test_a_requested_eviction_is_logged(
         stub = runtime.namespace("counters").get_by_name("home")
         await stub.increment()
         with caplog.at_level(logging.INFO, logger=LIFECYCLE):
-            assert await evict(stub) is True
+            assert await evict(stub) is True, "it was live"
     assert lines(caplog) == ["evicted counters:home (asked to)"], lines(caplog)
 
 
@@ -97,7 +97,7 @@ async def test_nothing_is_formatted_when_the_level_is_off(
         stub = runtime.namespace("counters").get_by_name("home")
         with caplog.at_level(logging.WARNING, logger=LIFECYCLE):
             await stub.increment()
-            assert await evict(stub) is True
+            assert await evict(stub) is True, "it was live"
             await stub.increment()
             with pytest.raises(td.ObjectResetError):
                 await stub.abort_me("quietly")

@@ -119,17 +119,17 @@ async def test_a_message_in_and_out_and_a_hibernated_object(
         async with open_websocket(stub) as ws:
             before = counts(runtime)
             await ws.send("hi")
-            assert await ws.receive() == "hi"
+            assert await ws.receive() == "hi", "echoed"
             moved = changed(before, counts(runtime))
             assert moved == {"messages_received": 1, "messages_sent": 1, "events_dispatched": 1}
-            assert runtime.statistics().hibernatable_websockets == 1
-            assert await evict(stub) is True
+            assert runtime.statistics().hibernatable_websockets == 1, "one socket open"
+            assert await evict(stub) is True, "it was live"
             stats = runtime.statistics()
             assert (stats.hibernated_objects, stats.live_objects) == (1, 0), (
                 "evicted with an open socket: hibernated"
             )
-            assert await run_in_object(stub, lambda e, ctx: ctx.broadcast("all")) == 1
-            assert await ws.receive() == "all"
+            assert await run_in_object(stub, lambda e, ctx: ctx.broadcast("all")) == 1, "one socket"
+            assert await ws.receive() == "all", "the broadcast arrived"
             assert runtime.statistics().messages_sent == before["messages_sent"] + 2, (
                 "a broadcast counts its messages"
             )
@@ -159,7 +159,7 @@ async def test_a_parked_connection_then_an_awake_one() -> None:
                     await trio.sleep(0.01)
             assert runtime.statistics().connections_awake == 0, "parked is not awake"
             await trio.to_thread.run_sync(client.send, "wake up")
-            assert await trio.to_thread.run_sync(client.recv, 10) == "wake up"
+            assert await trio.to_thread.run_sync(client.recv, 10) == "wake up", "echoed"
             stats = runtime.statistics()
             assert (stats.connections_awake, stats.connections_parked) == (1, 0), (
                 "right after a message the connection is read, not parked"

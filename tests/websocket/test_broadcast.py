@@ -89,8 +89,8 @@ async def test_every_socket_gets_the_message_and_the_count_is_returned(hall: td.
     async with AsyncExitStack() as stack:
         clients = [await stack.enter_async_context(open_websocket(hall)) for _ in range(3)]
         assert await broadcast(hall, "hello all") == 3, "sent to the three sockets"
-        assert [await c.receive() for c in clients] == ["hello all"] * 3
-        assert await broadcast(hall, b"\x00\x01") == 3
+        assert [await c.receive() for c in clients] == ["hello all"] * 3, "text stays text"
+        assert await broadcast(hall, b"\x00\x01") == 3, "bytes to the three"
         assert [await c.receive() for c in clients] == [b"\x00\x01"] * 3, "bytes stay binary"
 
 
@@ -113,9 +113,11 @@ async def test_exclude_takes_one_socket_or_several(hall: td.Stub, autojump_clock
     ):
         one, two, _ = await sockets_of(hall)
         assert await broadcast(hall, "not to the first", exclude=one) == 2
-        assert [await second.receive(), await third.receive()] == ["not to the first"] * 2
+        assert [await second.receive(), await third.receive()] == ["not to the first"] * 2, (
+            "the others got it"
+        )
         assert await broadcast(hall, "to the third", exclude=[one, two]) == 1
-        assert await third.receive() == "to the third"
+        assert await third.receive() == "to the third", "the one left"
         assert await nothing_arrives(first) and await nothing_arrives(second), (
             "excluded sockets got nothing"
         )
@@ -134,7 +136,7 @@ async def test_closed_and_closing_sockets_are_skipped(hall: td.Stub) -> None:
         await run_in_object(hall, lambda instance, ctx: closing_end.close(1000, "bye"))
         assert closing_end.ready_state == td.WebSocket.CLOSING, "the object is closing it"
         assert await broadcast(hall, "still here?") == 1, "only the open socket counts"
-        assert await staying.receive() == "still here?"
+        assert await staying.receive() == "still here?", "the open socket got it"
 
 
 async def test_a_connection_gone_before_its_close_event_raises_nothing(hall: td.Stub) -> None:
@@ -146,8 +148,8 @@ async def test_a_connection_gone_before_its_close_event_raises_nothing(hall: td.
             assert dropped.ready_state == td.WebSocket.OPEN, "the object has not heard of it"
             return await ctx.broadcast("after the drop")
 
-        assert await run_in_object(hall, drop_then_broadcast) == 1
-        assert await staying.receive() == "after the drop"
+        assert await run_in_object(hall, drop_then_broadcast) == 1, "the dropped one is not counted"
+        assert await staying.receive() == "after the drop", "the other still got it"
 
 
 async def test_bad_arguments_are_type_errors(hall: td.Stub) -> None:
@@ -188,11 +190,11 @@ async def test_hub_broadcast_to_a_hibernated_object_does_not_wake_it(
     async with runtime_factory(objects={"halls": Hall}) as runtime:
         stub = runtime.namespace("halls").get_by_name("main")
         async with open_websocket(stub) as a, open_websocket(stub) as b:
-            assert await evict(stub) is True
+            assert await evict(stub) is True, "it was live"
             activations = runtime.statistics().activations
             key = (stub.id.namespace, stub.id.hex)
             assert runtime.sockets.broadcast(key, "from outside") == 2
-            assert [await a.receive(), await b.receive()] == ["from outside"] * 2
+            assert [await a.receive(), await b.receive()] == ["from outside"] * 2, "both got it"
             assert runtime.statistics().activations == activations, "nothing was activated"
             assert runtime.statistics().live_objects == 0, "the object stays hibernated"
 
@@ -223,9 +225,11 @@ def connect(url: str) -> Any:
 
 
 async def until(condition: Callable[[], bool], what: str) -> None:
-    with trio.fail_after(10):
+    with trio.move_on_after(10):
         while not condition():
             await trio.sleep(0.01)
+        return
+    raise AssertionError(f"not {what} within 10 s")
 
 
 async def test_a_broadcast_serializes_once_and_wakes_no_parked_connection(
@@ -246,13 +250,13 @@ async def test_a_broadcast_serializes_once_and_wakes_no_parked_connection(
 
         monkeypatch.setattr(_network, "serialize_message", counting)
         text = "x" * 300  # a 16-bit length header: the frame is built by hand, not copied
-        assert await broadcast(stub, text) == 4
+        assert await broadcast(stub, text) == 4, "to the four sockets"
         assert len(frames) == 4 and all(frame is frames[0] for frame in frames), (
             f"the four sockets got one frame built once, not {len({id(f) for f in frames})}"
         )
         assert all(end._transport.is_parked for end in ends), "no parked connection was woken"
         for client in clients:
-            assert await trio.to_thread.run_sync(client.recv, 10) == text
+            assert await trio.to_thread.run_sync(client.recv, 10) == text, "each client got it"
     finally:
         for client in clients:
             await trio.to_thread.run_sync(client.close)
