@@ -114,6 +114,10 @@ class AlarmScheduler:
         self._refire: set[ObjectKey] = set()
         self._failures: dict[ObjectKey, int] = {}
         self.fired = 0
+        #: Alarms this scheduler started because they came due, and the sum of
+        #: how late each started (seconds after its time, by the runtime's clock).
+        self.started = 0
+        self.lag_seconds = 0.0
 
     # ----------------------------------------------------------------- table
 
@@ -191,6 +195,8 @@ class AlarmScheduler:
                 logger.warning("alarm for unknown namespace %r is kept but not run", key[0])
                 return
             object_id = DurableObjectId(key[0], key[1], name)
+            self.started += 1
+            self.lag_seconds += max(0.0, self._clock.now() - at)
             try:
                 await self.deliver(object_id, manual=False)
             except trio.ClosedResourceError:

@@ -24,7 +24,7 @@ from ._storage._facade import Storage
 from ._storage._service import StorageService
 from ._stubs import Namespace, ObjectT, typed_namespace
 from ._websocket._hub import SocketHub
-from ._websocket._socket import WebSocket, WebSocketRequestResponsePair
+from ._websocket._socket import WebSocket, WebSocketRequestResponsePair, check_message
 
 __all__ = ["DurableObject", "ObjectContext", "ObjectServices"]
 
@@ -103,6 +103,46 @@ class ObjectContext:
     def get_tags(self, ws: WebSocket) -> list[str]:
         """The tags ``ws`` was accepted with."""
         return self._services.sockets.get_tags(self._record, ws)
+
+    async def broadcast(
+        self,
+        message: str | bytes,
+        tag: str | None = None,
+        exclude: WebSocket | Iterable[WebSocket] = (),
+    ) -> int:
+        """Send ``message`` to every open hibernatable socket of this object.
+
+        ``await self.ctx.broadcast(text, exclude=ws)`` is PartyKit's
+        ``room.broadcast(text, [ws.id])``: the message is serialized once for
+        all the sockets, closing and closed sockets are skipped (one that
+        closed meanwhile raises nothing), parked connections are not woken,
+        and nothing waits for a slow client (see backpressure in
+        ``docs/websockets.md``). As with ``ws.send``, a broadcast made after a
+        storage write leaves once the write is committed (output gate); with
+        nothing to wait for it returns without a checkpoint.
+
+        Args:
+            message: Text (``str``) or binary (``bytes``) message.
+            tag: Only the sockets accepted with this tag.
+            exclude: A socket, or several, to leave out (the sender, say).
+
+        Returns:
+            How many sockets it was sent to.
+
+        Raises:
+            TypeError: ``message`` is neither text nor bytes, ``tag`` is not
+                a str, or ``exclude`` holds something else than WebSockets.
+            ObjectResetError: a commit the broadcast waited for failed; the
+                message was dropped.
+        """
+        message = check_message(message)
+        if tag is not None and not isinstance(tag, str):
+            raise TypeError(f"tag must be a str or None, got {type(tag).__name__}")
+        excluded = _socket_set(exclude)
+        record = self._record
+        record.check_alive()
+        await record.output_gate.wait()
+        return self._services.sockets.broadcast(record.key, message, tag=tag, exclude=excluded)
 
     def set_websocket_auto_response(self, pair: WebSocketRequestResponsePair | None) -> None:
         """Answer ``pair.request`` with ``pair.response`` without waking the object.
@@ -198,6 +238,24 @@ class ObjectContext:
         """
         message = f"the object was aborted: {reason}" if reason else "the object was aborted"
         self._record.reset(ObjectResetError(message), origin="abort", abort=True)
+
+
+def _socket_set(exclude: WebSocket | Iterable[WebSocket]) -> frozenset[WebSocket]:
+    """``broadcast(exclude=...)`` as a set: one socket, or an iterable of them."""
+    if isinstance(exclude, WebSocket):
+        return frozenset((exclude,))
+    if isinstance(exclude, str | bytes):
+        raise TypeError("exclude takes a WebSocket or a list of them, not a str")
+    try:
+        sockets = frozenset(exclude)
+    except TypeError:
+        raise TypeError(
+            f"exclude takes a WebSocket or a list of them, got {type(exclude).__name__}"
+        ) from None
+    for ws in sockets:
+        if not isinstance(ws, WebSocket):
+            raise TypeError(f"exclude takes WebSockets, got a {type(ws).__name__}")
+    return sockets
 
 
 @attrs.define(eq=False)

@@ -98,6 +98,14 @@ def _size(name: str) -> Any:
     return check
 
 
+def _flag(name: str) -> Any:
+    def check(instance: object, attribute: object, value: object) -> None:
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, got {value!r}")
+
+    return check
+
+
 @attrs.frozen
 class RuntimeOptions:
     """Every tunable of :func:`open_runtime`, checked once when it is called.
@@ -126,12 +134,16 @@ class RuntimeOptions:
     blocking_reset_after: float | None = attrs.field(
         default=WATCHDOG_RESET_AFTER, validator=_optional_seconds("blocking_reset_after")
     )
-    tune_gc: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    tune_gc: bool = attrs.field(default=False, validator=_flag("tune_gc"))
 
 
 @attrs.frozen
 class RuntimeStatistics:
     """A snapshot of a runtime's counters (:meth:`Runtime.statistics`).
+
+    Taking one wakes no object and costs no I/O. Counts ending in ``s``
+    (``activations``, ``messages_received``...) only grow while the runtime
+    is open; the others are the state right now.
 
     Attributes:
         live_objects: Activations currently in memory.
@@ -140,6 +152,21 @@ class RuntimeStatistics:
         resets: Instances dropped because of a failure or ``abort()``.
         events_dispatched: Events (calls, fetches, socket events, alarms) that
             reached a handler.
+        hibernated_objects: Objects not in memory whose hibernatable
+            WebSockets are open: the next message wakes them.
+        hibernatable_websockets: Open hibernatable WebSockets, of every object.
+        connections_awake: WebSocket connections served by ``serve()`` that
+            have a reader (traffic in the last ``park_after`` seconds).
+        connections_parked: Those parked: idle, holding no task.
+        messages_received: Messages that arrived on hibernatable WebSockets.
+        messages_sent: Messages sent on them (``ws.send`` and broadcasts).
+        auto_responses: Auto-responses sent without waking an object.
+        commits: Storage commits (each carries the writes of many objects).
+        commit_seconds: Real seconds those commits took, in total (the
+            average commit latency is ``commit_seconds / commits``).
+        alarms_fired: Alarms started because they came due (retries included).
+        alarm_lag_seconds: How late those alarms started, in total (seconds
+            after their time, by the runtime's clock).
     """
 
     live_objects: int
@@ -147,6 +174,17 @@ class RuntimeStatistics:
     evictions: int
     resets: int
     events_dispatched: int
+    hibernated_objects: int = 0
+    hibernatable_websockets: int = 0
+    connections_awake: int = 0
+    connections_parked: int = 0
+    messages_received: int = 0
+    messages_sent: int = 0
+    auto_responses: int = 0
+    commits: int = 0
+    commit_seconds: float = 0.0
+    alarms_fired: int = 0
+    alarm_lag_seconds: float = 0.0
 
 
 class Runtime:
@@ -295,14 +333,36 @@ class Runtime:
         return namespace if object_class is None else typed_namespace(namespace, object_class)
 
     def statistics(self) -> RuntimeStatistics:
-        """A snapshot of the runtime's counters."""
+        """A snapshot of the runtime's counters; wakes no object.
+
+        See ``docs/lifecycle.md`` (statistics and metrics) for what each
+        counts, and ``trio-durable serve --metrics-port`` for the same in
+        Prometheus' text format.
+        """
         counters = self.registry.counters
+        registry = self.registry
+        sockets = self.sockets
+        hibernated = sum(
+            1 for key in sockets.objects_with_sockets() if registry.lookup(*key) is None
+        )
+        connections, parked = sockets.network_connections()
         return RuntimeStatistics(
-            live_objects=len(self.registry),
+            live_objects=len(registry),
             activations=counters.activations,
             evictions=counters.evictions,
             resets=counters.resets,
             events_dispatched=counters.events_dispatched,
+            hibernated_objects=hibernated,
+            hibernatable_websockets=sockets.hibernatable_count(),
+            connections_awake=max(0, connections - parked),
+            connections_parked=parked,
+            messages_received=sockets.messages_received,
+            messages_sent=sockets.messages_sent,
+            auto_responses=sockets.auto_responses,
+            commits=self.storage_engine.commits,
+            commit_seconds=self.storage_engine.commit_seconds,
+            alarms_fired=self.alarms.started,
+            alarm_lag_seconds=self.alarms.lag_seconds,
         )
 
     async def list_object_ids(self, namespace: str) -> list[DurableObjectId]:

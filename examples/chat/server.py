@@ -344,20 +344,13 @@ class ChatRoom(td.DurableObject):
                 await self._broadcast({"quit": member.name})
 
     async def _broadcast(self, value: Any) -> None:
-        """Send ``value`` to every member who joined; drop the ones that are gone."""
-        text = json.dumps(value)
-        gone: list[Member] = []
-        for ws, member in list(self.sessions.items()):
-            if member.name is None:
-                continue  # still joining: gets the history instead
-            try:
-                await ws.send(text)
-            except trio.ClosedResourceError:
-                del self.sessions[ws]
-                self.session_next_free.pop(ws, None)
-                gone.append(member)
-        for member in gone:
-            await self._broadcast({"quit": member.name})
+        """Send ``value`` to every member who joined (a newcomer gets the history instead).
+
+        ``ctx.broadcast`` serializes it once and skips sockets that are gone;
+        their ``websocket_close`` says goodbye for them.
+        """
+        joining = [ws for ws, member in self.sessions.items() if member.name is None]
+        await self.ctx.broadcast(json.dumps(value), exclude=joining)
 
 
 async def _send(ws: td.WebSocket, value: Any) -> None:

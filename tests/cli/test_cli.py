@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from websockets.sync.client import connect
 import trio_durable
 from tests.chat.helpers import ROOT, cli_server, stop
 
-from .helpers import environment
+from .helpers import WAIT, Command, environment
 
 
 def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
@@ -60,7 +61,7 @@ def test_serves_then_stops_on_signal_with_exit_0(tmp_path: Path, signum: int) ->
         code, rest = stop(process, signum)
     assert code == 0, (code, rest)
     lines = rest.strip().splitlines()
-    assert len(lines) == 1 and "stopped serving examples.chat:app on " + url in lines[0], rest
+    assert "stopped serving examples.chat:app on " + url in lines[-1], rest
     assert "Traceback" not in rest, rest
     assert (tmp_path / "data" / "trio_durable.sqlite3").exists()
 
@@ -255,3 +256,48 @@ def test_storage_that_cannot_be_opened_exits_2(tmp_path: Path) -> None:
         run("serve", "examples.chat:app", "--port", "0", "--data-dir", str(tmp_path))
     )
     assert "cannot open the storage" in line, line
+
+
+def test_serve_logs_each_request_and_upgrade_and_the_lifecycle_at_info(tmp_path: Path) -> None:
+    server = Command(
+        "serve", "examples.chat:app", "--port", "0", "--data-dir", str(tmp_path), cwd=ROOT
+    )
+    try:
+        base = server.wait_for(r"serving examples\.chat:app on (http://\S+) ").group(1)
+        assert get(base + "/?token=secret")[0] == 200
+        line = server.wait_for(r"trio_durable\.access").string
+        assert '"GET /" 200' in line and "secret" not in line, line
+        room = base.replace("http://", "ws://") + "/api/room/lobby/websocket"
+        with connect(room, proxy=None, open_timeout=30):
+            upgrade = server.wait_for(r"trio_durable\.access").string
+            assert '"GET /api/room/lobby/websocket" 101' in upgrade, upgrade
+            # The room was activated by the upgrade's fetch, before the 101 was logged.
+            lifecycle = [line for line in server.lines if "trio_durable.lifecycle" in line]
+            assert lifecycle and lifecycle[-1].endswith("activated rooms:lobby"), server.lines
+        assert server.stop() == 0, server.lines
+    finally:
+        server.kill()
+
+
+def test_serve_logs_no_request_at_warning(tmp_path: Path) -> None:
+    args = ["--port", "0", "--data-dir", str(tmp_path), "--log-level", "warning"]
+    # The only line at warning is the end: nothing to wait for but the port.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    args[1] = str(port)
+    server = Command("serve", "examples.chat:app", *args, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + WAIT
+        while True:
+            try:
+                status, _ = get(f"http://127.0.0.1:{port}/")
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the server never answered"
+                time.sleep(0.1)
+        assert status == 200, status
+        assert server.stop() == 0, server.lines
+    finally:
+        server.kill()
+    assert server.lines == [], f"nothing logged at warning: {server.lines}"

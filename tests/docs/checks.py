@@ -119,3 +119,63 @@ class Tokens:
     async def is_valid(self, token: str | None) -> bool:
         await trio.lowlevel.checkpoint()
         return token == "good"
+
+
+def config_examples(page: str) -> None:
+    """cli.md: its config files (```toml blocks) are read as ``serve`` and ``dev`` read them.
+
+    Each block is written to a fresh directory (a ``pyproject.toml`` when it
+    is a ``[tool.trio-durable]`` table), with the certificate files it names,
+    and resolved by the command's own code: every key is known, every value
+    accepted by the record that owns it, the TLS context loads, and the
+    ``[dev]`` table wins for ``dev`` only.
+    """
+    import os
+    import re
+    import tempfile
+    import tomllib
+
+    import trustme
+
+    from trio_durable._cli import _build_parser
+    from trio_durable._cli._options import resolve
+
+    root = Path(__file__).resolve().parents[2]
+    blocks = re.findall(r"```toml\n(.*?)```", (root / page).read_text(), re.DOTALL)
+    assert len(blocks) >= 2, f"{page} shows a trio-durable.toml and a pyproject.toml"
+    here = os.getcwd()
+    for block in blocks:
+        document = tomllib.loads(block)
+        table = document.get("tool", {}).get("trio-durable", document)
+        with tempfile.TemporaryDirectory() as directory:
+            name = "pyproject.toml" if "tool" in document else "trio-durable.toml"
+            (Path(directory) / name).write_text(block)
+            authority = trustme.CA()
+            issued = authority.issue_cert("localhost")
+            for key, pem in (
+                ("ssl_certfile", issued.cert_chain_pems[0]),
+                ("ssl_keyfile", issued.private_key_pem),
+            ):
+                if key in table:
+                    path = Path(directory) / table[key]
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    pem.write_to_path(str(path))
+            os.chdir(directory)
+            try:
+                serve = resolve("serve", _build_parser().parse_args(["serve"]))
+                dev = resolve("dev", _build_parser().parse_args(["dev"]))
+                if serve["ssl_certfile"] is not None:
+                    assert serve.ssl_context() is not None, "the certificate loads"
+            finally:
+                os.chdir(here)
+        dev_table = table.get("dev", {})
+        for key, value in table.items():
+            if key == "dev" or (isinstance(value, str) and value == "none"):
+                continue
+            expected = dev_table.get(key, value)
+            name = key.replace("-", "_")
+            if name in ("data_dir", "ssl_certfile", "ssl_keyfile"):
+                continue  # made absolute (relative to the file)
+            assert serve[name] == value, (name, serve[name], value)
+            if expected != "none":
+                assert dev[name] == expected, (name, dev[name], expected)

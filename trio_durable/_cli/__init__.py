@@ -5,13 +5,19 @@
     trio-durable serve examples.chat:app --host 127.0.0.1 --port 8787 --data-dir ./data
     trio-durable dev myapp:app --https
     trio-durable new my-project
+    trio-durable inspect --data-dir ./data [ID | NAMESPACE:NAME]
     trio-durable --version
 
 One module per command: ``_serve`` (one process serving an App until SIGINT
-or SIGTERM), ``_dev`` (a supervisor that restarts a serving child when a
-``.py`` file changes, with a request log and optional local HTTPS) and
-``_new`` (a project scaffold). A bad argument (unknown module, port in use,
-unwritable data directory, ...) prints one line to stderr and exits 2.
+or SIGTERM, or a cluster's supervisor), ``_dev`` (a supervisor that restarts
+a serving child when a ``.py`` file changes, with a request log and optional
+local HTTPS), ``_new`` (a project scaffold), ``_inspect`` (stored objects,
+read-only) and ``_worker`` (a cluster's worker process). ``_options`` makes
+the flags and config-file keys of ``serve`` and ``dev`` from the options
+of ``serve()`` and ``open_runtime()``; ``_metrics`` serves the runtime's
+statistics to Prometheus. A bad argument (unknown module, port in use,
+unwritable data directory, unknown config key, ...) prints one line to
+stderr and exits 2.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import importlib.metadata
 from collections.abc import Sequence
 from typing import NoReturn
 
-from . import _dev, _new, _serve, _worker
+from . import _dev, _inspect, _new, _serve, _worker
 from ._common import USAGE_ERROR, UsageError, configure_logging, report_usage_error
 
 __all__ = ["main"]
@@ -44,6 +50,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _serve.add_parser(commands)
     _dev.add_parser(commands)
     _new.add_parser(commands)
+    _inspect.add_parser(commands)
     _worker.add_parser(commands)
     return parser
 
@@ -60,13 +67,14 @@ def _version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (the console script exits with it)."""
     args = _build_parser().parse_args(argv)
-    log_level: str = getattr(args, "log_level", "info")
-    if hasattr(args, "log_level"):  # the serving commands log; `new` only prints
-        configure_logging(log_level)
+    # `serve` and `dev` configure logging once their settings are resolved
+    # (the level may come from the config file); `new` only prints.
+    if hasattr(args, "log_level") and not getattr(args, "own_logging", False):
+        configure_logging(args.log_level)
     try:
         status: int = args.run(args)
     except UsageError as exc:
-        return report_usage_error(exc, log_level)
+        return report_usage_error(exc, getattr(args, "log_level", "info"))
     except KeyboardInterrupt:  # Ctrl-C before a signal handler was installed
         return 130
     return status

@@ -19,8 +19,8 @@ __all__ = [
     "USAGE_ERROR",
     "UsageError",
     "check_app_spec",
-    "check_port",
     "configure_logging",
+    "import_object",
     "load_app",
     "prepare_data_dir",
     "report_usage_error",
@@ -55,7 +55,7 @@ def report_usage_error(exc: UsageError, log_level: str) -> int:
     return USAGE_ERROR
 
 
-def check_app_spec(spec: str) -> tuple[str, str]:
+def check_app_spec(spec: str, *, what: str = "the app") -> tuple[str, str]:
     """Split ``MODULE:ATTRIBUTE``, catching the usual slips before anything is imported.
 
     Raises:
@@ -63,7 +63,7 @@ def check_app_spec(spec: str) -> tuple[str, str]:
     """
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
-        raise UsageError(f"the app must look like MODULE:ATTRIBUTE, got {spec!r}")
+        raise UsageError(f"{what} must look like MODULE:ATTRIBUTE, got {spec!r}")
     if module_name.endswith(".py"):
         # "whiteboard.py" would import whiteboard (running it) and then fail on "py".
         hint = module_name[: -len(".py")].replace("/", ".").replace(os.sep, ".")
@@ -76,14 +76,18 @@ def check_app_spec(spec: str) -> tuple[str, str]:
     return module_name, attribute
 
 
-def load_app(spec: str) -> App:
-    """Import ``module:attribute`` (from the current directory first) and check it is an App.
+def import_object(spec: str, *, what: str = "the app") -> object:
+    """Import ``module:attribute`` (from the current directory first).
+
+    Args:
+        spec: ``module:attribute``; the attribute may be dotted.
+        what: What it is, for the error messages ("the app", "authenticate").
 
     Raises:
-        UsageError: the spec is malformed, the import fails or the
-            attribute is missing or not an :class:`~trio_durable.App`.
+        UsageError: the spec is malformed, the import fails or the attribute is missing.
     """
-    module_name, attribute = check_app_spec(spec)
+    module_name, attribute = check_app_spec(spec, what=what)
+    prefix = "" if what == "the app" else f"{what}: "
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
@@ -91,11 +95,13 @@ def load_app(spec: str) -> App:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name is not None and module_name.startswith(exc.name):
-            raise UsageError(f"no module named {module_name!r} (searched from {cwd})") from None
-        raise UsageError(f"cannot import {module_name!r}: {exc}") from exc
+            raise UsageError(
+                f"{prefix}no module named {module_name!r} (searched from {cwd})"
+            ) from None
+        raise UsageError(f"{prefix}cannot import {module_name!r}: {exc}") from exc
     except Exception as exc:
         raise UsageError(
-            f"importing {module_name!r} failed: {type(exc).__name__}: {exc}"
+            f"{prefix}importing {module_name!r} failed: {type(exc).__name__}: {exc}"
             f"{_where(exc)} (--log-level debug shows the traceback)"
         ) from exc
     target: object = module
@@ -103,7 +109,20 @@ def load_app(spec: str) -> App:
         try:
             target = getattr(target, part)
         except AttributeError:
-            raise UsageError(f"module {module_name!r} has no attribute {attribute!r}") from None
+            raise UsageError(
+                f"{prefix}module {module_name!r} has no attribute {attribute!r}"
+            ) from None
+    return target
+
+
+def load_app(spec: str) -> App:
+    """Import ``module:attribute`` (from the current directory first) and check it is an App.
+
+    Raises:
+        UsageError: the spec is malformed, the import fails or the
+            attribute is missing or not an :class:`~trio_durable.App`.
+    """
+    target = import_object(spec)
     if not isinstance(target, App):
         raise UsageError(
             f"{spec} is a {type(target).__name__}, not a trio_durable.App "
@@ -155,13 +174,6 @@ def prepare_data_dir(path: str) -> Path:
             f"data directory {path!r} is not writable: {exc.strerror or exc}"
         ) from None
     return data_dir
-
-
-def check_port(port: int) -> int:
-    """Raises UsageError unless ``port`` is a TCP port number (0 picks a free one)."""
-    if not 0 <= port <= 65535:
-        raise UsageError(f"--port must be from 0 to 65535, got {port}")
-    return port
 
 
 def url(host: str, port: int, *, https: bool = False) -> str:

@@ -37,10 +37,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import attrs
 import trio
 
-from ._common import Commands, UsageError, check_app_spec, check_port, prepare_data_dir, url
-from ._serve import add_server_arguments
+from ._common import Commands, UsageError, check_app_spec, prepare_data_dir, url
+from ._options import add_settings
+from ._serve import start
 
 __all__ = ["add_parser", "run"]
 
@@ -57,54 +59,62 @@ def add_parser(commands: Commands) -> None:
         "dev",
         help="serve for development: reload on change, request log, --https",
         description=(
-            "Serve MODULE:ATTRIBUTE like `serve`, restarting it whenever a .py file under "
-            "the current directory changes, with one log line per request. Needs the "
-            "watchfiles package (and trustme for --https): "
+            "Serve MODULE:ATTRIBUTE like `serve` (the same options, flags and config "
+            "file; a [dev] table of the file applies to dev only), restarting it whenever "
+            "a .py file under the current directory changes, with one log line per "
+            "request. Needs the watchfiles package (and trustme for --https): "
             "python -m pip install 'trio_durable[dev]'."
         ),
     )
-    add_server_arguments(parser)
-    parser.add_argument(
-        "--https",
-        action="store_true",
-        help="serve HTTPS with a certificate made for this run; the CA file to trust is printed",
-    )
-    parser.set_defaults(run=run)
+    add_settings(parser, "dev")
+    parser.set_defaults(run=run, own_logging=True)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``dev`` with parsed arguments; returns the exit status."""
-    module_name, _ = check_app_spec(args.app)
-    check_port(args.port)
-    data_dir = prepare_data_dir(args.data_dir)
+    config = start("dev", args)
+    module_name, _ = check_app_spec(config["app"])
+    data_dir = prepare_data_dir(config["data_dir"])
     _require("watchfiles", "reloading")
-    if args.https:
+    if config["https"]:
+        if config["ssl_certfile"] is not None:
+            raise UsageError(
+                "https makes a certificate for this run; drop it to serve ssl_certfile instead"
+            )
         _require("trustme", "--https")
+    config.ssl_context()  # a bad certificate file is refused now, not on every restart
     root = Path.cwd()
-    # The app is imported only by the child, anew on each restart; catch a
-    # misspelled module here, without running any of its code.
-    top_level = module_name.partition(".")[0]
-    if importlib.machinery.PathFinder.find_spec(top_level, [str(root), *sys.path]) is None:
-        raise UsageError(f"no module named {top_level!r} (searched from {root})")
-    port = _check_port(args.host, args.port)
-    with _certificate(args.host, enabled=args.https) as certfile:
-        config = {
-            "app": args.app,
-            "host": args.host,
-            "port": port,
-            "data_dir": str(data_dir),
-            "log_level": args.log_level,
+    # The app (and authenticate) is imported only by the child, anew on each
+    # restart; catch a misspelled module here, without running any of its code.
+    _find_module(module_name, root)
+    if config["authenticate"] is not None:
+        _find_module(check_app_spec(config["authenticate"], what="authenticate")[0], root)
+    # Ports are chosen once, so that port 0 keeps one port across restarts.
+    port = _check_port(config["host"], config["port"])
+    values = {**config.values, "port": port, "data_dir": str(data_dir)}
+    if config["metrics_port"] is not None:
+        values["metrics_port"] = _check_port(config["metrics_host"], config["metrics_port"])
+    config = attrs.evolve(config, values=values)
+    with _certificate(config["host"], enabled=config["https"]) as certfile:
+        child = {
+            "config": config.to_json(),
             "certfile": None if certfile is None else str(certfile),
         }
-        command = [sys.executable, "-m", "trio_durable._cli._devchild", json.dumps(config)]
+        command = [sys.executable, "-m", "trio_durable._cli._devchild", json.dumps(child)]
         logger.info(
             "dev server for %s on %s; restarts when a .py file under %s changes",
-            args.app,
-            url(args.host, port, https=args.https),
+            config["app"],
+            url(config["host"], port, https=config["https"] or config["ssl_certfile"] is not None),
             root,
         )
         trio.run(functools.partial(_supervise, command, root))
     return 0
+
+
+def _find_module(module_name: str, root: Path) -> None:
+    top_level = module_name.partition(".")[0]
+    if importlib.machinery.PathFinder.find_spec(top_level, [str(root), *sys.path]) is None:
+        raise UsageError(f"no module named {top_level!r} (searched from {root})")
 
 
 def _require(module: str, feature: str) -> ModuleType:

@@ -11,7 +11,9 @@ import signal
 import sqlite3
 import ssl
 from pathlib import Path
+from typing import Any
 
+import attrs
 import trio
 
 from .._app import App
@@ -20,9 +22,21 @@ from .._exceptions import StorageError
 from .._gateway._serve import Worker, serve
 from .._http import Request, Response
 from .._runtime import Runtime, open_runtime
-from ._common import LOG_LEVELS, Commands, UsageError, check_port, load_app, prepare_data_dir, url
+from ._common import Commands, UsageError, configure_logging, load_app, prepare_data_dir, url
+from ._metrics import serve_metrics
+from ._options import CONFIG_NAME, SETTINGS, Config, add_settings, resolve
 
-__all__ = ["add_parser", "logged_worker", "run", "serve_app"]
+__all__ = [
+    "WORKER_OPTIONS_FLAG",
+    "add_parser",
+    "logged_worker",
+    "run",
+    "serve_app",
+    "serve_cluster",
+    "start",
+    "worker_args",
+    "worker_options",
+]
 
 logger = logging.getLogger("trio_durable.cli")
 access_logger = logging.getLogger("trio_durable.access")
@@ -35,90 +49,143 @@ def add_parser(commands: Commands) -> None:
         help="serve an app over HTTP and WebSocket",
         description=(
             "Serve MODULE:ATTRIBUTE (a trio_durable.App) over HTTP/1.1 and WebSocket. "
-            "The module is imported from the current directory. Stop with Ctrl-C or SIGTERM."
+            "The module is imported from the current directory. Every option of serve() "
+            f"and open_runtime() is a flag here and a key of ./{CONFIG_NAME} (or of "
+            "[tool.trio-durable] in ./pyproject.toml); flags win over the file. "
+            "Stop with Ctrl-C or SIGTERM."
         ),
     )
-    add_server_arguments(parser)
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        help=(
-            "worker processes serving the port, one live instance per object across "
-            "them (1: this process serves); SIGHUP restarts them one by one"
-        ),
-    )
-    parser.set_defaults(run=run)
+    add_settings(parser, "serve")
+    parser.set_defaults(run=run, own_logging=True)
 
 
-def add_server_arguments(parser: argparse.ArgumentParser) -> None:
-    """The arguments ``serve`` and ``dev`` share."""
-    parser.add_argument("app", metavar="MODULE:ATTRIBUTE", help="the app, e.g. examples.chat:app")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    parser.add_argument(
-        "--port", type=int, default=8787, help="port to listen on; 0 picks a free one (8787)"
-    )
-    parser.add_argument(
-        "--data-dir", default="data", help="directory of the durable storage (./data)"
-    )
-    parser.add_argument(
-        "--log-level",
-        default="info",
-        choices=LOG_LEVELS,
-        help="logging level (info); debug also shows tracebacks of errors at start",
-    )
+def start(command: str, args: argparse.Namespace) -> Config:
+    """Resolve ``command``'s settings and configure logging at their level.
+
+    Raises:
+        UsageError: a setting is refused, or no app is named.
+    """
+    config = resolve(command, args)
+    # What main() reports a later error with (a traceback at debug level).
+    args.log_level = config["log_level"]
+    configure_logging(config["log_level"])
+    if config["app"] is None:
+        raise UsageError(
+            f"name the app: trio-durable {command} MODULE:ATTRIBUTE, or app = "
+            f'"module:app" in {CONFIG_NAME}'
+        )
+    return config
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``serve`` with parsed arguments; returns the exit status."""
-    app = load_app(args.app)
-    check_port(args.port)
-    data_dir = prepare_data_dir(args.data_dir)
-    workers = getattr(args, "workers", 1)
-    if workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {workers}")
-    if workers > 1:
+    config = start("serve", args)
+    app = load_app(config["app"])
+    data_dir = prepare_data_dir(config["data_dir"])
+    config = attrs.evolve(config, values={**config.values, "data_dir": str(data_dir)})
+    serve_kwargs = config.serve_kwargs()  # a bad certificate or authenticate: refused now
+    if config["workers"] > 1:
+        if config["metrics_port"] is not None:
+            raise UsageError(
+                "metrics_port is not available with workers > 1 yet: each worker "
+                "process counts its own objects"
+            )
         options = ClusterOptions(
-            app=args.app,
-            workers=workers,
-            host=args.host,
-            port=args.port,
+            app=config["app"],
+            workers=config["workers"],
+            host=config["host"],
+            port=config["port"],
             data_dir=str(data_dir),
-            log_level=args.log_level,
+            log_level=config["log_level"],
+            worker_args=worker_args(config),
         )
-        trio.run(serve_cluster, options)
+        trio.run(
+            functools.partial(serve_cluster, options, https=serve_kwargs["ssl_context"] is not None)
+        )
         return 0
-    trio.run(
-        functools.partial(
-            serve_app, app, args.app, host=args.host, port=args.port, data_dir=data_dir
-        )
-    )
+    trio.run(functools.partial(serve_app, app, config, serve_kwargs=serve_kwargs))
     return 0
+
+
+#: The option of ``trio-durable worker`` that carries the resolved settings (JSON).
+WORKER_OPTIONS_FLAG = "--options"
+
+
+def worker_args(config: Config) -> tuple[str, ...]:
+    """What a cluster's workers get on their command line for the options set.
+
+    ``("--options", JSON)`` (see :meth:`Config.to_json`) when the file or the
+    command line set an option of ``serve`` or ``open_runtime`` other than the
+    address; nothing otherwise (the worker's own arguments carry the app, the
+    address, the data directory and the log level).
+    """
+    options = {"serve", "runtime", "tls", "import"}
+    if any(_target(name) in options and name not in ("host", "port") for name in config.given):
+        return (WORKER_OPTIONS_FLAG, config.to_json())
+    return ()
+
+
+def worker_options(text: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What a cluster's worker passes to ``open_runtime`` and ``serve``, from its ``--options``.
+
+    Args:
+        text: The JSON its supervisor passed (:func:`worker_args`), or
+            ``None`` when none was passed.
+
+    Returns:
+        ``(open_runtime keyword arguments, serve keyword arguments)``; the
+        serve ones have the TLS context built and ``authenticate`` imported,
+        and never ``host`` or ``port``.
+
+    Raises:
+        UsageError: a certificate cannot be loaded or ``authenticate``
+            cannot be imported.
+    """
+    if text is None:
+        return {"tune_gc": True}, {}
+    config = Config.from_json(text)
+    return config.runtime_kwargs(), config.serve_kwargs()
+
+
+def _target(name: str) -> str:
+    return next(s.target for s in SETTINGS if s.name == name)
 
 
 async def serve_app(
     app: App,
-    spec: str,
+    config: Config,
     *,
-    host: str,
-    port: int,
-    data_dir: Path,
+    serve_kwargs: dict[str, Any] | None = None,
     ssl_context: ssl.SSLContext | None = None,
-    log_requests: bool = False,
 ) -> None:
-    """Serve ``app`` until SIGINT or SIGTERM, then close the runtime cleanly.
+    """Serve ``app`` with ``config`` until SIGINT or SIGTERM, then close the runtime cleanly.
+
+    Args:
+        app: The app.
+        config: The resolved settings of ``serve`` or ``dev``.
+        serve_kwargs: ``config.serve_kwargs()`` when already built.
+        ssl_context: A TLS context to use instead of the configured one
+            (``dev --https``).
 
     Raises:
-        UsageError: the storage cannot be opened or the port cannot be bound.
+        UsageError: the storage cannot be opened or a port cannot be bound.
     """
-    listen_error: OSError | None = None
+    spec: str = config["app"]
+    host: str = config["host"]
+    port: int = config["port"]
+    data_dir = Path(config["data_dir"])
+    kwargs = dict(serve_kwargs) if serve_kwargs is not None else config.serve_kwargs()
+    if ssl_context is not None:
+        kwargs["ssl_context"] = ssl_context
+    listen_error: tuple[str, int, OSError] | None = None
+    metrics_url: str | None = None
     base_url = ""
-    worker = logged_worker(app.worker) if log_requests else app.worker
+    worker = logged_worker(app.worker)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         stack = contextlib.AsyncExitStack()
         try:
             runtime = await stack.enter_async_context(
-                open_runtime(app.objects, data_dir, env=app.env, tune_gc=True)
+                open_runtime(app.objects, data_dir, env=app.env, **config.runtime_kwargs())
             )
         except (StorageError, sqlite3.Error, OSError) as exc:
             raise UsageError(f"cannot open the storage in {str(data_dir)!r}: {exc}") from exc
@@ -126,25 +193,42 @@ async def serve_app(
         async with stack, trio.open_nursery() as nursery:
             try:
                 bound: int = await nursery.start(
-                    functools.partial(
-                        serve, runtime, worker, host=host, port=port, ssl_context=ssl_context
-                    )
+                    functools.partial(serve, runtime, worker, host=host, port=port, **kwargs)
                 )
             except OSError as exc:
-                listen_error = exc
+                listen_error = (host, port, exc)
             else:
-                base_url = url(host, bound, https=ssl_context is not None)
+                listen_error, metrics_url = await _start_metrics(nursery, runtime, config)
+            if listen_error is None:
+                base_url = url(host, bound, https=kwargs["ssl_context"] is not None)
                 logger.info("serving %s on %s (data in %s)", spec, base_url, data_dir)
+                if metrics_url is not None:
+                    logger.info("metrics on %s", metrics_url)
                 async for signum in signals:
                     logger.debug("got %s", signal.Signals(signum).name)
                     break
             nursery.cancel_scope.cancel()
     if listen_error is not None:
-        raise UsageError(_listen_error(host, port, listen_error))
+        raise UsageError(_listen_error(*listen_error))
     logger.info("stopped serving %s on %s; storage flushed", spec, base_url)
 
 
-async def serve_cluster(options: ClusterOptions) -> None:
+async def _start_metrics(
+    nursery: trio.Nursery, runtime: Runtime, config: Config
+) -> tuple[tuple[str, int, OSError] | None, str | None]:
+    """Serve the metrics port if one is configured: ``(listen error, metrics URL)``."""
+    port: int | None = config.values.get("metrics_port")
+    if port is None:
+        return None, None
+    host: str = config["metrics_host"]
+    try:
+        bound: int = await nursery.start(serve_metrics, runtime, host, port)
+    except OSError as exc:
+        return (host, port, exc), None
+    return None, url(host, bound) + "/metrics"
+
+
+async def serve_cluster(options: ClusterOptions, *, https: bool = False) -> None:
     """Run a cluster's supervisor until SIGTERM or SIGINT.
 
     Raises:
@@ -156,7 +240,7 @@ async def serve_cluster(options: ClusterOptions) -> None:
             logger.info(
                 "serving %s on %s with %d workers (data in %s)",
                 options.app,
-                url(options.host, bound),
+                url(options.host, bound, https=https),
                 options.workers,
                 options.data_dir,
             )
@@ -180,7 +264,11 @@ def logged_worker(worker: Worker) -> Worker:
 
     The path is logged without its query string, which may carry tokens.
     A WebSocket upgrade shows as status 101 once the object accepted it.
+    When ``trio_durable.access`` does not log INFO, ``worker`` itself is
+    returned: a quiet server pays nothing per request.
     """
+    if not access_logger.isEnabledFor(logging.INFO):
+        return worker
 
     async def logged(request: Request, runtime: Runtime) -> Response:
         start = trio.current_time()

@@ -16,6 +16,7 @@ import functools
 import logging
 import signal
 import socket
+from typing import Any
 
 import trio
 
@@ -26,6 +27,7 @@ from .._gateway._serve import serve
 from .._runtime import open_runtime
 from .._storage._sqlite import SqliteBackend
 from ._common import LOG_LEVELS, Commands, load_app
+from ._serve import WORKER_OPTIONS_FLAG, logged_worker, worker_options
 
 __all__ = ["add_parser", "run", "run_worker"]
 
@@ -45,6 +47,8 @@ def add_parser(commands: Commands) -> None:
     parser.add_argument("--lease-seconds", type=float, default=4.0)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--log-level", default="info", choices=LOG_LEVELS)
+    # The supervisor's resolved options of serve and open_runtime, as JSON.
+    parser.add_argument(WORKER_OPTIONS_FLAG, dest="options", default=None)
     parser.set_defaults(run=run)
 
 
@@ -52,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     """Run one worker until it is told to stop; returns the exit status."""
     app = load_app(args.app)
     spec = ClusterSpec(slot=args.slot, run_dir=args.run_dir, lease_seconds=args.lease_seconds)
+    runtime_options, serve_options = worker_options(args.options)
     trio.run(
         functools.partial(
             run_worker,
@@ -62,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
             lock_fd=args.lock_fd,
             control_fd=args.control_fd,
             host=args.host,
+            runtime_options=runtime_options,
+            serve_options=serve_options,
         )
     )
     return 0
@@ -76,8 +83,16 @@ async def run_worker(
     lock_fd: int,
     control_fd: int,
     host: str,
+    runtime_options: dict[str, Any] | None = None,
+    serve_options: dict[str, Any] | None = None,
 ) -> None:
-    """Serve ``app`` as one worker of a cluster until told to stop."""
+    """Serve ``app`` as one worker of a cluster until told to stop.
+
+    ``runtime_options`` and ``serve_options`` are keyword arguments of
+    ``open_runtime`` and ``serve`` (the options the supervisor was given).
+    """
+    runtime_kwargs = {"tune_gc": True} if runtime_options is None else runtime_options
+    serve_kwargs = serve_options or {}
     listener = socket.socket(fileno=listen_fd)
     control = ControlChannel(trio.socket.from_stdlib_socket(socket.socket(fileno=control_fd)))
     backend = SqliteBackend(data_dir, lock_fd=lock_fd)
@@ -85,7 +100,7 @@ async def run_worker(
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with (
             open_runtime(
-                app.objects, backend=backend, env=app.env, tune_gc=True, cluster=spec
+                app.objects, backend=backend, env=app.env, cluster=spec, **runtime_kwargs
             ) as runtime,
             trio.open_nursery() as nursery,
         ):
@@ -97,11 +112,12 @@ async def run_worker(
                 with serving:
                     await serve(
                         runtime,
-                        app.worker,
+                        logged_worker(app.worker),
                         host=host,
                         port=port,
                         sock=listener,
                         task_status=task_status,
+                        **serve_kwargs,
                     )
 
             await nursery.start(serve_until_drained)

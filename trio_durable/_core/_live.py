@@ -46,15 +46,32 @@ from ._gates import InputGate, OutputGate
 
 __all__ = [
     "CURRENT_OBJECT",
+    "LIFECYCLE_LOGGER",
     "BackgroundWork",
     "Counters",
     "LiveObject",
     "State",
     "Supervisor",
     "current_object",
+    "describe",
 ]
 
 logger: Final = logging.getLogger("trio_durable")
+#: One INFO line per activation, eviction and reset. Call sites test
+#: ``isEnabledFor`` first: with the level off, a line costs one check, no formatting.
+LIFECYCLE_LOGGER: Final = logging.getLogger("trio_durable.lifecycle")
+_INFO: Final = logging.INFO
+
+
+def describe(object_id: DurableObjectId) -> str:
+    """``rooms:lobby`` for a named object, ``rooms:3f2a9c41d2e8b7a0…`` for a unique one.
+
+    The named form is what ``trio-durable inspect NAMESPACE:NAME`` takes.
+    """
+    if object_id.name is not None:
+        return f"{object_id.namespace}:{object_id.name}"
+    return f"{object_id.namespace}:{object_id.hex[:16]}…"
+
 
 #: The object whose code the current task is running (``None`` outside
 #: objects). The watchdog reads it from a blocked task's context.
@@ -228,8 +245,19 @@ class LiveObject:
         # in between, so an idle object is never evicted under a new event.
         if self.reset_reason is None:
             self.registry.counters.evictions += 1
+            if LIFECYCLE_LOGGER.isEnabledFor(_INFO):
+                what, why = self._eviction_cause()
+                LIFECYCLE_LOGGER.info("%s %s (%s)", what, describe(self.object_id), why)
         self.state = State.CLOSING
         self._close()
+
+    def _eviction_cause(self) -> tuple[str, str]:
+        if self._evict_requested:
+            return "evicted", "asked to"
+        if self.pins:
+            after = self.registry.evict_after
+            return "evicted", f"no event for {after:g} s; background work cancelled"
+        return "hibernated", f"idle for {self.registry.hibernate_after:g} s"
 
     def begin_event(self) -> None:
         """Count an event in (it keeps the object from being evicted)."""
@@ -324,7 +352,8 @@ class LiveObject:
         """
         if self.state is State.CLOSED or self.reset_reason is not None:
             return
-        logger.info("resetting %s (%s): %r", self.object_id, origin, reason)
+        if LIFECYCLE_LOGGER.isEnabledFor(_INFO):
+            LIFECYCLE_LOGGER.info("reset %s (%s): %r", describe(self.object_id), origin, reason)
         self.reset_reason = reason
         self.state = State.CLOSING
         self.registry.counters.resets += 1

@@ -9,13 +9,14 @@ the object's context are attached by the builder and by the listeners.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import trio
 
 from .._ids import DurableObjectId
-from ._live import CURRENT_OBJECT, Counters, LiveObject, State
+from ._live import CURRENT_OBJECT, LIFECYCLE_LOGGER, Counters, LiveObject, State, describe
 from ._timers import EvictionTimers
 
 __all__ = ["Builder", "Registry"]
@@ -154,6 +155,8 @@ class Registry:
         else:
             record.input_gate.close_for_activation()
         self._live[key] = record
+        if LIFECYCLE_LOGGER.isEnabledFor(logging.INFO):
+            LIFECYCLE_LOGGER.info("activated %s", describe(object_id))
         for listener in self.activation_listeners:
             listener(record)
         if current is None:

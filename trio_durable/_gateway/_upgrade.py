@@ -155,6 +155,7 @@ class Upgrades:
                 max_messages_per_second=options.max_messages_per_second,
             )
             nursery.start_soon(home.run)
+            hub.connection_homes.append(home)
             self._home = home
         return home
 

@@ -77,7 +77,9 @@ class StorageEngine:
         self.fence: Callable[[], Fence | None] | None = None
         #: When a list, the loop-thread seconds spent per commit are appended (benchmarks).
         self.block_times: list[float] | None = None
+        #: Successful commits, and the real seconds their backend calls took.
         self.commits = 0
+        self.commit_seconds = 0.0
         self.objects_committed = 0
 
     # ------------------------------------------------------------- buffering
@@ -199,6 +201,7 @@ class StorageEngine:
             writes.append(batch.write)
             self.inflight[key] = batch
         blocked = time.perf_counter() - started
+        begun = time.perf_counter()
         try:
             refused = await self.backend.commit(writes, fence)
         except Exception as exc:
@@ -214,6 +217,7 @@ class StorageEngine:
                 self._fail(ready.pop(key), _not_held(key))
             writes = [w for w in writes if shard_of(w.hex_id) not in refused]
         started = time.perf_counter()
+        self.commit_seconds += started - begun
         self.commits += 1
         self.objects_committed += len(writes)
         for batch in ready.values():

@@ -49,9 +49,11 @@ from ._backend import AlarmRecord, Fence, KeyRange, ObjectEntry, ObjectWrite, St
 from ._lock import DataDirLock
 from ._secret import check_secret, missing_secret_error
 
-__all__ = ["DATABASE_NAME", "SqliteBackend"]
+__all__ = ["DATABASE_NAME", "SQL_DIR", "SqliteBackend", "sql_database_path"]
 
 DATABASE_NAME = "trio_durable.sqlite3"
+#: The directory of the objects' own SQL databases: ``sql/<namespace>/<id>.sqlite3``.
+SQL_DIR = "sql"
 
 Durability = Literal["process", "power"]
 
@@ -404,11 +406,11 @@ class SqliteBackend:
     def _has_sql_files(self) -> bool:
         if self.data_dir is None:
             return False
-        return any((self.data_dir / "sql").glob("*/*.sqlite3"))
+        return any((self.data_dir / SQL_DIR).glob("*/*.sqlite3"))
 
     def _sql_path(self, namespace: str, hex_id: str) -> Path:
         assert self.data_dir is not None
-        return self.data_dir / "sql" / quote(namespace, safe="") / f"{hex_id}.sqlite3"
+        return sql_database_path(self.data_dir, namespace, hex_id)
 
     def has_sql_database(self, namespace: str, hex_id: str) -> bool:
         """True if the object has used the SQL API (its database exists)."""
@@ -460,6 +462,11 @@ class SqliteBackend:
             if not self._sql[key].in_transaction:
                 self._sql.pop(key).close()
                 excess -= 1
+
+
+def sql_database_path(data_dir: Path, namespace: str, hex_id: str) -> Path:
+    """Where the SQL database of one object lives in ``data_dir``."""
+    return data_dir / SQL_DIR / quote(namespace, safe="") / f"{hex_id}.sqlite3"
 
 
 def _private_dir(path: Path) -> None:

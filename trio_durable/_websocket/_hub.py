@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 import attrs
@@ -134,8 +134,13 @@ class ObjectSockets:
 
     # ------------------------------------------------------------- delivery
 
+    def note_sent(self) -> None:
+        """Count one message sent on a socket of this group."""
+        self.hub.messages_sent += 1
+
     async def deliver_message(self, ws: WebSocket, message: str | bytes) -> None:
         """Answer an auto-response, or dispatch ``websocket_message``."""
+        self.hub.messages_received += 1
         pair = self.auto_response
         if pair is not None and isinstance(message, str) and message == pair.request:
             ws._auto_respond(pair.response, self.hub.clock.now())
@@ -228,6 +233,13 @@ class SocketHub:
         self._nursery: trio.Nursery | None = None
         #: Auto-responses sent without waking an object.
         self.auto_responses = 0
+        #: Messages received on hibernatable sockets, and sent on them (by
+        #: ``ws.send`` and broadcasts; auto-responses are counted apart).
+        self.messages_received = 0
+        self.messages_sent = 0
+        #: The connection homes of the gateways serving this runtime (their
+        #: open network connections, for statistics).
+        self.connection_homes: list[ConnectionHome] = []
         registry.reset_listeners.append(self._on_reset)
         registry.close_listeners.append(self._on_object_closed)
         register_home(registry, self)
@@ -390,6 +402,56 @@ class SocketHub:
     def hibernatable_count(self) -> int:
         """Open hibernatable sockets across all objects."""
         return sum(len(group) for group in self._groups.values())
+
+    def network_connections(self) -> tuple[int, int]:
+        """``(open, parked)``: WebSocket connections the gateway serves, and those parked."""
+        return sum(len(home) for home in self.connection_homes), len(self.parking)
+
+    # ------------------------------------------------------------ broadcast
+
+    def broadcast(
+        self,
+        key: tuple[str, str],
+        message: str | bytes,
+        *,
+        tag: str | None = None,
+        exclude: Collection[WebSocket] = (),
+    ) -> int:
+        """Send ``message`` to every open hibernatable socket of one object; never blocks.
+
+        The object is not needed (a hibernated one stays hibernated) and no
+        parked connection is woken: each frame is written straight to its
+        socket, or to its send buffer. The message object is the same for
+        every socket, so a network connection serializes it once
+        (``serialize_message`` keeps the last frame it built). Sockets that
+        are closing or closed, or close while it runs, are skipped.
+
+        Args:
+            key: The object's ``(namespace, hex id)``.
+            message: ``str`` (text) or ``bytes`` (binary), already checked.
+            tag: Only the sockets accepted with this tag.
+            exclude: Sockets to skip.
+
+        Returns:
+            How many sockets it was sent to.
+        """
+        group = self._groups.get(key)
+        if group is None:
+            return 0
+        sent = 0
+        closing = WebSocket.CLOSING
+        for ws in list(group.sockets):
+            if ws._state >= closing or ws in exclude or (tag is not None and not ws._has_tag(tag)):
+                continue
+            try:
+                ws._send_now(message)
+            except (trio.ClosedResourceError, LimitExceededError):
+                # Closed meanwhile, or a socket whose peer never connected
+                # with its early queue full: the others still get it.
+                continue
+            sent += 1
+        self.messages_sent += sent
+        return sent
 
     # ----------------------------------------------------- ctx operations
 

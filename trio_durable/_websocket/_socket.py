@@ -50,6 +50,7 @@ __all__ = [
     "abandon_pair",
     "bind_client_end",
     "bind_home",
+    "check_message",
     "current_home",
     "register_home",
     "watch_fetch",
@@ -199,6 +200,24 @@ class SocketGroup(Protocol):
     async def deliver_error(self, ws: WebSocket, error: BaseException) -> None:
         """Run ``websocket_error``."""
 
+    def note_sent(self) -> None:
+        """Count one message sent on a socket of the group (statistics)."""
+
+
+def check_message(message: object) -> str | bytes:
+    """``message`` as ``str`` or ``bytes`` (a bytearray or memoryview is copied to bytes).
+
+    Raises:
+        TypeError: it is neither text nor bytes-like.
+    """
+    if isinstance(message, str | bytes):
+        return message
+    if isinstance(message, bytearray | memoryview):
+        return bytes(message)
+    raise TypeError(
+        f"a WebSocket message is str (text) or bytes (binary), got {type(message).__name__}"
+    )
+
 
 class _Mode(enum.Enum):
     UNUSED = "unused"  # a fresh server end
@@ -337,12 +356,7 @@ class WebSocket:
             TypeError: ``message`` is neither ``str`` nor bytes-like.
             trio.ClosedResourceError: the socket is closing or closed.
         """
-        if isinstance(message, bytearray | memoryview):
-            message = bytes(message)
-        elif not isinstance(message, str | bytes):
-            raise TypeError(
-                f"a WebSocket message is str (text) or bytes (binary), got {type(message).__name__}"
-            )
+        message = check_message(message)
         if self._state >= WebSocket.CLOSING:
             raise trio.ClosedResourceError("the WebSocket is closing or closed")
         if self._mode is _Mode.NETWORK_CLIENT:
@@ -352,6 +366,21 @@ class WebSocket:
             await record.output_gate.wait()
             if self._state >= WebSocket.CLOSING:
                 raise trio.ClosedResourceError("the WebSocket closed while the message waited")
+        self._send_now(message)
+        group = self._group
+        if group is not None:
+            group.note_sent()
+
+    def _send_now(self, message: str | bytes) -> None:
+        """Hand ``message`` to the connection now, or keep it until the peer connects.
+
+        The caller has checked the message and the state (and waited for the
+        output gate); a broadcast calls this for each of its sockets.
+
+        Raises:
+            trio.ClosedResourceError: the connection closed.
+            LimitExceededError: too many messages wait for the peer to connect.
+        """
         transport = self._transport
         if transport is None:
             early = self._early
