@@ -174,6 +174,7 @@ class Runtime:
             self.storage_engine, CONVERTER, cache_bytes=options.storage_cache_bytes
         )
         self.registry.close_listeners.append(self.storages.forget)
+        self.registry.prepare = self.storages.prepare
         self._object_classes: dict[str, type[DurableObject]] = dict(objects)
         self.alarms = AlarmScheduler(
             backend=backend,
