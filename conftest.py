@@ -1,5 +1,11 @@
-"""The Python code blocks of README.md and docs/*.md are tests: see tests/docs/harness.py."""
+"""The Python code blocks of README.md and docs/*.md are tests: see tests/docs/harness.py.
+
+``tests.postgres.fixtures`` gives every test folder (and the docs pages) the
+``postgres_server`` and ``postgres_url`` fixtures of a throwaway PostgreSQL.
+"""
 
 from tests.docs.harness import sybil
+
+pytest_plugins = ["tests.postgres.fixtures"]
 
 pytest_collect_file = sybil.pytest()
