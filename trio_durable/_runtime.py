@@ -382,11 +382,24 @@ def _tuned_gc(enabled: bool) -> Iterator[None]:
         gc.unfreeze()
 
 
+def _postgres_backend(database: str) -> Backend:
+    """The backend for ``open_runtime(database=...)``; a bad URL is an error here, at the call."""
+    try:
+        from ._storage._postgres import PostgresBackend
+    except ImportError as exc:  # psycopg is an optional dependency
+        raise ImportError(
+            f"open_runtime(database=...) needs psycopg 3 and psycopg_pool ({exc}); "
+            "install them with: pip install 'trio_durable[postgres]'"
+        ) from exc
+    return PostgresBackend(database)
+
+
 @asynccontextmanager
 async def open_runtime(
     objects: Mapping[str, type[DurableObject]],
     data_dir: str | os.PathLike[str] | None = None,
     *,
+    database: str | None = None,
     env: Any = None,
     hibernate_after: float = HIBERNATE_AFTER,
     evict_after: float = EVICT_AFTER,
@@ -414,6 +427,10 @@ async def open_runtime(
         objects: Namespace name → :class:`DurableObject` subclass.
         data_dir: Where the embedded SQLite storage lives; ``None`` keeps
             everything in memory (lost when the runtime closes).
+        database: A ``postgresql://user@host:port/dbname`` URL: keep
+            everything in that PostgreSQL database instead of ``data_dir``
+            (``docs/postgres.md``; needs the ``postgres`` extra). The tables
+            are created or migrated at start.
         env: Any value; objects see it as ``self.env``.
         hibernate_after: Seconds an object may sit idle (no handler, no
             background work, no standard socket) before it is evicted.
@@ -421,6 +438,7 @@ async def open_runtime(
             awake only by background work is evicted anyway.
         backend: A storage backend to use instead of SQLite in ``data_dir``
             (for example ``SqliteBackend(path, durability="power")``).
+            ``data_dir``, ``database`` and ``backend`` exclude each other.
         max_value_bytes: Largest serialized value ``ctx.storage.put`` accepts
             (default 2 MiB).
         storage_cache_bytes: How much the key-value caches of all live
@@ -459,10 +477,16 @@ async def open_runtime(
         blocking_reset_after=blocking_reset_after,
         tune_gc=tune_gc,
     )
-    if backend is None:
+    storage = {"data_dir": data_dir, "database": database, "backend": backend}
+    chosen = [name for name, value in storage.items() if value is not None]
+    if len(chosen) > 1:
+        raise TypeError(
+            f"pass only one of data_dir, database and backend (got {' and '.join(chosen)})"
+        )
+    if database is not None:
+        backend = _postgres_backend(database)
+    elif backend is None:
         backend = SqliteBackend(data_dir)
-    elif data_dir is not None:
-        raise TypeError("pass either data_dir or backend, not both")
     await backend.open()
     runtime = Runtime(objects=objects, backend=backend, env=env, options=options)
     try:

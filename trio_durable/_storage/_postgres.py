@@ -57,7 +57,7 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
@@ -84,7 +84,7 @@ from ._pg_schema import OWNER_LOCK_KEY, migrate
 from ._secret import check_secret, missing_secret_error
 from ._sqlcopies import UNVERIFIED, LocalCopies, Tag
 
-__all__ = ["PostgresBackend", "check_database_url"]
+__all__ = ["CommitUnknownError", "PostgresBackend", "check_database_url", "storage_errors"]
 
 T = TypeVar("T")
 Cursor = psycopg.Cursor[Any]
@@ -148,6 +148,30 @@ def check_database_url(url: object) -> str:
     except psycopg.Error as exc:
         raise ValueError(f"database URL {shown!r} is not valid: {exc}") from None
     return shown
+
+
+class CommitUnknownError(Exception):
+    """The connection failed during COMMIT (the cause is the driver's error)."""
+
+
+@contextlib.contextmanager
+def storage_errors(where: str, timeout: float) -> Iterator[None]:
+    """Turn psycopg's errors into :class:`StorageError` naming the database ``where``."""
+    try:
+        yield
+    except psycopg_pool.PoolTimeout as exc:
+        raise StorageError(
+            f"the database {where} is unreachable: no connection within {timeout:g} s ({exc})"
+        ) from exc
+    except CommitUnknownError as exc:
+        raise StorageError(
+            f"the connection to the database {where} failed during COMMIT, so whether it "
+            f"was applied is unknown; it counts as failed ({exc.__cause__})"
+        ) from exc.__cause__
+    except psycopg.OperationalError as exc:
+        raise StorageError(f"the database {where} failed: {exc}") from exc
+    except psycopg.Error as exc:
+        raise StorageError(f"the database {where} refused an operation: {exc}") from exc
 
 
 def _tag(fence: Fence | None, hex_id: str) -> Tag:
@@ -263,29 +287,15 @@ class PostgresBackend:
         return call()
 
     def _guarded(self, fn: Callable[[], T]) -> T:
-        try:
+        with storage_errors(self.where, self.timeout):
             return fn()
-        except psycopg_pool.PoolTimeout as exc:
-            raise StorageError(
-                f"the database {self.where} is unreachable: no connection within "
-                f"{self.timeout:g} s ({exc})"
-            ) from exc
-        except _CommitUnknown as exc:
-            raise StorageError(
-                f"the connection to the database {self.where} failed during COMMIT, so "
-                f"whether it was applied is unknown; it counts as failed ({exc.__cause__})"
-            ) from exc.__cause__
-        except psycopg.OperationalError as exc:
-            raise StorageError(f"the database {self.where} failed: {exc}") from exc
-        except psycopg.Error as exc:
-            raise StorageError(f"the database {self.where} refused an operation: {exc}") from exc
 
     def _attempts(self, body: Callable[[psycopg.Connection[Any]], T], *, transaction: bool) -> T:
         """Run ``body`` on a pooled connection; once more on a fresh one if it was dead.
 
         A second try is safe for a read and for a transaction that failed
         before its COMMIT (nothing of it was applied); a failure during
-        COMMIT raises :class:`_CommitUnknown`.
+        COMMIT raises :class:`CommitUnknownError`.
         """
         pool = self.pool
         for attempt in (1, 2):
@@ -302,7 +312,7 @@ class PostgresBackend:
                 raise
             except psycopg.OperationalError as exc:
                 if committing:
-                    raise _CommitUnknown() from exc
+                    raise CommitUnknownError() from exc
                 if attempt == 2:
                     raise
                 # Idle connections from before a server restart are all dead:
@@ -746,10 +756,6 @@ class PostgresBackend:
     def sql_changes(self, namespace: str, hex_id: str) -> SqlPages | None:
         """The pages the object's copy committed since its last hand-over."""
         return self._copies_.changes((namespace, hex_id))
-
-
-class _CommitUnknown(Exception):
-    """The connection failed during COMMIT (the cause is the driver's error)."""
 
 
 def _write_pages(path: Path, rows: Any) -> int | None:
