@@ -144,8 +144,9 @@ def check_database_url(url: object) -> str:
         )
     shown = _redacted(url)
     try:
+        urlsplit(url).port  # noqa: B018 (it raises for a port that is not a number)
         conninfo.conninfo_to_dict(url)
-    except psycopg.Error as exc:
+    except (ValueError, psycopg.Error) as exc:
         raise ValueError(f"database URL {shown!r} is not valid: {exc}") from None
     return shown
 
