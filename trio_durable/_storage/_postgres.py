@@ -100,6 +100,9 @@ _CONNECTION_DEFAULTS: Final = {
     "application_name": "trio_durable",
 }
 
+#: How many objects the backend remembers as recorded in the directory.
+_MAX_RECORDED: Final = 200_000
+
 _SECRET_SAMPLE: Final = (
     "(SELECT namespace, id, name FROM _td_objects WHERE name IS NOT NULL LIMIT 1) "
     "UNION ALL "
@@ -243,6 +246,9 @@ class PostgresBackend:
         self._holder: psycopg.Connection[Any] | None = None
         self._holder_lock = threading.Lock()
         self._token: str | None = None
+        # Objects known to be in the directory (True: with their name), so
+        # that commits do not upsert their rows again.
+        self._recorded_objects: dict[tuple[str, str], bool] = {}
         given = conninfo.conninfo_to_dict(url)
         self._connect_kwargs: dict[str, Any] = {
             key: value for key, value in _CONNECTION_DEFAULTS.items() if key not in given
@@ -538,6 +544,8 @@ class PostgresBackend:
             cursor.execute(_RECORD_OBJECTS, columns)
 
         await self._run(lambda: self._transact(record))
+        for entry in entries:
+            self._note_recorded(entry.namespace, entry.hex_id, entry.name)
 
     async def commit(
         self, writes: Sequence[ObjectWrite], fence: Fence | None = None
@@ -559,8 +567,10 @@ class PostgresBackend:
             return frozenset()
         copies = self._copies_
         copies.sweep()
+        unrecorded = [w for w in writes if not self._recorded(w)]
+        marked = frozenset(id(w) for w in unrecorded)  # read here, in the loop's thread
         try:
-            refused = await self._run(functools.partial(self._commit_sync, writes, fence))
+            refused = await self._run(functools.partial(self._commit_sync, writes, fence, marked))
         except BaseException:
             # Their local copies hold changes that were not stored.
             for write in writes:
@@ -576,9 +586,30 @@ class PostgresBackend:
                 copies.retag(key, _tag(fence, write.hex_id))
             elif write.clear:
                 copies.stored_elsewhere(key)
+        for write in unrecorded:
+            if shard_of(write.hex_id) not in refused:
+                self._note_recorded(write.namespace, write.hex_id, write.name)
         return refused
 
-    def _commit_sync(self, writes: Sequence[ObjectWrite], fence: Fence | None) -> frozenset[int]:
+    def _recorded(self, write: ObjectWrite) -> bool:
+        """True if the directory has the object (with its name, if the write has one)."""
+        named = self._recorded_objects.get((write.namespace, write.hex_id))
+        return named is not None and (named or write.name is None)
+
+    def _note_recorded(self, namespace: str, hex_id: str, name: str | None) -> None:
+        # The directory never forgets an object, so this can only be stale the
+        # other way (a name another node recorded): then the upsert runs again.
+        known = self._recorded_objects
+        key = (namespace, hex_id)
+        known[key] = known.get(key, False) or name is not None
+        if len(known) > _MAX_RECORDED:
+            del known[next(iter(known))]
+
+    def _commit_sync(
+        self, writes: Sequence[ObjectWrite], fence: Fence | None, unrecorded: frozenset[int]
+    ) -> frozenset[int]:
+        """The commit's transaction (in a worker thread); ``unrecorded``: ``id()`` of writes
+        whose objects may be missing from the directory."""
         self._keep_place()
 
         def body(cursor: Cursor) -> frozenset[int]:
@@ -589,7 +620,7 @@ class PostgresBackend:
                 refused = _refused_shards(cursor, writes, fence)
                 if refused:
                     accepted = [w for w in writes if shard_of(w.hex_id) not in refused]
-            _apply(cursor, accepted)
+            _apply(cursor, accepted, [w for w in accepted if id(w) in unrecorded])
             return refused
 
         return self._transact(body)
@@ -810,8 +841,13 @@ def _refused_shards(cursor: Cursor, writes: Sequence[ObjectWrite], fence: Fence)
     return frozenset(set(shards) - held)
 
 
-def _apply(cursor: Cursor, writes: Sequence[ObjectWrite]) -> None:
-    """Write a batch in the current transaction (the PostgreSQL twin of ``_sqlite._apply``)."""
+def _apply(
+    cursor: Cursor, writes: Sequence[ObjectWrite], unrecorded: Sequence[ObjectWrite]
+) -> None:
+    """Write a batch in the current transaction (the PostgreSQL twin of ``_sqlite._apply``).
+
+    ``unrecorded``: the writes whose objects the directory may not have yet.
+    """
     if not writes:
         return
     clears: list[tuple[str, str]] = []
@@ -842,10 +878,15 @@ def _apply(cursor: Cursor, writes: Sequence[ObjectWrite]) -> None:
             )
         elif w.alarm is False:
             alarm_deletes.append((ns, hx))
-    names = [_bytes(w.name) for w in writes]
-    cursor.execute(
-        _RECORD_OBJECTS, ([w.namespace for w in writes], [w.hex_id for w in writes], names)
-    )
+    if unrecorded:
+        cursor.execute(
+            _RECORD_OBJECTS,
+            (
+                [w.namespace for w in unrecorded],
+                [w.hex_id for w in unrecorded],
+                [_bytes(w.name) for w in unrecorded],
+            ),
+        )
     if clears:
         cursor.executemany("DELETE FROM _td_kv WHERE namespace = %s AND id = %s", clears)
     if sql_drops:
