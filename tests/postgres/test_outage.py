@@ -60,23 +60,25 @@ async def test_service_resumes_after_the_database_restarts_and_nothing_acked_is_
 
     backend = PostgresBackend(postgres_url, timeout=2.0)
     try:
-        async with td.open_runtime(OBJECTS, backend=backend) as runtime:
-            async with trio.open_nursery() as nursery:
-                for n in range(WRITERS):
-                    nursery.start_soon(writer, runtime, f"w{n}")
-                with trio.fail_after(20):
-                    while sum(map(len, acked.values())) < 200:
-                        await trio.sleep(0.01)
-                await trio.to_thread.run_sync(postgres_server.stop)
-                acked_during = sum(map(len, acked.values()))
-                with trio.fail_after(30):
-                    while len(errors) < WRITERS:  # every writer has hit the outage
-                        await trio.sleep(0.05)
-                await trio.to_thread.run_sync(postgres_server.start)
-                restarted = True
-                with trio.fail_after(30):
-                    await acked_after_restart.wait()
-                nursery.cancel_scope.cancel()
+        async with (
+            td.open_runtime(OBJECTS, backend=backend) as runtime,
+            trio.open_nursery() as nursery,
+        ):
+            for n in range(WRITERS):
+                nursery.start_soon(writer, runtime, f"w{n}")
+            with trio.fail_after(20):
+                while sum(map(len, acked.values())) < 200:
+                    await trio.sleep(0.01)
+            await trio.to_thread.run_sync(postgres_server.stop)
+            acked_during = sum(map(len, acked.values()))
+            with trio.fail_after(30):
+                while len(errors) < WRITERS:  # every writer has hit the outage
+                    await trio.sleep(0.05)
+            await trio.to_thread.run_sync(postgres_server.start)
+            restarted = True
+            with trio.fail_after(30):
+                await acked_after_restart.wait()
+            nursery.cancel_scope.cancel()
     finally:
         if not postgres_server.running:
             postgres_server.start()

@@ -25,7 +25,9 @@ def _spawn(data_dir: Path | str, mode: str) -> subprocess.Popen[str]:
     )
 
 
-def kill_during_writes(data_dir: Path | str, rng: random.Random) -> tuple[dict[str, set[int]], float]:
+def kill_during_writes(
+    data_dir: Path | str, rng: random.Random
+) -> tuple[dict[str, set[int]], float]:
     """Run the writer, SIGKILL it at a random moment; return what was acknowledged."""
     proc = _spawn(data_dir, "write")
     acked: dict[str, set[int]] = defaultdict(set)
