@@ -70,7 +70,7 @@ async def test_service_resumes_after_the_database_restarts_and_nothing_acked_is_
                 while sum(map(len, acked.values())) < 200:
                     await trio.sleep(0.01)
             await trio.to_thread.run_sync(postgres_server.stop)
-            acked_during = sum(map(len, acked.values()))
+            acked_before_stop = sum(map(len, acked.values()))
             with trio.fail_after(30):
                 while len(errors) < WRITERS:  # every writer has hit the outage
                     await trio.sleep(0.05)
@@ -82,7 +82,7 @@ async def test_service_resumes_after_the_database_restarts_and_nothing_acked_is_
     finally:
         if not postgres_server.running:
             postgres_server.start()
-    assert acked_during > 0
+    assert acked_before_stop > 0
     raw = [exc for exc in errors if not _storage_failure(exc)]
     assert raw == [], "during the outage callers saw StorageError (or a reset it caused), only"
     async with td.open_runtime(OBJECTS, database=postgres_url) as fresh:
