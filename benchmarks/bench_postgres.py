@@ -174,7 +174,7 @@ async def ship_pages(url: str, size: int, commits: int) -> tuple[float, float, i
             [(os.urandom(500).hex(),) for _ in range(size // 1100)],
         )
         db.execute("COMMIT")
-        first = ObjectWrite("bench", hex_id, None, sql=backend.sql_changes("bench", hex_id))
+        first = ObjectWrite("bench", hex_id, None, sql=backend.sql_changes("bench", hex_id, db))
         await backend.commit([first])
         times, pages = [], []
         for i in range(commits):
@@ -182,7 +182,7 @@ async def ship_pages(url: str, size: int, commits: int) -> tuple[float, float, i
             db.execute("BEGIN")
             db.execute("INSERT INTO t (body) VALUES (?)", (f"note {i}",))
             db.execute("COMMIT")
-            changes = backend.sql_changes("bench", hex_id)
+            changes = backend.sql_changes("bench", hex_id, db)
             assert changes is not None
             pages.append(len(changes.pages))
             await backend.commit([ObjectWrite("bench", hex_id, None, sql=changes)])

@@ -216,7 +216,7 @@ def _write_sql(backend: PostgresBackend, hex_id: str, body: str) -> ObjectWrite:
     db.execute("CREATE TABLE IF NOT EXISTS t (body)")
     db.execute("INSERT INTO t VALUES (?)", (body,))
     db.execute("COMMIT")
-    return ObjectWrite("notes", hex_id, None, sql=backend.sql_changes("notes", hex_id))
+    return ObjectWrite("notes", hex_id, None, sql=backend.sql_changes("notes", hex_id, db))
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from trio_durable import StorageError
 from trio_durable._storage import _sqlcopies
 from trio_durable._storage._backend import SqlPages
 from trio_durable._storage._guard import install_guard
@@ -66,7 +67,7 @@ def _connection(copies: LocalCopies) -> sqlite3.Connection:
 def test_the_first_changes_are_the_whole_database(copies: LocalCopies) -> None:
     db = _connection(copies)
     _commit(db, ("CREATE TABLE t (x)", ()), ("INSERT INTO t VALUES (1)", ()))
-    changes = copies.changes(KEY)
+    changes = copies.changes(KEY, db)
     assert changes is not None, "a new database has something to hand over"
     assert changes.replace, "the first hand-over is the whole database"
     stored = Stored()
@@ -78,9 +79,9 @@ def test_later_changes_carry_only_the_pages_a_commit_wrote(copies: LocalCopies) 
     db = _connection(copies)
     rows = [("INSERT INTO t VALUES (?)", (b"x" * 1000,)) for _ in range(100)]
     _commit(db, ("CREATE TABLE t (x)", ()), *rows)
-    assert copies.changes(KEY) is not None
+    assert copies.changes(KEY, db) is not None
     _commit(db, ("UPDATE t SET x = 1 WHERE rowid = 50", ()))
-    changes = copies.changes(KEY)
+    changes = copies.changes(KEY, db)
     assert changes is not None, "the update is handed over"
     pages = db.execute("PRAGMA page_count").fetchone()[0]
     assert pages > 20, "the database spans many pages"
@@ -90,10 +91,10 @@ def test_later_changes_carry_only_the_pages_a_commit_wrote(copies: LocalCopies) 
 def test_nothing_is_handed_over_without_a_commit(copies: LocalCopies) -> None:
     db = _connection(copies)
     _commit(db, ("CREATE TABLE t (x)", ()))
-    copies.changes(KEY)
+    copies.changes(KEY, db)
     db.execute("BEGIN")
     db.execute("INSERT INTO t VALUES (1)")
-    assert copies.changes(KEY) is None, "an open transaction's changes are not committed"
+    assert copies.changes(KEY, db) is None, "an open transaction's changes are not committed"
     db.execute("ROLLBACK")
 
 
@@ -103,7 +104,7 @@ def test_the_whole_database_leaves_out_an_open_transaction(copies: LocalCopies) 
     committed = db.serialize()
     db.execute("BEGIN")
     db.execute("INSERT INTO t VALUES (?)", (b"y" * 50_000,))
-    changes = copies.changes(KEY)
+    changes = copies.changes(KEY, db)
     assert changes is not None
     stored = Stored()
     stored.apply(changes)
@@ -138,7 +139,7 @@ def test_pages_handed_over_rebuild_the_database_through_rollbacks_and_checkpoint
             db.execute("ROLLBACK")
             db.execute("PRAGMA cache_size = -2000")
         _commit(db, *statements)
-        changes = copies.changes(KEY)
+        changes = copies.changes(KEY, db)
         assert changes is not None, f"step {step}: a commit has changes"
         stored.apply(changes)
         db.set_authorizer(None)  # a checkpoint puts the guard back
@@ -150,7 +151,7 @@ def test_a_copy_closed_for_the_open_limit_reopens_with_its_data(tmp_path: Path) 
     copies.open()
     first = copies.connection(KEY, lambda db: None, None)
     _commit(first, ("CREATE TABLE t (x)", ()), ("INSERT INTO t VALUES (42)", ()))
-    copies.changes(KEY)
+    copies.changes(KEY, first)
     other = ("things", "cd" * 32)
     copies.connection(other, lambda db: None, None)  # closes the first (limit 1)
     again = copies.connection(KEY, lambda db: None, None)
@@ -164,13 +165,22 @@ def test_a_copy_with_changes_not_handed_over_stays_open(tmp_path: Path) -> None:
     copies.open()
     first = copies.connection(KEY, lambda db: None, None)
     _commit(first, ("CREATE TABLE t (x)", ()))
-    copies.changes(KEY)
+    copies.changes(KEY, first)
     _commit(first, ("INSERT INTO t VALUES (7)", ()))  # committed, not handed over yet
     copies.connection(("things", "cd" * 32), lambda db: None, None)
     assert copies.connection(KEY, lambda db: None, None) is first, "kept open"
-    changes = copies.changes(KEY)
+    changes = copies.changes(KEY, first)
     assert changes is not None, "the insert is still found in the log"
     copies.close()
+
+
+def test_changes_of_a_replaced_copy_are_refused(copies: LocalCopies) -> None:
+    old = _connection(copies)
+    _commit(old, ("CREATE TABLE t (x)", ()))
+    copies.discard(KEY)  # a failed commit, say; the object is loaded again
+    _connection(copies)
+    with pytest.raises(StorageError, match="was reloaded"):
+        copies.changes(KEY, old)
 
 
 def test_a_discarded_copy_is_gone(copies: LocalCopies) -> None:

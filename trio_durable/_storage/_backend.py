@@ -227,11 +227,15 @@ class Backend(Protocol):
         API); it raises ``StorageError`` when it cannot.
         """
 
-    def sql_changes(self, namespace: str, hex_id: str) -> SqlPages | None:
-        """The object's SQL changes committed locally and not yet handed over.
+    def sql_changes(
+        self, namespace: str, hex_id: str, connection: sqlite3.Connection
+    ) -> SqlPages | None:
+        """The object's SQL changes committed locally on ``connection``, not yet handed over.
 
         The storage engine calls it right after committing the object's SQL
         transaction and puts the result in the object's :class:`ObjectWrite`.
         ``None`` when the local commit is already durable (an embedded backend)
-        or nothing changed.
+        or nothing changed. Raises ``StorageError`` when ``connection`` is no
+        longer the object's database here (it was reloaded meanwhile): its
+        changes cannot be stored, and the batch must fail.
         """

@@ -221,7 +221,7 @@ class StorageEngine:
             db.commit()
             # A backend that stores SQL remotely gets the pages this local
             # commit wrote, to store in the same transaction as the rest.
-            write.sql = self.backend.sql_changes(write.namespace, write.hex_id)
+            write.sql = self.backend.sql_changes(write.namespace, write.hex_id, db.connection)
         except Exception as exc:
             logger.error("SQL commit of %s failed", batch.write.hex_id, exc_info=exc)
             self._fail(batch, exc)

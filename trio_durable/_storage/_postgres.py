@@ -785,9 +785,16 @@ class PostgresBackend:
             copies.install(key, UNVERIFIED, path if version is not None else None, version)
         return copies.connection(key, setup, UNVERIFIED)
 
-    def sql_changes(self, namespace: str, hex_id: str) -> SqlPages | None:
-        """The pages the object's copy committed since its last hand-over."""
-        return self._copies_.changes((namespace, hex_id))
+    def sql_changes(
+        self, namespace: str, hex_id: str, connection: sqlite3.Connection
+    ) -> SqlPages | None:
+        """The pages the object's copy committed since its last hand-over.
+
+        Raises:
+            StorageError: ``connection`` is not the copy's any more (it was
+                discarded or loaded again while the batch waited).
+        """
+        return self._copies_.changes((namespace, hex_id), connection)
 
 
 def _write_pages(path: Path, rows: Any) -> int | None:

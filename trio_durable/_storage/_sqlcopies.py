@@ -317,15 +317,20 @@ class LocalCopies:
             del self._open[key]
             excess -= 1
 
-    def changes(self, key: ObjectKey) -> SqlPages | None:
-        """The pages committed locally since the last call (the whole database the first time).
+    def changes(self, key: ObjectKey, connection: sqlite3.Connection) -> SqlPages | None:
+        """The pages ``connection`` committed since the last call (the whole database at first).
 
         Raises:
-            StorageError: the log or the file cannot be read.
+            StorageError: ``connection`` is no longer the object's copy (it was
+                discarded or replaced: what it committed cannot be stored), or
+                the log or the file cannot be read.
         """
         entry = self._entries.get(key)
-        if not isinstance(entry, _Copy) or entry.connection is None:
-            return None
+        if not isinstance(entry, _Copy) or entry.connection is not connection:
+            raise StorageError(
+                f"the SQL database of object {key[0]}:{key[1][:16]}… was reloaded while "
+                "changes made on the previous copy waited for their commit; they are dropped"
+            )
         try:
             if entry.version is None:
                 changes = self._whole(entry)

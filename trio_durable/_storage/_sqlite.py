@@ -438,7 +438,9 @@ class SqliteBackend:
         """Nothing to load: the database is a local file."""
         return None
 
-    def sql_changes(self, namespace: str, hex_id: str) -> SqlPages | None:
+    def sql_changes(
+        self, namespace: str, hex_id: str, connection: sqlite3.Connection
+    ) -> SqlPages | None:
         """Nothing to hand over: the local commit is the durable one."""
         return None
 
