@@ -191,3 +191,16 @@ def test_a_discarded_copy_is_gone(copies: LocalCopies) -> None:
     fresh = _connection(copies)
     tables = fresh.execute("SELECT name FROM sqlite_master").fetchall()
     assert tables == [], "a new copy starts empty"
+
+
+def test_the_guard_is_back_after_a_checkpoint(
+    copies: LocalCopies, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_sqlcopies, "CHECKPOINT_BYTES", 1)  # fold the log after every commit
+    db = copies.connection(KEY, install_guard, None)
+    db.execute("CREATE TABLE t (x)")  # autocommit: a commit of its own
+    copies.changes(KEY, db)
+    wal = Path(str(copies._entries[KEY].path) + "-wal")  # type: ignore[union-attr]
+    assert wal.stat().st_size == 0, "the checkpoint ran (and truncated the log)"
+    with pytest.raises(sqlite3.DatabaseError, match="not authorized"):
+        db.execute("ATTACH DATABASE ':memory:' AS other")

@@ -608,8 +608,11 @@ class PostgresBackend:
     def _commit_sync(
         self, writes: Sequence[ObjectWrite], fence: Fence | None, unrecorded: frozenset[int]
     ) -> frozenset[int]:
-        """The commit's transaction (in a worker thread); ``unrecorded``: ``id()`` of writes
-        whose objects may be missing from the directory."""
+        """The commit's transaction, in a worker thread.
+
+        ``unrecorded`` holds the ``id()`` of the writes whose objects may be
+        missing from the directory (read in the event loop's thread).
+        """
         self._keep_place()
 
         def body(cursor: Cursor) -> frozenset[int]:
