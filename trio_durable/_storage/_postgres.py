@@ -100,6 +100,8 @@ _CONNECTION_DEFAULTS: Final = {
     "application_name": "trio_durable",
 }
 
+#: Seconds between two checks that the owner lock's session is alive.
+_PLACE_CHECK_SECONDS: Final = 1.0
 #: How many objects the backend remembers as recorded in the directory.
 _MAX_RECORDED: Final = 200_000
 
@@ -246,6 +248,7 @@ class PostgresBackend:
         self._holder: psycopg.Connection[Any] | None = None
         self._holder_lock = threading.Lock()
         self._token: str | None = None
+        self._next_place_check = 0.0
         # Objects known to be in the directory (True: with their name), so
         # that commits do not upsert their rows again.
         self._recorded_objects: dict[tuple[str, str], bool] = {}
@@ -324,7 +327,8 @@ class PostgresBackend:
                     raise
                 # Idle connections from before a server restart are all dead:
                 # drop them before trying again.
-                pool.check()
+                with contextlib.suppress(psycopg.Error):
+                    pool.check()
         raise AssertionError("unreachable")
 
     def _read(self, body: Callable[[Cursor], T]) -> T:
@@ -452,25 +456,37 @@ class PostgresBackend:
         holder.close()
 
     def _keep_place(self) -> None:
-        """Take the owner lock again if its connection died (the server restarted).
+        """Take the owner lock again if its session died (the server restarted, say).
 
-        The token checked by every commit is what fences; the lock only makes
-        a second runtime's open fail fast, so failing to retake it is fine here.
+        Called after a commit succeeded (the database is reachable), at most
+        once a second. The token checked by every commit is what fences; the
+        lock only makes a second runtime's open fail at once, so a failure to
+        take it again here changes nothing else.
         """
         with self._holder_lock:
-            holder = self._holder
-            if holder is not None and not holder.closed and not holder.broken:
+            now = time.monotonic()
+            if now < self._next_place_check:
                 return
-            with contextlib.suppress(psycopg.Error):
-                conn = psycopg.connect(self.url, autocommit=True, **self._connect_kwargs)
-                take = "pg_try_advisory_lock" if self.exclusive else "pg_try_advisory_lock_shared"
-                row = conn.execute(f"SELECT {take}(%s)", (OWNER_LOCK_KEY,)).fetchone()
-                if row is None or not row[0]:
-                    conn.close()
+            self._next_place_check = now + _PLACE_CHECK_SECONDS
+            holder = self._holder
+            if holder is not None and not holder.closed:
+                try:
+                    holder.execute("SELECT 1")
                     return
-                if holder is not None:
+                except psycopg.Error:
                     holder.close()
-                self._holder = conn
+            take = "pg_try_advisory_lock" if self.exclusive else "pg_try_advisory_lock_shared"
+            conn: psycopg.Connection[Any] | None = None
+            try:
+                conn = psycopg.connect(self.url, autocommit=True, **self._connect_kwargs)
+                row = conn.execute(f"SELECT {take}(%s)", (OWNER_LOCK_KEY,)).fetchone()
+            except psycopg.Error:
+                row = None
+            if row is None or not row[0]:
+                if conn is not None:
+                    conn.close()
+                return
+            self._holder = conn
 
     async def aclose(self) -> None:
         """Close the connections and remove the local SQL copies. Idempotent."""
@@ -613,7 +629,6 @@ class PostgresBackend:
         ``unrecorded`` holds the ``id()`` of the writes whose objects may be
         missing from the directory (read in the event loop's thread).
         """
-        self._keep_place()
 
         def body(cursor: Cursor) -> frozenset[int]:
             self._check_owner(cursor)
@@ -626,7 +641,9 @@ class PostgresBackend:
             _apply(cursor, accepted, [w for w in accepted if id(w) in unrecorded])
             return refused
 
-        return self._transact(body)
+        refused = self._transact(body)
+        self._keep_place()
+        return refused
 
     def _check_owner(self, cursor: Cursor) -> None:
         """Only the runtime whose token is stored may write.
