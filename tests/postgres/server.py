@@ -69,13 +69,14 @@ def find_bin_dir() -> Path:
         PostgresUnavailable: none was found.
     """
     override = os.environ.get("TD_PG_BIN")
-    candidates = [Path(override)] if override else []
-    versions = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin"),
-        key=lambda p: [int(part) for part in re.findall(r"\d+", p.parent.name)] or [0],
-        reverse=True,
-    )
-    candidates.extend(versions)
+    if override:
+        candidates = [Path(override)]
+    else:
+        candidates = sorted(
+            Path("/usr/lib/postgresql").glob("*/bin"),
+            key=lambda p: [int(part) for part in re.findall(r"\d+", p.parent.name)] or [0],
+            reverse=True,
+        )
     for directory in candidates:
         if (directory / "initdb").is_file() and (directory / "pg_ctl").is_file():
             return directory
