@@ -1,6 +1,7 @@
 """PostgreSQL benchmark: acknowledged writes/s over many objects, against one commit per write.
 
-Run: ``python benchmarks/bench_postgres.py [--objects 1000] [--writes 20] [--url URL] [--sql]``.
+Run: ``python benchmarks/bench_postgres.py [--objects 1000] [--writes 20] [--url URL] [--sql]
+[--json FILE]``.
 
 Without ``--url`` it starts a throwaway PostgreSQL server (Debian's
 ``postgresql`` package, ``tests/postgres/server.py``) with its default,
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import sqlite3
 import statistics
@@ -213,16 +215,19 @@ def print_table(rows: list[tuple[str, str]]) -> None:
         print(f"| {name.ljust(width)} | {value} |")
 
 
-async def run(args: argparse.Namespace) -> None:
+async def run(args: argparse.Namespace) -> dict[str, float]:
     rows: list[tuple[str, str]] = []
+    figures: dict[str, float] = {}
     with database(args.url) as (url, server):
         base = baseline(fresh(server, url, "baseline"), args.baseline_writes)
         rows.append(("plain psycopg loop, 1 commit per write (baseline)", f"{base:,.0f} writes/s"))
         rate = await one_object(fresh(server, url, "one"), args.baseline_writes)
         rows.append(("1 object, sequential acknowledged writes", f"{rate:,.0f} writes/s"))
+        figures["one_object"] = rate
         rate, commits, per_commit = await many_objects(
             fresh(server, url, "many"), args.objects, args.writes
         )
+        figures.update(baseline=base, many_objects=rate, objects=args.objects)
         rows.append(
             (
                 f"{args.objects:,} objects x {args.writes} writes, concurrently",
@@ -247,6 +252,7 @@ async def run(args: argparse.Namespace) -> None:
                 )
                 rows.append((f"SQL {label}: load on another node", f"{load_ms:.1f} ms"))
     print_table(rows)
+    return figures
 
 
 def main() -> None:
@@ -256,7 +262,11 @@ def main() -> None:
     parser.add_argument("--baseline-writes", type=int, default=3000)
     parser.add_argument("--url", help="an existing database (emptied!) instead of a throwaway one")
     parser.add_argument("--sql", action="store_true", help="also measure SQL shipping")
-    trio.run(run, parser.parse_args())
+    parser.add_argument("--json", help="also write the write rates to this file")
+    args = parser.parse_args()
+    figures = trio.run(run, args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures))
 
 
 if __name__ == "__main__":
