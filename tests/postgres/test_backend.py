@@ -129,9 +129,15 @@ async def test_a_runtime_whose_database_was_taken_over_can_no_longer_commit(
 
 async def test_nodes_starting_at_once_share_one_id_secret(postgres_url: str) -> None:
     nodes = [PostgresBackend(postgres_url, exclusive=False) for _ in range(3)]
-    for node in nodes:
+    secrets: set[bytes] = set()
+
+    async def start(node: PostgresBackend) -> None:
         await node.open()
-    secrets = {await node.load_secret() for node in nodes}
+        secrets.add(await node.load_secret())
+
+    async with trio.open_nursery() as nursery:
+        for node in nodes:
+            nursery.start_soon(start, node)
     for node in nodes:
         await node.aclose()
     assert len(secrets) == 1, "every node got the same secret"
