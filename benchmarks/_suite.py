@@ -289,6 +289,56 @@ def bench_wake(full: bool) -> tuple[dict[str, Any], list[Row]]:
     return result, rows
 
 
+def bench_fairness(full: bool) -> tuple[dict[str, Any], list[Row]]:
+    from benchmarks import bench_fairness as m
+
+    result = m.run(quick=not full)
+    s = result["servers"]
+    td, tw = s["td"], s["tw"]
+    n = result["flooders"]
+    rows = [
+        _row(
+            "fairness",
+            f"bystander echo p50 ms, {n} flooders, vs trio-websocket",
+            td["echo"]["p50_ms"],
+            tw["echo"]["p50_ms"],
+            "ms",
+            False,
+            "trio-websocket",
+            target=2.0,
+        ),
+        _row(
+            "fairness",
+            f"bystander echo p99 ms, {n} flooders, vs trio-websocket",
+            td["echo"]["p99_ms"],
+            tw["echo"]["p99_ms"],
+            "ms",
+            False,
+            "trio-websocket",
+        ),
+        _row(
+            "fairness",
+            f"new handshake p50 ms, {n} flooders, vs trio-websocket",
+            td["handshake"]["p50_ms"],
+            tw["handshake"]["p50_ms"],
+            "ms",
+            False,
+            "trio-websocket",
+            target=2.0,
+        ),
+        _row(
+            "fairness",
+            f"flood messages/s echoed, {n} flooders, vs trio-websocket",
+            td["flood_echoed_per_s"],
+            tw["flood_echoed_per_s"],
+            "msg/s",
+            True,
+            "trio-websocket",
+        ),
+    ]
+    return result, rows
+
+
 def bench_scale(full: bool) -> tuple[dict[str, Any], list[Row]]:
     from benchmarks import bench_scale as m
 
@@ -424,6 +474,7 @@ BENCHMARKS: dict[str, Callable[[bool], tuple[dict[str, Any], list[Row]]]] = {
     "echo": bench_echo,
     "broadcast": bench_broadcast,
     "wake": bench_wake,
+    "fairness": bench_fairness,
     "scale": bench_scale,
     "soak": bench_soak,
 }

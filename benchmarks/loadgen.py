@@ -28,6 +28,12 @@ Commands (``cmd`` plus arguments):
 ``storm``  at, spread, timeout
     One message to every connection, spread evenly over ``spread`` seconds
     from monotonic time ``at``; counts replies and their latency.
+``flood``  seconds, [size, burst]
+    Every connection sends ``size``-byte messages as fast as TCP takes them,
+    throwing the echoes away unparsed; then the connections are dropped.
+``probe``  port, seconds, handshake_path, [gap, handshake_interval]
+    A bystander: echo round trips on the first connection, one at a time,
+    and now and then a new connection's handshake time.
 ``soak``  ... (see `soak`)
 ``close``, ``stats``, ``quit``.
 """
@@ -460,6 +466,123 @@ class LoadGen:
             "lost_connections": self.lost,
         }
 
+    def cmd_flood(self, seconds: float, size: int = 16, burst: int = 4096) -> dict[str, Any]:
+        """Every open connection sends ``size``-byte messages as fast as TCP takes them.
+
+        Echoes are read and thrown away unparsed (counted in bytes), so the
+        flooders cost this process little and the server is the bottleneck.
+        Afterwards the connections are dropped: what the server still has
+        queued is not waited for.
+        """
+        self.prune()
+        one = frame(b"f" * size)
+        chunk = one * burst
+        offset = {conn.fd: 0 for conn in self.conns}
+        for conn in self.conns:
+            self.epoll.modify(conn.fd, EPOLLIN | EPOLLOUT)
+        sent = received = 0
+        by_fd = self.by_fd
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and by_fd:
+            for fd, events in self.epoll.poll(0.05):
+                conn = by_fd.get(fd)
+                if conn is None:
+                    continue
+                if events & EPOLLIN:
+                    try:
+                        data = conn.sock.recv(RECV)
+                    except BlockingIOError:
+                        data = None
+                    except OSError:
+                        data = b""
+                    if data == b"":
+                        self.drop(conn)
+                        continue
+                    if data:
+                        received += len(data)
+                if events & EPOLLOUT:
+                    start = offset[fd]
+                    try:
+                        n = conn.sock.send(chunk[start:] if start else chunk)
+                    except BlockingIOError:
+                        n = 0
+                    except OSError:
+                        self.drop(conn)
+                        continue
+                    sent += n
+                    offset[fd] = (start + n) % len(chunk)
+        dropped = self.lost
+        self.cmd_close()
+        return {
+            "seconds": seconds,
+            "sent_messages": sent // len(one),
+            "echoed_messages": received // (size + 2),
+            "dropped_by_server": dropped,
+        }
+
+    def cmd_probe(
+        self,
+        port: int,
+        seconds: float,
+        handshake_path: str,
+        gap: float = 0.01,
+        handshake_interval: float = 0.1,
+        size: int = 16,
+        timeout: float = 30.0,
+        host: str = "127.0.0.1",
+    ) -> dict[str, Any]:
+        """A well-behaved bystander: echo round trips on the first connection, new handshakes.
+
+        Sends one ``size``-byte message, waits for its echo, records the round
+        trip, pauses ``gap`` seconds, and so on for ``seconds``; at most every
+        ``handshake_interval`` seconds, between two round trips, it also opens
+        a new connection to ``handshake_path`` and records the time from
+        ``connect()`` to the complete 101 response (then closes it with a
+        Close frame).
+        """
+        self.prune()
+        conn = self.conns[0]
+        message = frame(b"p" * size)
+        request = (
+            f"GET {handshake_path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {self.key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+        rtts: list[float] = []
+        handshakes: list[float] = []
+        missed = failed_handshakes = 0
+        now = time.perf_counter
+        end = now() + seconds
+        next_handshake = now()
+        while now() < end and conn.state == OPEN:
+            t0 = now()
+            self.send(conn, message)
+            got = False
+            while not got and now() - t0 < timeout:
+                for fd, _ev in self.epoll.poll(min(1.0, timeout)):
+                    if fd == conn.fd and self.frames(conn):
+                        got = True
+                if conn.state != OPEN:
+                    break
+            if got:
+                rtts.append(now() - t0)
+            else:
+                missed += 1
+            if now() >= next_handshake:
+                next_handshake = now() + handshake_interval
+                took = _handshake(host, port, request, timeout)
+                if took is None:
+                    failed_handshakes += 1
+                else:
+                    handshakes.append(took)
+            time.sleep(gap)
+        return {
+            "rtts": rtts,
+            "missed": missed,
+            "handshakes": handshakes,
+            "failed_handshakes": failed_handshakes,
+        }
+
     def cmd_close(self) -> dict[str, Any]:
         count = 0
         for conn in list(self.by_fd.values()):
@@ -656,6 +779,28 @@ class LoadGen:
         self.on_frames = None
         stats["seconds"] = time.monotonic() - began
         return {"stats": stats, "errors": errors}
+
+
+def _handshake(host: str, port: int, request: bytes, timeout: float) -> float | None:
+    """Seconds from ``connect()`` to a complete 101 response; None if refused or too slow."""
+    began = time.perf_counter()
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(request)
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    return None
+                answer += chunk
+            took = time.perf_counter() - began
+            if not answer.startswith(b"HTTP/1.1 101"):
+                return None
+            with contextlib.suppress(OSError):
+                sock.sendall(CLOSE_FRAME)
+            return took
+    except OSError:
+        return None
 
 
 def _sample(values: list[float], n: int) -> list[float]:

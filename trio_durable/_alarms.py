@@ -19,7 +19,7 @@ import heapq
 import itertools
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -29,7 +29,7 @@ from ._core._clock import WallClock
 from ._core._live import LiveObject
 from ._core._registry import Registry
 from ._exceptions import ObjectResetError
-from ._ids import DurableObjectId
+from ._ids import DurableObjectId, shard_of
 from ._storage._backend import AlarmRecord, Backend, ObjectWrite
 from ._storage._gate import InputGateHold
 from ._storage._service import StorageService
@@ -85,6 +85,9 @@ class AlarmScheduler:
         storages: The objects' storage (the alarm handler runs against it).
         clock: The runtime's wall clock.
         classes: Namespace name → object class, to activate an object.
+        owns: In a cluster: whether this process holds an object's shard
+            (by 64-hex ID); only those alarms are kept and fired here.
+            ``None``: every alarm is this process's.
     """
 
     def __init__(
@@ -95,8 +98,10 @@ class AlarmScheduler:
         storages: StorageService,
         clock: WallClock,
         classes: Mapping[str, type],
+        owns: Callable[[str], bool] | None = None,
     ) -> None:
         self._backend = backend
+        self._owns = owns
         self._registry = registry
         self._storages = storages
         self._clock = clock
@@ -112,10 +117,17 @@ class AlarmScheduler:
 
     # ----------------------------------------------------------------- table
 
-    async def load(self) -> None:
-        """Load every stored alarm (those already due fire right after start)."""
+    async def load(self, shards: Collection[int] | None = None) -> None:
+        """Load the stored alarms (of ``shards`` only, when given); those due fire at once."""
         for stored in await self._backend.load_alarms():
-            self._set((stored.namespace, stored.hex_id), stored.name, stored.alarm.time)
+            if shards is None or shard_of(stored.hex_id) in shards:
+                self._set((stored.namespace, stored.hex_id), stored.name, stored.alarm.time)
+
+    def forget_shards(self, shards: Collection[int]) -> None:
+        """Drop the alarms of shards another process now holds (it fires them)."""
+        for key in [key for key in self._entries if shard_of(key[1]) in shards]:
+            del self._entries[key]
+            self._failures.pop(key, None)
 
     def on_commit(self, writes: Sequence[ObjectWrite]) -> None:
         """Follow committed alarm changes (an engine commit listener)."""
@@ -172,6 +184,9 @@ class AlarmScheduler:
 
     async def _fire(self, key: ObjectKey, name: str | None, at: float) -> None:
         try:
+            if self._owns is not None and not self._owns(key[1]):
+                self._entries.pop(key, None)  # its shard moved: the owner fires it
+                return
             if key[0] not in self._classes:
                 logger.warning("alarm for unknown namespace %r is kept but not run", key[0])
                 return

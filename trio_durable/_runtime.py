@@ -15,7 +15,7 @@ import inspect
 import logging
 import os
 import weakref
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Final, overload
 
@@ -23,11 +23,17 @@ import attrs
 import trio
 
 from ._alarms import AlarmScheduler
+from ._cluster._dispatch import ClusterDispatcher
+from ._cluster._leases import LeaseStore, SqliteLeaseStore
+from ._cluster._link import link_key
+from ._cluster._member import ClusterMember, ClusterSpec
+from ._cluster._remote import AppClasses
+from ._cluster._shards import LocalShards
 from ._convert import CONVERTER
 from ._core._clock import WallClock
 from ._core._live import LiveObject
 from ._core._registry import Registry
-from ._ids import DurableObjectId, IdMinter
+from ._ids import DurableObjectId, IdMinter, shard_of
 from ._limits import (
     EVICT_AFTER,
     HIBERNATE_AFTER,
@@ -44,8 +50,8 @@ from ._object import DurableObject, ObjectContext, ObjectServices
 from ._storage._backend import Backend, ObjectEntry
 from ._storage._engine import StorageEngine
 from ._storage._service import StorageService
-from ._storage._sqlite import SqliteBackend
-from ._stubs import LocalDispatcher, Namespace, ObjectT, typed_namespace
+from ._storage._sqlite import DATABASE_NAME, SqliteBackend
+from ._stubs import Dispatcher, LocalDispatcher, Namespace, ObjectT, typed_namespace
 from ._watchdog import Watchdog, open_watchdog
 from ._websocket._hub import SocketHub, SocketLimits
 
@@ -159,8 +165,12 @@ class Runtime:
         backend: Backend,
         env: Any,
         options: RuntimeOptions,
+        cluster: ClusterSpec | None = None,
     ) -> None:
         self.env = env
+        self._cluster_spec = cluster
+        #: This process's membership of a cluster (``None`` in a single process).
+        self.cluster: ClusterMember | None = None
         self.backend = backend
         self.options = options
         self.clock = WallClock()
@@ -182,6 +192,7 @@ class Runtime:
             storages=self.storages,
             clock=self.clock,
             classes=self._object_classes,
+            owns=self._holds if cluster is not None else None,
         )
         self.storage_engine.commit_listeners.append(self.alarms.on_commit)
         self.sockets = SocketHub(
@@ -193,7 +204,11 @@ class Runtime:
             self.clock,
         )
         self.watchdog: Watchdog | None = None
-        self._dispatcher = LocalDispatcher(self.registry)
+        self._nursery: trio.Nursery | None = None
+        self._local_dispatcher = LocalDispatcher(
+            self.registry, watch_fetch=self.sockets.watch_fetch
+        )
+        self._dispatcher: Dispatcher = self._local_dispatcher
         self._services = ObjectServices(
             storages=self.storages, sockets=self.sockets, clock=self.clock, namespace=self.namespace
         )
@@ -205,11 +220,37 @@ class Runtime:
         self._closed = False
 
     def _bind(self, secret: bytes) -> None:
+        if self._cluster_spec is not None:
+            self._join_cluster(self._cluster_spec, secret)
         minter = IdMinter(secret)
         for name, cls in self._object_classes.items():
             namespace: Namespace[Any] = Namespace(name, cls, minter, self._dispatcher)
             self._namespaces[name] = namespace
             _runtime_of_namespace[namespace] = self
+
+    def _join_cluster(self, spec: ClusterSpec, secret: bytes) -> None:
+        shards = LocalShards(
+            self.registry, self.alarms, self.sockets, self.storage_engine, self._spawn
+        )
+        member = ClusterMember(spec, _lease_store_for(self.backend), link_key(secret), shards)
+        self.cluster = member
+        self.registry.admit = member.admit
+        self.storage_engine.fence = member.fence
+        app_roots = {cls.__module__.split(".")[0] for cls in self._object_classes.values()}
+        dispatcher = ClusterDispatcher(
+            member, self._local_dispatcher, self.namespace, AppClasses(app_roots)
+        )
+        dispatcher.runtime = self
+        dispatcher.shards = shards
+        shards.send_sockets = dispatcher.send_sockets
+        self._dispatcher = dispatcher
+
+    def _holds(self, hex_id: str) -> bool:
+        return self.cluster is not None and self.cluster.holds(shard_of(hex_id))
+
+    def _spawn(self, async_fn: Callable[[], Awaitable[None]]) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(async_fn)
 
     def _build(self, record: LiveObject) -> DurableObject:
         ctx = ObjectContext(record, self._services)
@@ -305,6 +346,22 @@ class Runtime:
                 logger.exception("could not record new object IDs; will retry")
 
 
+def _lease_store_for(backend: Backend) -> LeaseStore:
+    """Where a cluster on ``backend`` keeps its leases: in the same database.
+
+    Raises:
+        TypeError: the backend cannot hold a cluster's leases (in memory).
+    """
+    if isinstance(backend, SqliteBackend) and backend.data_dir is not None:
+        return SqliteLeaseStore(backend.data_dir / DATABASE_NAME)
+    postgres = _postgres_lease_store(backend)
+    if postgres is not None:
+        return postgres
+    raise TypeError(
+        f"a cluster needs its storage in a data directory or a database, not {backend!r}"
+    )
+
+
 @contextmanager
 def _unwrap_single_exception() -> Iterator[None]:
     """Re-raise a lone exception out of a nursery's ExceptionGroup.
@@ -382,7 +439,25 @@ def _tuned_gc(enabled: bool) -> Iterator[None]:
         gc.unfreeze()
 
 
-def _postgres_backend(database: str) -> Backend:
+def _postgres_lease_store(backend: Backend) -> LeaseStore | None:
+    """Leases in the database of a PostgreSQL backend; ``None`` for another backend.
+
+    Raises:
+        TypeError: a PostgreSQL backend that does not share its database.
+    """
+    try:
+        from ._cluster._pg_leases import PgLeaseStore
+        from ._storage._postgres import PostgresBackend
+    except ImportError:  # no psycopg: the backend cannot be a PostgresBackend
+        return None
+    if not isinstance(backend, PostgresBackend):
+        return None
+    if backend.exclusive:
+        raise TypeError("a cluster's PostgresBackend shares its database: pass exclusive=False")
+    return PgLeaseStore(backend.url, timeout=backend.timeout)
+
+
+def _postgres_backend(database: str, *, exclusive: bool) -> Backend:
     """The backend for ``open_runtime(database=...)``; a bad URL is an error here, at the call."""
     try:
         from ._storage._postgres import PostgresBackend
@@ -391,7 +466,7 @@ def _postgres_backend(database: str) -> Backend:
             f"open_runtime(database=...) needs psycopg 3 and psycopg_pool ({exc}); "
             "install them with: pip install 'trio_durable[postgres]'"
         ) from exc
-    return PostgresBackend(database)
+    return PostgresBackend(database, exclusive=exclusive)
 
 
 @asynccontextmanager
@@ -411,6 +486,7 @@ async def open_runtime(
     blocking_warning_after: float | None = WATCHDOG_WARN_AFTER,
     blocking_reset_after: float | None = WATCHDOG_RESET_AFTER,
     tune_gc: bool = False,
+    cluster: ClusterSpec | None = None,
 ) -> AsyncIterator[Runtime]:
     """Open a runtime serving the given object classes.
 
@@ -461,6 +537,11 @@ async def open_runtime(
             Process-wide, so off by default for a runtime embedded in
             another application; ``trio-durable serve`` turns it on. See
             ``docs/lifecycle.md``.
+        cluster: Run as one worker process of a cluster (``docs/cluster.md``):
+            objects of the shards this process holds run here, calls to the
+            others go to the process that holds them. Set by the cluster's
+            supervisor (``trio-durable serve --workers N``); ``None`` runs
+            every object in this process.
 
     On exit every object is cancelled and the backend is closed. Cancelling
     the block cancels them the same way.
@@ -484,15 +565,19 @@ async def open_runtime(
             f"pass only one of data_dir, database and backend (got {' and '.join(chosen)})"
         )
     if database is not None:
-        backend = _postgres_backend(database)
+        # A cluster's nodes share the database; a runtime alone owns it.
+        backend = _postgres_backend(database, exclusive=cluster is None)
     elif backend is None:
         backend = SqliteBackend(data_dir)
+    if cluster is not None:
+        _lease_store_for(backend)  # refuses a backend that cannot hold leases, before opening
     await backend.open()
-    runtime = Runtime(objects=objects, backend=backend, env=env, options=options)
+    runtime = Runtime(objects=objects, backend=backend, env=env, options=options, cluster=cluster)
     try:
         runtime._bind(await backend.load_secret())
         runtime.clock.start()
-        await runtime.alarms.load()
+        if cluster is None:
+            await runtime.alarms.load()  # in a cluster: by shard, as they are taken
         with (
             _unwrap_single_exception(),
             _tuned_gc(options.tune_gc),
@@ -503,12 +588,16 @@ async def open_runtime(
             ) as runtime.watchdog,
         ):
             async with trio.open_nursery() as nursery:
+                runtime._nursery = nursery
                 await nursery.start(runtime.registry.run)
                 nursery.start_soon(runtime._run_recorder)
                 nursery.start_soon(runtime.storage_engine.run)
                 nursery.start_soon(runtime.alarms.run)
                 await nursery.start(runtime.sockets.run)
                 runtime.sockets.bind_to_current_task()
+                if runtime.cluster is not None:
+                    # Serve only once the first lease round says what is ours.
+                    await nursery.start(runtime.cluster.run)
                 try:
                     yield runtime
                 finally:

@@ -27,6 +27,7 @@ from ._ids import DurableObjectId, IdMinter
 __all__ = [
     "HANDLER_NAMES",
     "Dispatcher",
+    "FetchWatcher",
     "Invocation",
     "LocalDispatcher",
     "Namespace",
@@ -65,6 +66,13 @@ class Invocation:
 
     def __repr__(self) -> str:
         return f"Invocation({self.method!r}, {self.args!r}, {self.kwargs!r})"
+
+
+#: Called (in the calling task) as a ``fetch`` is about to run; returns the
+#: function to call, in the same task, once it is over: with its response, or
+#: ``None`` when it raised. The socket hub passes one in, to drop the
+#: WebSockets a failed fetch accepted (nothing in this layer knows sockets).
+FetchWatcher = Callable[[], Callable[[Response | None], None]]
 
 
 class Dispatcher(Protocol):
@@ -115,12 +123,14 @@ class LocalDispatcher:
 
     Args:
         registry: Where the objects live.
+        watch_fetch: Told about every ``fetch`` it runs and how it ended.
     """
 
-    __slots__ = ("_registry",)
+    __slots__ = ("_registry", "_watch_fetch")
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, *, watch_fetch: FetchWatcher | None = None) -> None:
         self._registry = registry
+        self._watch_fetch = watch_fetch
 
     async def invoke(
         self, namespace: Namespace[Any], object_id: DurableObjectId, invocation: Invocation
@@ -150,8 +160,17 @@ class LocalDispatcher:
         async def handler(instance: Any) -> Any:
             return await getattr(instance, method_name)(*args, **kwargs)
 
+        watch = self._watch_fetch
+        settle = watch() if watch is not None and method_name == "fetch" else None
         try:
-            result = await record.run_event(handler)
+            try:
+                result = await record.run_event(handler)
+            except BaseException:
+                if settle is not None:
+                    settle(None)
+                raise
+            if settle is not None:
+                settle(result if isinstance(result, Response) else None)
         finally:
             if caller is not None and caller is not record and caller.state is not State.CLOSED:
                 await caller.input_gate.pass_through()

@@ -6,6 +6,7 @@ from typing import Any
 
 import attrs
 import trio
+import trio.lowlevel
 import trio.testing
 
 import trio_durable as td
@@ -204,3 +205,64 @@ async def test_a_loop_of_calls_that_never_block_still_lets_other_tasks_run(
     assert free_calls_ticks >= 640 // 64 - 1, (
         f"a loop of non-blocking calls must yield at least every 64 calls: {free_calls_ticks}"
     )
+
+
+@attrs.define(eq=False)
+class Tally(td.DurableObject):
+    async def add_one(self) -> None:
+        count = await self.ctx.storage.get("count") or 0
+        await self.ctx.storage.put("count", count + 1)
+
+    async def add_one_after_a_nap(self) -> None:
+        count = await self.ctx.storage.get("count") or 0
+        await trio.lowlevel.checkpoint()  # outside I/O: other events may run here
+        await self.ctx.storage.put("count", count + 1)
+
+    async def count(self) -> int:
+        return int(await self.ctx.storage.get("count") or 0)
+
+
+async def test_get_then_put_with_no_other_await_is_atomic() -> None:
+    async with td.open_runtime({"tally": Tally}) as runtime:
+        stub = runtime.namespace("tally").get_by_name("t")
+
+        async def caller() -> None:
+            for _ in range(50):
+                await stub.add_one()
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(4):
+                nursery.start_soon(caller)
+        assert await stub.count() == 200, "no event slipped in between the get and the put"
+
+
+async def test_an_outside_await_between_get_and_put_lets_events_in() -> None:
+    async with td.open_runtime({"tally": Tally}) as runtime:
+        stub = runtime.namespace("tally").get_by_name("t")
+        async with trio.open_nursery() as nursery:
+            for _ in range(4):
+                nursery.start_soon(stub.add_one_after_a_nap)
+        assert await stub.count() < 4, "handlers interleave at outside I/O (as documented)"
+
+
+async def test_a_released_gate_taken_back_by_its_holder_keeps_the_waiter_first(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    gate = InputGate()
+    order: list[str] = []
+    await gate.acquire()
+    async with trio.open_nursery() as nursery:
+
+        async def event() -> None:
+            await gate.pass_through()
+            order.append("event")
+
+        nursery.start_soon(event)
+        await trio.testing.wait_all_tasks_blocked()
+        gate.release()
+        assert gate.try_hold(), "the holder goes on into its next storage call"
+        order.append("second storage call")
+        await trio.testing.wait_all_tasks_blocked()
+        assert order == ["second storage call"], "the event waits while the gate is held"
+        gate.release()
+    assert order == ["second storage call", "event"]

@@ -1,8 +1,14 @@
 """Clients that misbehave on the wire: each is dealt with, nobody else notices.
 
-Real sockets on 127.0.0.1 and Trio's real clock (the kernel moves the bytes);
-every time-out is a few tenths of a second. Each test ends by checking that a
-well-behaved client, connected the whole time, is still served.
+Real sockets on 127.0.0.1; every time-out is a few tenths of a second. Each
+test ends by checking that a well-behaved client, connected the whole time,
+is still served.
+
+The tests that measure a time-out (or count messages against a rate) run on
+``autojump_clock``: loopback TCP moves the bytes inside the syscall, so Trio
+only sees the whole run idle when everybody waits for a timer, and virtual
+time then jumps to it. A time-out is then measured exactly, however loaded
+the machine; with Trio's real clock these windows flaked.
 """
 
 from __future__ import annotations
@@ -14,13 +20,15 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
+import trio.testing
 from websockets.frames import Opcode
 
 import trio_durable as td
 from trio_durable._websocket._transport import DISCONNECTED_REASON
 
-from . import netapp
-from .netclient import RawWs, frame, poll, raw_http, upgrade_head
+from ..netkit import netapp
+from ..netkit.netclient import RawWs, frame, raw_http, upgrade_head
+from ..polling import eventually
 
 pytestmark = pytest.mark.usefixtures("close_clients")
 
@@ -51,7 +59,7 @@ async def test_connection_dropped_mid_frame_gives_1006_to_the_object(
     whole = frame(Opcode.TEXT, b"x" * 100)
     await client.send(whole[:20])  # the header and a few bytes of payload
     await client.aclose()
-    await poll(lambda: bool(netapp.seen.get("dropped")))
+    await eventually(lambda: bool(netapp.seen.get("dropped")))
     assert netapp.seen["dropped"] == [("close", 1006, DISCONNECTED_REASON, False)], netapp.seen
     await still_served(port, bystander)
 
@@ -70,7 +78,7 @@ async def test_half_written_handshake_then_eof_never_touches_an_object(
 
 
 async def test_half_written_handshake_then_silence_is_dropped_after_the_timeout(
-    start_server: StartServer, echo_runtime: td.Runtime
+    start_server: StartServer, echo_runtime: td.Runtime, autojump_clock: trio.testing.MockClock
 ) -> None:
     port = await serve_echo(start_server, echo_runtime, handshake_timeout=0.3)
     bystander = await RawWs.connect(port, "/rooms/calm")
@@ -137,7 +145,10 @@ async def test_websocket_client_that_never_reads_is_disconnected(
 
 
 async def test_http_client_that_never_reads_is_dropped_after_the_write_timeout(
-    start_server: StartServer, echo_runtime: td.Runtime, caplog: pytest.LogCaptureFixture
+    start_server: StartServer,
+    echo_runtime: td.Runtime,
+    caplog: pytest.LogCaptureFixture,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     port = await serve_echo(start_server, echo_runtime, max_connections=1, write_timeout=0.3)
     sock = socket.socket()
@@ -149,7 +160,7 @@ async def test_http_client_that_never_reads_is_dropped_after_the_write_timeout(
         busy = await raw_http(port, b"GET /hello HTTP/1.1\r\nhost: x\r\n\r\n")
         assert busy.startswith(b"HTTP/1.1 503 "), busy
         start = trio.current_time()
-        await poll(lambda: "write timeout is 0.3 s" in caplog.text)
+        await eventually(lambda: "write timeout is 0.3 s" in caplog.text)
         waited = trio.current_time() - start
     assert waited < 1.5, f"the handler was freed after {waited:.2f} s"
     answer = await raw_http(port, b"GET /hello HTTP/1.1\r\nhost: x\r\n\r\n")
@@ -161,7 +172,7 @@ async def test_http_client_that_never_reads_is_dropped_after_the_write_timeout(
 
 
 async def test_flood_of_tiny_messages_closes_with_1008(
-    start_server: StartServer, echo_runtime: td.Runtime
+    start_server: StartServer, echo_runtime: td.Runtime, autojump_clock: trio.testing.MockClock
 ) -> None:
     port = await serve_echo(start_server, echo_runtime, max_messages_per_second=20)
     bystander = await RawWs.connect(port, "/rooms/calm")
@@ -170,7 +181,7 @@ async def test_flood_of_tiny_messages_closes_with_1008(
     code, reason = await flooder.receive_close()
     assert code == 1008, (code, reason)
     assert "20 messages per second" in reason, reason
-    await poll(lambda: ("error", 1008) in netapp.seen.get("flood", []))
+    await eventually(lambda: ("error", 1008) in netapp.seen.get("flood", []))
     delivered = [event for event in netapp.seen["flood"] if event[0] == "message"]
     # The burst allowance is 20; a slow machine may refill a token meanwhile.
     assert 20 <= len(delivered) <= 22, f"{len(delivered)} messages got through"
@@ -210,7 +221,7 @@ async def test_huge_frame_closes_with_1009_before_it_is_buffered(
     await client.send(header)
     code, reason = await client.receive_close()
     assert code == 1009 and "the limit is 1,000" in reason, (code, reason)
-    await poll(lambda: ("error", 1009) in netapp.seen.get("huge", []))
+    await eventually(lambda: ("error", 1009) in netapp.seen.get("huge", []))
     await still_served(port, bystander)
 
 
@@ -235,7 +246,7 @@ async def test_invalid_utf8_text_closes_with_1007(
     await client.send(frame(Opcode.TEXT, "café".encode("latin-1")))
     code, reason = await client.receive_close()
     assert code == 1007 and "invalid UTF-8" in reason, (code, reason)
-    await poll(lambda: ("error", 1007) in netapp.seen.get("mojibake", []))
+    await eventually(lambda: ("error", 1007) in netapp.seen.get("mojibake", []))
     assert [e for e in netapp.seen["mojibake"] if e[0] == "message"] == [], "nothing delivered"
     await still_served(port, bystander)
 
@@ -256,7 +267,7 @@ async def test_invalid_utf8_split_across_fragments_closes_with_1007(
 
 
 async def test_half_a_frame_then_silence_closes_with_1008_after_the_frame_timeout(
-    start_server: StartServer, echo_runtime: td.Runtime
+    start_server: StartServer, echo_runtime: td.Runtime, autojump_clock: trio.testing.MockClock
 ) -> None:
     port = await serve_echo(start_server, echo_runtime, frame_timeout=0.3)
     bystander = await RawWs.connect(port, "/rooms/calm")
@@ -268,7 +279,7 @@ async def test_half_a_frame_then_silence_closes_with_1008_after_the_frame_timeou
     assert code == 1008 and "the frame timeout is 0.3 s" in reason, (code, reason)
     assert 0.25 < waited < 1.5, f"closed after {waited:.2f} s; the frame timeout is 0.3 s"
     assert await client.receive_eof() == b"", "and the TCP connection is closed"
-    await poll(lambda: ("error", 1008) in netapp.seen.get("loris", []))
+    await eventually(lambda: ("error", 1008) in netapp.seen.get("loris", []))
     await still_served(port, bystander)
 
 

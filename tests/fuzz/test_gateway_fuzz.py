@@ -22,8 +22,8 @@ from websockets.frames import Opcode
 
 import trio_durable as td
 
-from ..faults import netapp
-from ..faults.netclient import RawWs, frame, raw_http
+from ..netkit import netapp
+from ..netkit.netclient import RawWs, frame, raw_http
 
 pytestmark = pytest.mark.usefixtures("close_clients")
 

@@ -22,7 +22,8 @@ import trustme
 import trio_durable as td
 from trio_durable._gateway._serve import serve
 from trio_durable._websocket._frames import accept_key
-from trio_durable._websocket._network import ConnectionHome, NetworkTransport
+from trio_durable._websocket._home import ConnectionHome
+from trio_durable._websocket._network import NetworkTransport
 from trio_durable._websocket._parking import SocketParking
 
 from . import app

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import struct
-from collections.abc import Callable
 from typing import Any
 
 import h11
@@ -183,17 +182,3 @@ async def raw_exchange(port: int, data: bytes, within: float = PATIENCE) -> byte
             except trio.BrokenResourceError:
                 pass
             return received
-
-
-async def wait_until(predicate: Callable[[], bool], within: float = PATIENCE) -> None:
-    """Poll ``predicate`` on the real clock.
-
-    For states driven by real-time deadlines (parking after ``park_after``)
-    or by client threads, which no Trio event announces. ``within`` only
-    bounds a hang: it is not a time window the test asserts.
-    """
-    for _ in range(int(within / 0.01) + 1):
-        if predicate():
-            return
-        await trio.sleep(0.01)
-    raise AssertionError(f"condition not met within {within} s")

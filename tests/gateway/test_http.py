@@ -15,8 +15,9 @@ import trio
 from websockets.frames import Opcode
 from websockets.sync.client import ClientConnection, connect
 
+from ..polling import eventually
 from . import app
-from .helpers import PATIENCE, HttpClient, client_frame, random_key, raw_exchange, wait_until
+from .helpers import PATIENCE, HttpClient, client_frame, random_key, raw_exchange
 
 StartServer = Callable[..., Awaitable[int]]
 
@@ -192,7 +193,7 @@ async def test_websocket_close_reaches_the_object(start_server: StartServer) -> 
     client = await ws_connect(port, "/rooms/closing")
     assert await in_thread(client.recv, 1) == "welcome"
     await in_thread(client.close, 4321, "leaving")
-    await wait_until(lambda: bool(app.closes))
+    await eventually(lambda: bool(app.closes))
     assert app.closes == [("closing", 4321, "leaving", True)], app.closes
 
 

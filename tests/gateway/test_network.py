@@ -21,15 +21,14 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Opcode
 from websockets.sync.client import ClientConnection, connect
 
-from trio_durable._websocket._network import (
-    SLOW_CLIENT_CODE,
-    ConnectionHome,
-    NetworkTransport,
-    WebSocketProtocolError,
-)
+from trio_durable._exceptions import WebSocketProtocolError
+from trio_durable._limits import CloseCode
+from trio_durable._websocket._home import ConnectionHome
+from trio_durable._websocket._network import NetworkTransport
 from trio_durable._websocket._parking import SocketParking
 from trio_durable._websocket._transport import DISCONNECTED_REASON
 
+from ..polling import eventually
 from .conftest import Harness
 from .helpers import (
     PATIENCE,
@@ -38,7 +37,6 @@ from .helpers import (
     masked_close,
     read_server_frame,
     read_until_eof,
-    wait_until,
 )
 
 WsClient = tuple[ClientConnection, NetworkTransport, FakeSink]
@@ -217,18 +215,18 @@ async def test_idle_connection_is_parked_and_wakes_on_a_message(home, ws_client,
     client, transport, sink = await ws_client(home)
     await in_thread(client.send, "one")
     await sink.wait_for(1)
-    await wait_until(lambda: transport.is_parked)
+    await eventually(lambda: transport.is_parked)
     assert not transport.has_reader, "a parked connection keeps no reader task"
     assert transport._fd in parking._callbacks, "the parking table holds the socket"
-    assert transport._codec is None and transport.buffered == 0
+    assert transport._reader is None and transport.buffered == 0
     await in_thread(client.send, "two")
     assert await sink.wait_for(2) == [("message", "one"), ("message", "two")], sink.events
-    await wait_until(lambda: transport.is_parked)
+    await eventually(lambda: transport.is_parked)
 
 
 async def test_parked_connection_can_be_sent_to_without_waking(home, ws_client) -> None:
     client, transport, _sink = await ws_client(home)
-    await wait_until(lambda: transport.is_parked)
+    await eventually(lambda: transport.is_parked)
     transport.send_message("to a parked socket")
     assert transport.is_parked and not transport.has_reader
     assert await in_thread(client.recv, 1) == "to a parked socket"
@@ -236,7 +234,7 @@ async def test_parked_connection_can_be_sent_to_without_waking(home, ws_client) 
 
 async def test_parked_connection_notices_a_tcp_drop(home, harness: Harness) -> None:
     client, transport, sink = await harness.raw_client(home)
-    await wait_until(lambda: transport.is_parked)
+    await eventually(lambda: transport.is_parked)
     client.close()
     assert await sink.wait_for(1) == [("close", 1006, DISCONNECTED_REASON, False)], sink.events
     assert transport._fd not in harness.parking._callbacks
@@ -272,7 +270,7 @@ async def test_client_that_never_reads_is_disconnected(harness: Harness, ws_clie
     data = await in_thread(read_until_eof, stuck)
     assert len(data) >= 1024, "the stuck client had received some data before"
     if b"\x88" in data[-40:]:
-        assert SLOW_CLIENT_CODE.to_bytes(2, "big") in data[-40:]
+        assert CloseCode.TRY_AGAIN_LATER.to_bytes(2, "big") in data[-40:]
 
 
 async def test_shutdown_closes_parked_connections_with_1001(
@@ -282,7 +280,7 @@ async def test_shutdown_closes_parked_connections_with_1001(
         home = ConnectionHome(connection_nursery, parking, park_after=0.05)
         await connection_nursery.start(home.run)
         client, transport, sink = await harness.raw_client(home)
-        await wait_until(lambda: transport.is_parked)
+        await eventually(lambda: transport.is_parked)
         connection_nursery.cancel_scope.cancel()
     opcode, payload = await in_thread(read_server_frame, client)
     assert (opcode, payload[:2]) == (Opcode.CLOSE, (1001).to_bytes(2, "big")), payload

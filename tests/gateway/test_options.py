@@ -121,7 +121,7 @@ def test_the_options_record_has_the_option_names_and_defaults_of_serve() -> None
     options = {
         name: parameter.default
         for name, parameter in parameters.items()
-        if parameter.kind is inspect.Parameter.KEYWORD_ONLY and name != "task_status"
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY and name not in ("task_status", "sock")
     }
     fields = {field.name: field.default for field in attrs.fields(ServeOptions)}
     assert set(fields) == set(options), "the record's fields are serve()'s options"

@@ -10,7 +10,8 @@ from websockets.sync.client import connect
 
 import trio_durable as td
 
-from .helpers import PATIENCE, HttpClient, wait_until
+from ..polling import eventually
+from .helpers import PATIENCE, HttpClient
 
 StartServer = Callable[..., Awaitable[int]]
 
@@ -67,7 +68,7 @@ async def test_wss_echo_and_parking(
         assert await in_thread(client.recv, 1) == "over tls"
         # A TLS connection with nothing pending is parked like a plain one.
         parking = runtime.sockets.parking
-        await wait_until(lambda: len(parking) > 0)
+        await eventually(lambda: len(parking) > 0)
         await in_thread(client.send, "after parking")
         assert await in_thread(client.recv, 1) == "after parking"
         big = "y" * 200_000  # several TLS records, read across wake-ups

@@ -8,8 +8,8 @@ import pytest
 
 import trio_durable as td
 
-from ..faults import netapp
-from ..faults.netclient import raw_http
+from ..netkit import netapp
+from ..netkit.netclient import raw_http
 
 pytestmark = pytest.mark.usefixtures("close_clients")
 

@@ -13,8 +13,8 @@ import pytest
 
 import trio_durable as td
 
-from ..faults import netapp
-from ..faults.netclient import RawWs, raw_http, upgrade_head
+from ..netkit import netapp
+from ..netkit.netclient import RawWs, raw_http, upgrade_head
 
 pytestmark = pytest.mark.usefixtures("close_clients")
 

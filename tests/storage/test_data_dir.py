@@ -62,6 +62,7 @@ async def test_database_files_are_private(tmp_path: Path) -> None:
         modes = {p.name: oct(_mode(p)) for p in files}
     expected = {DATABASE_NAME: "0o600", f"{DATABASE_NAME}-shm": "0o600"}
     expected[f"{DATABASE_NAME}-wal"] = "0o600"
+    expected["trio_durable.lock"] = "0o600"  # the data dir's one-owner lock
     assert modes == expected, f"only the owner may read the data (and its ID secret): {modes}"
 
 

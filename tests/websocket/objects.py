@@ -116,3 +116,99 @@ class Standard(td.DurableObject):
 
     async def log(self) -> list[str]:
         return list(self.received)
+
+
+class FetchFailed(Exception):
+    """What a careless ``fetch`` raises after accepting a socket."""
+
+
+@attrs.define(eq=False)
+class Careless(td.DurableObject):
+    """Accepts a socket in ``fetch``, then ends it as ``?then=`` says.
+
+    ``raise``: raises; ``text``: answers 200 without the socket; ``other``:
+    accepts a second socket and returns that one; anything else: sends
+    "welcome" first, then returns the socket (the legitimate case). The
+    server ends stay in memory, so a later call can try to use them.
+    """
+
+    kept: list[td.WebSocket] = attrs.field(factory=list)
+
+    async def fetch(self, request: td.Request) -> td.Response:
+        client, server = td.WebSocketPair()
+        if request.query.get("standard"):
+            server.accept()
+        else:
+            self.ctx.accept_websocket(server, tags=["all"])
+        self.kept.append(server)
+        then = request.query.get("then")
+        if then == "raise":
+            raise FetchFailed("fetch failed after accepting a WebSocket")
+        if then == "text":
+            return td.Response.text("no WebSocket after all")
+        if then == "other":
+            other_client, other_server = td.WebSocketPair()
+            self.ctx.accept_websocket(other_server, tags=["all"])
+            self.kept.append(other_server)
+            return td.Response.websocket(other_client)
+        await server.send("welcome")
+        return td.Response.websocket(client)
+
+    async def count(self) -> int:
+        return len(self.ctx.get_websockets())
+
+    async def send_to_kept(self) -> list[str]:
+        """Send to every socket ever accepted: "sent" or the error's name, for each."""
+        outcomes = []
+        for ws in self.kept:
+            try:
+                await ws.send("hello?")
+            except Exception as exc:
+                outcomes.append(type(exc).__name__)
+            else:
+                outcomes.append("sent")
+        return outcomes
+
+    async def broadcast(self, text: str) -> int:
+        """The chat example's loop: skips closed sockets only."""
+        sent = 0
+        for ws in self.ctx.get_websockets("all"):
+            try:
+                await ws.send(text)
+            except trio.ClosedResourceError:
+                continue
+            sent += 1
+        return sent
+
+
+@attrs.define(eq=False)
+class Proxy(td.DurableObject):
+    """Forwards ``fetch`` to ``careless`` object ``target``; ``?drop=1`` discards its answer."""
+
+    async def fetch(self, request: td.Request) -> td.Response:
+        target = self.ctx.namespace("careless").get_by_name(request.query["target"])
+        response = await target.fetch(request)
+        if request.query.get("drop"):
+            return td.Response.text("never mind", status=503)
+        return response
+
+
+@attrs.define(eq=False)
+class Ledger(td.DurableObject):
+    """``"write K"`` stores K and answers "stored K"; anything else is echoed, no write."""
+
+    async def fetch(self, request: td.Request) -> td.Response:
+        client, server = td.WebSocketPair()
+        self.ctx.accept_websocket(server)
+        return td.Response.websocket(client)
+
+    async def websocket_message(self, ws: td.WebSocket, message: str | bytes) -> None:
+        if isinstance(message, str) and message.startswith("write "):
+            key = message.split()[1]
+            await self.ctx.storage.put(key, True)
+            await ws.send(f"stored {key}")
+        else:
+            await ws.send(message)
+
+    async def stored(self, key: str) -> bool:
+        return bool(await self.ctx.storage.get(key))

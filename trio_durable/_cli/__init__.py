@@ -21,7 +21,7 @@ import importlib.metadata
 from collections.abc import Sequence
 from typing import NoReturn
 
-from . import _dev, _new, _serve
+from . import _dev, _new, _serve, _worker
 from ._common import USAGE_ERROR, UsageError, configure_logging, report_usage_error
 
 __all__ = ["main"]
@@ -44,6 +44,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _serve.add_parser(commands)
     _dev.add_parser(commands)
     _new.add_parser(commands)
+    _worker.add_parser(commands)
     return parser
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import trio
 
 from .._app import App
+from .._cluster._supervisor import ClusterOptions, run_cluster
 from .._exceptions import StorageError
 from .._gateway._serve import Worker, serve
 from .._http import Request, Response
@@ -38,6 +39,15 @@ def add_parser(commands: Commands) -> None:
         ),
     )
     add_server_arguments(parser)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help=(
+            "worker processes serving the port, one live instance per object across "
+            "them (1: this process serves); SIGHUP restarts them one by one"
+        ),
+    )
     parser.set_defaults(run=run)
 
 
@@ -64,6 +74,20 @@ def run(args: argparse.Namespace) -> int:
     app = load_app(args.app)
     check_port(args.port)
     data_dir = prepare_data_dir(args.data_dir)
+    workers = getattr(args, "workers", 1)
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    if workers > 1:
+        options = ClusterOptions(
+            app=args.app,
+            workers=workers,
+            host=args.host,
+            port=args.port,
+            data_dir=str(data_dir),
+            log_level=args.log_level,
+        )
+        trio.run(serve_cluster, options)
+        return 0
     trio.run(
         functools.partial(
             serve_app, app, args.app, host=args.host, port=args.port, data_dir=data_dir
@@ -118,6 +142,31 @@ async def serve_app(
     if listen_error is not None:
         raise UsageError(_listen_error(host, port, listen_error))
     logger.info("stopped serving %s on %s; storage flushed", spec, base_url)
+
+
+async def serve_cluster(options: ClusterOptions) -> None:
+    """Run a cluster's supervisor until SIGTERM or SIGINT.
+
+    Raises:
+        UsageError: the data directory is in use or the port cannot be bound.
+    """
+    try:
+        async with trio.open_nursery() as nursery:
+            bound: int = await nursery.start(run_cluster, options)
+            logger.info(
+                "serving %s on %s with %d workers (data in %s)",
+                options.app,
+                url(options.host, bound),
+                options.workers,
+                options.data_dir,
+            )
+    except* StorageError as group:
+        raise UsageError(str(group.exceptions[0])) from None
+    except* OSError as group:
+        error = group.exceptions[0]
+        assert isinstance(error, OSError)
+        raise UsageError(_listen_error(options.host, options.port, error)) from None
+    logger.info("stopped serving %s; every worker stopped", options.app)
 
 
 def _listen_error(host: str, port: int, exc: OSError) -> str:

@@ -21,19 +21,26 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+import attrs
 import trio
 
 from .. import _codec
 from .._core._live import State, current_object
 from .._exceptions import ObjectResetError, ObjectUnavailableError
+from .._gateway._handoff import CURRENT_HANDOFF, UpgradeHandoff, answer_on, upgrades_of
+from .._http import Response
 from .._ids import DurableObjectId, shard_of
 from .._stubs import Invocation, LocalDispatcher, Namespace
-from ._link import LinkClosedError, LinkUnavailableError
+from .._websocket._hub import MovedObject, MovedSocket
+from ._link import MAX_FDS_PER_FRAME, LinkClosedError, LinkUnavailableError
 from ._member import ClusterMember, ShardNotHeldError
+from ._placement import Member
 from ._remote import AppClasses, encode_error, rebuild_error
+from ._shards import LocalShards
 
 __all__ = ["ClusterDispatcher"]
 
@@ -68,6 +75,12 @@ class ClusterDispatcher:
         self._namespace = namespace
         self._classes = classes
         member.on("invoke", self._serve_invoke)
+        member.on("upgrade", self._serve_upgrade)
+        member.on("adopt", self._serve_adopt)
+        #: The runtime whose gateway completes handed-over upgrades (set by the runtime).
+        self.runtime: Any = None
+        #: Where adopted sockets wait for their shard (set by the runtime).
+        self.shards: LocalShards | None = None
 
     async def invoke(
         self, namespace: Namespace[Any], object_id: DurableObjectId, invocation: Invocation
@@ -82,7 +95,7 @@ class ClusterDispatcher:
         """
         member = self._member
         shard = shard_of(object_id.hex)
-        payload: bytes | None = None
+        payload: tuple[bytes, bytes] | None = None
         deadline = trio.current_time() + member.spec.call_timeout
         while True:
             if member.holds(shard):
@@ -93,9 +106,16 @@ class ClusterDispatcher:
             else:
                 owner = member.owner_of(shard)
                 if owner is not None and owner.member_id != member.member.member_id:
+                    handoff = _offered_connection(invocation)
+                    if handoff is not None:
+                        result = await self._hand_over(owner, namespace, object_id, handoff)
+                        if result is not _RETRY:
+                            return result
+                        continue
                     if payload is None:
-                        payload = _codec.encode_call(
-                            (invocation.args, invocation.kwargs), where="args"
+                        payload = (
+                            _codec.encode_call(invocation.args, where="args"),
+                            _codec.encode_call(invocation.kwargs, where="kwargs"),
                         )
                     result = await self._call_remote(
                         owner, namespace, object_id, invocation, payload
@@ -116,13 +136,13 @@ class ClusterDispatcher:
         namespace: Namespace[Any],
         object_id: DurableObjectId,
         invocation: Invocation,
-        payload: bytes,
+        payload: tuple[bytes, bytes],
     ) -> Any:
         """One attempt at the owner; ``_RETRY`` when it does not hold the object."""
         caller = current_object()
         try:
             peer = await self._member.peer(owner)
-            body = [namespace.name, object_id.hex, object_id.name, invocation.method, payload]
+            body = [namespace.name, object_id.hex, object_id.name, invocation.method, *payload]
             try:
                 reply, fds = await peer.call("invoke", body)
             except LinkUnavailableError:
@@ -152,7 +172,7 @@ class ClusterDispatcher:
     async def _serve_invoke(self, op: str, body: Any, fds: list[int]) -> tuple[Any, Sequence[int]]:
         for fd in fds:
             _close(fd)
-        namespace_name, hex_id, name, method, payload = body
+        namespace_name, hex_id, name, method, args_data, kwargs_data = body
         try:
             namespace = self._namespace(namespace_name)
         except KeyError as exc:
@@ -162,8 +182,11 @@ class ClusterDispatcher:
             return ["moved"], ()
         allowed = self._classes.allowed(namespace.object_class, method)
         try:
-            args, kwargs = _codec.decode_call(
-                payload, allowed=allowed, resolve_handle=self._resolve, where="args"
+            args = _codec.decode_call(
+                args_data, allowed=allowed, resolve_handle=self._resolve, where="args"
+            )
+            kwargs = _codec.decode_call(
+                kwargs_data, allowed=allowed, resolve_handle=self._resolve, where="kwargs"
             )
             result = await self._local.invoke(
                 namespace, object_id, Invocation(method, tuple(args), dict(kwargs))
@@ -174,12 +197,145 @@ class ClusterDispatcher:
         except Exception as exc:
             return ["raise", encode_error(exc)], ()
 
+    async def _hand_over(
+        self,
+        owner: Any,
+        namespace: Namespace[Any],
+        object_id: DurableObjectId,
+        handoff: UpgradeHandoff,
+    ) -> Any:
+        """Send an upgrade's ``fetch`` with its connection to the owner, which answers on it.
+
+        Returns the object's response (without its WebSocket, which stays
+        with the owner), or ``_RETRY``.
+        """
+        try:
+            peer = await self._member.peer(owner)
+            body = [
+                namespace.name,
+                object_id.hex,
+                object_id.name,
+                _codec.encode_call(handoff.request, where="request"),
+                handoff.trailing,
+            ]
+            reply, fds = await peer.call("upgrade", body, [handoff.sock.fileno()])
+        except LinkUnavailableError:
+            return _RETRY
+        except LinkClosedError as exc:
+            # The owner may have taken the connection: this process lets it go.
+            handoff.taken = True
+            raise ObjectResetError(
+                f"the process running {object_id!r} went away during a WebSocket upgrade"
+            ) from exc
+        for fd in fds:
+            _close(fd)
+        if reply[0] == "moved":
+            return _RETRY
+        handoff.taken = True
+        if reply[0] == "raise":
+            raise rebuild_error(reply[1], self._classes)
+        return _codec.decode_call(reply[1], where="response")
+
+    async def _serve_upgrade(self, op: str, body: Any, fds: list[int]) -> tuple[Any, Sequence[int]]:
+        namespace_name, hex_id, name, request_data, trailing = body
+        [fd] = fds
+        if not self._member.holds(shard_of(hex_id)):
+            _close(fd)  # the sender keeps its own descriptor and asks the owner
+            return ["moved"], ()
+        sock = socket.socket(fileno=fd)
+        try:
+            upgrades = upgrades_of(self.runtime)
+            if upgrades is None:
+                raise RuntimeError("this worker's gateway is not serving")
+            namespace = self._namespace(namespace_name)
+            request = _codec.decode_call(request_data, where="request")
+            object_id = DurableObjectId(namespace.name, hex_id, name)
+            response = await self._local.invoke(
+                namespace, object_id, Invocation("fetch", (request,))
+            )
+        except ShardNotHeldError:
+            sock.close()
+            return ["moved"], ()
+        except Exception as exc:
+            sock.close()
+            return ["raise", encode_error(exc)], ()
+        await answer_on(
+            upgrades, sock, request, response, trailing, write_timeout=upgrades.write_timeout
+        )
+        summary = Response(status=response.status, headers=response.headers)
+        return ["ok", _codec.encode_call(summary, where="response")], ()
+
+    async def send_sockets(
+        self, successor: Member, moving: list[tuple[MovedObject, list[socket.socket]]]
+    ) -> None:
+        """Hand objects' sockets (descriptors and state) to ``successor``, which adopts them.
+
+        Raises:
+            LinkClosedError: the successor cannot be reached (the caller closes the sockets).
+            RuntimeError: the successor refused them.
+        """
+        peer = await self._member.peer(successor)
+        for moved, socks in moving:
+            for start in range(0, max(len(socks), 1), MAX_FDS_PER_FRAME):
+                part = moved.sockets[start : start + MAX_FDS_PER_FRAME]
+                fds = [sock.fileno() for sock in socks[start : start + MAX_FDS_PER_FRAME]]
+                body = [
+                    moved.namespace,
+                    moved.hex_id,
+                    moved.name,
+                    moved.auto_response,
+                    moved.event_timeout,
+                    [attrs.astuple(state, recurse=False) for state in part],
+                ]
+                await peer.call("adopt", body, fds)
+
+    async def _serve_adopt(self, op: str, body: Any, fds: list[int]) -> tuple[Any, Sequence[int]]:
+        socks = [socket.socket(fileno=fd) for fd in fds]
+        try:
+            namespace_name, hex_id, name, auto_response, event_timeout, states = body
+            namespace = self._namespace(namespace_name)
+            upgrades = upgrades_of(self.runtime)
+            if upgrades is None or self.shards is None:
+                raise RuntimeError("this worker's gateway is not serving")
+            moved = MovedObject(
+                namespace_name,
+                hex_id,
+                name,
+                tuple(auto_response) if auto_response is not None else None,
+                event_timeout,
+                [MovedSocket(*state) for state in states],
+            )
+            starts = self.runtime.sockets.import_object(
+                moved, socks, namespace.object_class, upgrades.connection_home()
+            )
+        except Exception:
+            for sock in socks:
+                sock.close()
+            raise
+        shard = shard_of(hex_id)
+        self.shards.adopted(shard, starts, held=self._member.holds(shard))
+        return ["ok"], ()
+
     def _resolve(self, kind: str, reference: Any) -> Any:
         if kind != "stub":
             raise TypeError(f"a {kind!r} handle cannot cross to another process")
         namespace_name, hex_id, name = reference
         namespace = self._namespace(namespace_name)
         return namespace.get(DurableObjectId(namespace.name, hex_id, name))
+
+
+def _offered_connection(invocation: Invocation) -> UpgradeHandoff | None:
+    """The connection on offer, when this call is the ``fetch`` of its upgrade request."""
+    handoff = CURRENT_HANDOFF.get()
+    if (
+        handoff is None
+        or handoff.taken
+        or invocation.method != "fetch"
+        or len(invocation.args) != 1
+        or invocation.args[0] is not handoff.request
+    ):
+        return None
+    return handoff
 
 
 def _close(fd: int) -> None:

@@ -95,6 +95,9 @@ class ShardEvents(Protocol):
     def shards_gained(self, shards: Collection[int]) -> None:
         """Shards this process now holds: load their alarms."""
 
+    async def freeze(self, shards: Collection[int]) -> None:
+        """Stop reading the sockets of ``shards``' objects (before events for them are refused)."""
+
     async def hand_over(self, shards: Collection[int], successor: Member | None) -> None:
         """Give the objects of ``shards`` to ``successor``: evict them, move their sockets."""
 
@@ -124,6 +127,7 @@ class ClusterMember:
         self._owners: tuple[str | None, ...] = (None,) * SHARD_COUNT
         self._members: Mapping[str, Member] = {}
         self._handing_over: set[int] = set()
+        self._freezing: set[int] = set()
         self._peers: dict[str, Peer] = {}
         self._connecting: dict[str, trio.Event] = {}
         self._handlers: dict[str, RequestHandler] = {}
@@ -174,6 +178,7 @@ class ClusterMember:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen for links and keep the leases until cancelled; then leave cleanly."""
+        await self._store.setup()
         # The run directory is private: only our user reaches the sockets in it.
         await trio.Path(self.spec.run_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
         listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -211,6 +216,15 @@ class ClusterMember:
         """Wait until the next lease round has completed."""
         self.request_round()
         await self._round_done.wait()
+
+    async def drain(self) -> None:
+        """Hand every shard over to the members that should own them; return once none is held.
+
+        For a rolling restart: the successor of this worker's slot runs
+        already, so it is the one that should own them all.
+        """
+        while self._held:
+            await self.wait_for_round()
 
     async def _keep_leases(self) -> None:
         interval = self.spec.lease_seconds / 4
@@ -250,12 +264,20 @@ class ClusterMember:
         if gained:
             logger.info("%s took %d shard(s)", self.member.member_id, len(gained))
             self._events.shards_gained(gained)
-        to_hand = set(state.hand_over) - self._handing_over
+        to_hand = set(state.hand_over) - self._handing_over - self._freezing
         if to_hand and self._nursery is not None:
-            self._handing_over |= to_hand
+            self._freezing |= to_hand
             self._nursery.start_soon(self._hand_over, frozenset(to_hand), state)
 
     async def _hand_over(self, shards: frozenset[int], state: LeaseState) -> None:
+        # Sockets first, while events still run here: a message read from
+        # now on waits in the kernel, or travels with its socket, instead
+        # of reaching an object that refuses it.
+        try:
+            await self._events.freeze(shards)
+        finally:
+            self._freezing -= shards
+            self._handing_over |= shards
         desired = desired_owners(state.members.values())
         by_successor: dict[str | None, set[int]] = {}
         for shard in shards:

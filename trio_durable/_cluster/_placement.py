@@ -25,6 +25,7 @@ from .._ids import SHARD_COUNT, shard_of
 
 __all__ = ["SHARD_COUNT", "Member", "desired_owners", "shard_of"]
 
+
 @attrs.frozen
 class Member:
     """One worker process of a deployment, as the lease table records it.

@@ -9,8 +9,14 @@ Input gate
 
     Trio may run ready tasks in any order (it reverses its run batch at
     random), so "arrival order" cannot rest on wake-up order. Waiters queue
-    in a deque and the gate hands over one at a time: a woken passer wakes
-    the next waiter itself, after it has become the running task.
+    in a deque and only the first is woken; once it has had its turn it
+    wakes the next itself, after it has become the running task.
+
+    A handler that goes on from one storage call into the next without
+    awaiting anything else keeps the gate: ``v = await get(k); await put(k,
+    v + 1)`` is atomic, as in Durable Objects (events wait while the
+    object's code runs). A woken waiter checks that the gate is still free
+    once it runs, and waits again if that handler took it back.
 
     The holder may re-enter (a storage call inside ``block_concurrency_while``,
     or a call chain that starts there and comes back to the same object);
@@ -23,108 +29,135 @@ Output gate
     every commit registered *before* the wait began has finished, or raises
     :class:`~trio_durable.ObjectResetError` when one of them failed (the
     object is reset and the message is dropped).
+
+    Whoever runs an event can also learn whether *its* writes were lost:
+    while :data:`EVENT_COMMITS` holds a list, storage reports every write
+    with :func:`note_write`, and the commits it names are the event's;
+    :func:`lost_writes` then says whether one failed. (The socket hub uses it
+    to close, with 1011, the socket whose message's writes a failed commit
+    dropped, and no other.)
 """
 
 from __future__ import annotations
 
+import contextvars
 from collections import deque
+from typing import Final
 
 import attrs
 import trio
 
 from .._exceptions import ObjectResetError
 
-__all__ = ["InputGate", "OutputGate", "PendingCommit"]
+__all__ = [
+    "EVENT_COMMITS",
+    "InputGate",
+    "OutputGate",
+    "PendingCommit",
+    "lost_writes",
+    "note_write",
+]
 
 
 _ACTIVATING = object()
 
 
-@attrs.define(eq=False, slots=True)
 class _Waiter:
-    event: trio.Event
-    wants_hold: bool
-    task: trio.lowlevel.Task
-    woken: bool = False
+    """One task waiting for its turn at the gate."""
+
+    __slots__ = ("event", "task", "wants_hold")
+
+    def __init__(self, task: trio.lowlevel.Task, wants_hold: bool) -> None:
+        self.event = trio.Event()
+        self.task = task
+        self.wants_hold = wants_hold
 
 
 class InputGate:
     """FIFO gate that events pass through and that storage/``bcw`` can hold."""
 
-    __slots__ = ("_depth", "_handing_off", "_holder", "_waiters")
+    __slots__ = ("_depth", "_holder", "_waiters")
 
     def __init__(self) -> None:
         # A task, or _ACTIVATING while the object is not built yet.
         self._holder: object | None = None
         self._depth = 0
-        # Created on first contention: most gates never queue anyone.
+        # Created on first contention: most gates never queue anyone. The
+        # first waiter stays in the queue until it has had its turn.
         self._waiters: deque[_Waiter] | None = None
-        # True between waking a waiter and that waiter running: the gate is
-        # neither held nor free, so newcomers must queue behind.
-        self._handing_off = False
 
     @property
     def is_held(self) -> bool:
         """True while a storage call or ``block_concurrency_while`` holds the gate."""
         return self._holder is not None
 
-    def _is_free(self) -> bool:
-        return self._holder is None and not self._waiters and not self._handing_off
-
-    def _wake_next(self) -> None:
-        if self._holder is None and not self._handing_off and self._waiters:
-            waiter = self._waiters.popleft()
-            waiter.woken = True
-            self._handing_off = True
-            waiter.event.set()
+    def _wake_first(self) -> None:
+        # Only a wake-up: the first waiter checks, once it runs, that the gate
+        # is still free. The task that just released it may have gone on,
+        # without yielding, into another storage call, and taken it again:
+        # ``v = await get(k); await put(k, v + 1)`` must not let an event in
+        # between (as in Durable Objects, where events wait while the
+        # object's code runs).
+        waiters = self._waiters
+        if self._holder is None and waiters:
+            waiters[0].event.set()
 
     async def _wait_turn(self, wants_hold: bool) -> None:
         task = trio.lowlevel.current_task()
-        waiter = _Waiter(trio.Event(), wants_hold, task)
+        waiter = _Waiter(task, wants_hold)
         if self._waiters is None:
             self._waiters = deque()
-        self._waiters.append(waiter)
+        waiters = self._waiters
+        waiters.append(waiter)
+        if self._holder is None and waiters[0] is waiter:
+            waiter.event.set()  # free and nobody ahead: go at the next schedule point
         try:
-            await waiter.event.wait()
+            while True:
+                await waiter.event.wait()
+                if self._holder is None and waiters[0] is waiter:
+                    break
+                waiter.event = trio.Event()  # someone took it first: wait again
         except BaseException:
-            if waiter.woken:
-                # We were handed the gate but got cancelled before running:
-                # pass it on so the queue does not stall.
-                self._handing_off = False
-                self._wake_next()
-            else:
-                assert self._waiters is not None
-                self._waiters.remove(waiter)
+            first = waiters[0] is waiter
+            waiters.remove(waiter)
+            if first:
+                self._wake_first()  # pass our turn on, so the queue does not stall
             raise
-        self._handing_off = False
+        waiters.popleft()
         if wants_hold:
             self._holder = task
             self._depth = 1
         else:
-            self._wake_next()
+            self._wake_first()
 
     async def pass_through(self) -> None:
         """Wait for this event's turn, then let it start.
 
-        Returns at once, without a checkpoint, when the gate is free: the
-        common case costs nothing. Cancellation while waiting leaves the
-        queue intact.
+        Returns at once, without a checkpoint, when the gate is free and
+        nobody waits: the common case costs nothing. Cancellation while
+        waiting leaves the queue intact.
         """
         holder = self._holder
         if holder is None:
-            if not self._waiters and not self._handing_off:
+            if not self._waiters:
                 return
         elif holder is trio.lowlevel.current_task():
             return
         await self._wait_turn(wants_hold=False)
 
     def try_hold(self) -> bool:
-        """Hold the gate without waiting when that is possible (re-entrant)."""
+        """Hold the gate without waiting when that is possible (re-entrant).
+
+        A free gate is taken even when events wait for it: they are events
+        not started yet, and a handler already running goes on with its
+        storage calls first.
+        """
         task = trio.lowlevel.current_task()
-        if self._holder is task:
+        holder = self._holder
+        if holder is task:
             self._depth += 1
             return True
-        if self._is_free():
+        if holder is None:
             self._holder = task
             self._depth = 1
             return True
@@ -144,7 +177,7 @@ class InputGate:
         self._depth -= 1
         if self._depth == 0:
             self._holder = None
-            self._wake_next()
+            self._wake_first()
 
     def close_for_activation(self) -> None:
         """Shut the gate until :meth:`open_after_activation`: events queue in order."""
@@ -156,13 +189,13 @@ class InputGate:
         if self._holder is _ACTIVATING:
             self._holder = None
             self._depth = 0
-            self._wake_next()
+            self._wake_first()
 
     def force_open(self) -> None:
         """Drop any holder (used when the object is reset): waiters go on."""
         self._holder = None
         self._depth = 0
-        self._wake_next()
+        self._wake_first()
 
 
 @attrs.define(eq=False, slots=True)
@@ -224,3 +257,33 @@ class OutputGate:
                     "the object was reset and the held message was dropped"
                 ) from commit.error
         self._forget_committed()
+
+
+#: The commits the writes of the event running in this task wait for, while
+#: whoever runs the event watches: it sets a fresh list, runs the event, resets
+#: the variable and asks :func:`lost_writes`. ``None`` (nobody watches)
+#: otherwise. Per task, as events are. (A bare variable rather than a context
+#: manager: the socket hub sets it for every WebSocket message.)
+EVENT_COMMITS: Final[contextvars.ContextVar[list[PendingCommit] | None]] = (
+    contextvars.ContextVar("trio_durable_event_commits", default=None)
+)
+
+
+def note_write(commit: PendingCommit) -> None:
+    """(Storage) the running event just made a write that ``commit`` will carry."""
+    commits = EVENT_COMMITS.get()
+    if commits is not None and (not commits or commits[-1] is not commit):
+        commits.append(commit)
+
+
+async def lost_writes(commits: list[PendingCommit]) -> bool:
+    """Wait until ``commits`` (an event's) are over; True if any of them failed.
+
+    Returns at once, without a checkpoint, when they are already over.
+    """
+    lost = False
+    for commit in commits:
+        if not commit.done.is_set():
+            await commit.done.wait()
+        lost = lost or commit.error is not None
+    return lost

@@ -29,8 +29,9 @@ import h11
 import trio
 
 from .._http import Request, Response
-from .._websocket._network import TlsState
 from .._websocket._socket import abandon_pair
+from .._websocket._tls import TlsState
+from ._handoff import CURRENT_HANDOFF, UpgradeHandoff
 from ._http1 import (
     HttpError,
     InvalidResponseError,
@@ -161,7 +162,17 @@ class _Connection:
             refusal = await check_upgrade(request, event.http_version, self.options)
             if refusal is not None:
                 return await self.respond(request, refusal)
-        response = await self.call_worker(request)
+        handoff = self._offer(request)
+        token = CURRENT_HANDOFF.set(handoff)
+        try:
+            response = await self.call_worker(request)
+        finally:
+            CURRENT_HANDOFF.reset(token)
+        if handoff is not None and handoff.taken:
+            # Another process owns the object and answered on this socket.
+            self.wire.close()
+            self.handed_over = True
+            return _Outcome.HANDED_OVER
         if response.status == 101:
             error = self.site.upgrades.hand_over(self.wire, self.conn, request, response)
             if error is None:
@@ -169,6 +180,13 @@ class _Connection:
                 return _Outcome.HANDED_OVER
             response = error
         return await self.respond(request, response)
+
+    def _offer(self, request: Request) -> UpgradeHandoff | None:
+        """This connection, on offer to the process that owns the upgrade's object."""
+        if not request.is_websocket_upgrade or self.wire.tls is not None:
+            return None
+        trailing, _closed = self.conn.trailing_data
+        return UpgradeHandoff(request, self.wire.sock, bytes(trailing))
 
     def _local(self) -> str:
         """``host:port`` this connection reached: the authority when there is no Host."""

@@ -49,6 +49,7 @@ from .._limits import (
     WRITE_TIMEOUT,
 )
 from ._connection import Site, serve_connection
+from ._handoff import register_upgrades
 from ._options import Authenticator, ServeOptions, Worker
 from ._upgrade import ServedRuntime, Upgrades
 from ._wire import Wire
@@ -100,6 +101,7 @@ async def serve(
     max_messages_per_second: float | None = None,
     allowed_origins: Collection[str | None] | None = None,
     authenticate: Authenticator | None = None,
+    sock: socket.socket | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve HTTP/1.1 and WebSocket upgrades on one port; never returns.
@@ -152,6 +154,9 @@ async def serve(
             before the worker: ``None`` lets it through, a Response (say 401)
             is sent instead. It raising gives 500. Either way no object is
             touched.
+        sock: An already bound and listening socket to accept on instead of
+            binding ``host:port`` (a cluster's workers share one; ``host``
+            and ``port`` then only name it in logs).
         task_status: Gets the bound port (an ``int``) once listening, so
             ``port = await nursery.start(partial(serve, ...))`` works.
 
@@ -182,8 +187,16 @@ async def serve(
         allowed_origins=allowed_origins,
         authenticate=authenticate,
     )
-    gateway = _Gateway(Site(runtime, worker, options, Upgrades(runtime, options)))
-    listeners = await trio.open_tcp_listeners(options.port, host=options.host)
+    upgrades = Upgrades(runtime, options)
+    register_upgrades(runtime, upgrades)
+    gateway = _Gateway(Site(runtime, worker, options, upgrades))
+    if sock is not None:
+        # Already bound and listening (a cluster's workers share one socket):
+        # each serve() accepts on its own descriptor of it.
+        sock.setblocking(False)
+        listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock))]
+    else:
+        listeners = await trio.open_tcp_listeners(options.port, host=options.host)
     try:
         async with trio.open_nursery() as nursery:
             for listener in listeners:

@@ -29,8 +29,9 @@ import trio
 
 from .._http import Request, Response
 from .._websocket._frames import accept_key
+from .._websocket._home import ConnectionHome
 from .._websocket._hub import SocketHub
-from .._websocket._network import ConnectionHome, NetworkTransport
+from .._websocket._network import NetworkTransport
 from .._websocket._socket import abandon_pair, bind_client_end
 from ._http1 import InvalidResponseError, error_response, header_fields
 from ._options import ServeOptions
@@ -123,11 +124,16 @@ class Upgrades:
         self._options = options
         self._home: ConnectionHome | None = None
 
+    @property
+    def write_timeout(self) -> float:
+        """The ``write_timeout`` of the ``serve()`` call."""
+        return self._options.write_timeout
+
     def __len__(self) -> int:
         """Upgraded connections still open."""
         return len(self._home) if self._home is not None else 0
 
-    def _connection_home(self) -> ConnectionHome:
+    def connection_home(self) -> ConnectionHome:
         """The shared home of upgraded connections, made on the first upgrade.
 
         Raises:
@@ -153,9 +159,19 @@ class Upgrades:
         return home
 
     def hand_over(
-        self, wire: Wire, conn: h11.Connection, request: Request, response: Response
+        self,
+        wire: Wire,
+        conn: h11.Connection,
+        request: Request,
+        response: Response,
+        *,
+        trailing: bytes | None = None,
     ) -> Response | None:
         """Complete the handshake of a 101 ``response``; never blocks.
+
+        ``trailing`` is what the client sent past the request head, when it
+        was read elsewhere (a connection handed over by another process);
+        otherwise ``conn`` has it.
 
         Returns:
             ``None`` once the socket belongs to a WebSocket transport (the
@@ -173,7 +189,7 @@ class Upgrades:
             return error_response(500)
         try:
             switch, protocol = self._switching_protocols(request, response)
-            home = self._connection_home()
+            home = self.connection_home()
         except InvalidResponseError as exc:
             logger.error("worker returned an invalid 101 for %s: %s", request.url, exc)
             abandon_pair(client)
@@ -191,10 +207,11 @@ class Upgrades:
             return error_response(500)
         try:
             preamble = conn.send(switch) or b""
-            trailing, _closed = conn.trailing_data
+            if trailing is None:
+                trailing = bytes(conn.trailing_data[0])
             # The transport writes the 101 itself, ahead of anything the object
             # already sent, so the hand-over needs no await and loses no message.
-            transport.start(sink, initial=bytes(trailing), preamble=preamble)
+            transport.start(sink, initial=trailing, preamble=preamble)
         except Exception:
             transport.abort()  # it owns the socket now: close it, tell nobody twice
             raise

@@ -3,7 +3,7 @@
 The gateway drives plain stdlib sockets with ``trio.lowlevel``
 (``wait_readable``/``wait_writable``) rather than ``trio.SocketStream``, so
 that the same socket, and for TLS the same ``ssl.SSLObject`` over memory
-BIOs (:class:`~trio_durable._websocket._network.TlsState`), can be handed
+BIOs (:class:`~trio_durable._websocket._tls.TlsState`), can be handed
 to the WebSocket transport after an upgrade, and parked.
 """
 
@@ -16,7 +16,7 @@ from typing import Final
 
 import trio
 
-from .._websocket._network import TlsState
+from .._websocket._tls import TlsState
 
 __all__ = ["Wire", "WriteTimeoutError"]
 

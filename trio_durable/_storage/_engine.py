@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING
 
 import attrs
 import trio
 
+from .._core._gates import note_write
 from .._exceptions import CommitFailedError, StorageError
 from .._ids import shard_of
 from ._backend import AlarmRecord, Backend, Fence, ObjectWrite
@@ -91,8 +92,12 @@ class StorageEngine:
             self._wake.set()
         elif batch.write.name is None and record.object_id.name is not None:
             batch.write.name = record.object_id.name
-        if record not in batch.commits:
-            batch.commits[record] = record.output_gate.hold()
+        commit = batch.commits.get(record)
+        if commit is None:
+            commit = batch.commits[record] = record.output_gate.hold()
+        # The event that writes learns which commit carries it (a WebSocket
+        # whose message's writes are lost is closed with 1011).
+        note_write(commit)
         batch.version += 1
         return batch
 
@@ -160,6 +165,16 @@ class StorageEngine:
                     del self.dirty[key]
                 return ready
         return {}
+
+    async def settle(self, keys: Collection[ObjectKey]) -> None:
+        """Wait until no write of these objects is buffered or being committed.
+
+        (An object whose commit failed has been reset: its writes are gone.)
+        """
+        wanted = set(keys)
+        while wanted & (self.dirty.keys() | self.inflight.keys()):
+            self._wake.set()
+            await trio.sleep(0.001)
 
     async def flush(self) -> None:
         """Commit everything buffered now (used when the runtime closes)."""

@@ -55,6 +55,7 @@ from ._backend import (
     SqlPages,
     StoredAlarm,
 )
+from ._lock import DataDirLock
 from ._secret import check_secret, missing_secret_error
 
 __all__ = ["DATABASE_NAME", "SqliteBackend"]
@@ -121,6 +122,11 @@ class SqliteBackend:
             (``None``) does so for a file database, except under Trio's
             ``MockClock``: its ``autojump_clock`` treats a wait for a thread
             as idleness and would jump virtual time in the middle of a commit.
+        lock_fd: In a cluster's worker: the descriptor of the data directory's
+            lock that its supervisor holds. Otherwise the backend takes the
+            lock itself when it opens (a data directory has one owner: a
+            second runtime on it is refused with ``StorageError`` naming
+            the holder's PID).
     """
 
     def __init__(
@@ -130,6 +136,7 @@ class SqliteBackend:
         durability: Durability = "process",
         max_open_sql: int = 256,
         commit_in_thread: bool | None = None,
+        lock_fd: int | None = None,
     ) -> None:
         if durability not in _SYNCHRONOUS:
             raise ValueError(f"durability must be 'process' or 'power', got {durability!r}")
@@ -137,6 +144,9 @@ class SqliteBackend:
         self.durability = durability
         self.max_open_sql = max_open_sql
         self.commit_in_thread = commit_in_thread
+        # A cluster's worker shares its supervisor's lock of the data dir.
+        self._lock_fd = lock_fd
+        self._lock: DataDirLock | None = None
         self._db: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._write_lock = trio.Lock()
@@ -195,6 +205,19 @@ class SqliteBackend:
             _private_dir(self.data_dir)
         except OSError as exc:
             raise OSError(f"cannot create data_dir {str(self.data_dir)!r}: {exc}") from exc
+        if self._lock_fd is not None:
+            self._lock = DataDirLock.inherit(self.data_dir, self._lock_fd)
+        else:
+            self._lock = DataDirLock.acquire(self.data_dir)
+        try:
+            await self._open_files()
+        except BaseException:
+            self._lock.release()
+            self._lock = None
+            raise
+
+    async def _open_files(self) -> None:
+        assert self.data_dir is not None
         path = self.data_dir / DATABASE_NAME
         try:
             _private_file(path)
@@ -229,6 +252,9 @@ class SqliteBackend:
         if self._db is not None:
             self._db.close()
             self._db = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     # ----------------------------------------------------------------- writes
 

@@ -18,24 +18,45 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+import socket
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
 import trio
 
 from .._core._clock import WallClock
+from .._core._gates import EVENT_COMMITS, PendingCommit, lost_writes
 from .._core._live import LiveObject
 from .._core._registry import Registry
 from .._exceptions import LimitExceededError
+from .._http import Response
 from .._ids import DurableObjectId
-from .._limits import MAX_ATTACHMENT_BYTES, MAX_TAG_BYTES, MAX_TAGS, MAX_WEBSOCKETS_PER_OBJECT
+from .._limits import (
+    MAX_ATTACHMENT_BYTES,
+    MAX_TAG_BYTES,
+    MAX_TAGS,
+    MAX_WEBSOCKETS_PER_OBJECT,
+    CloseCode,
+)
+from ._home import ConnectionHome
+from ._network import NetworkTransport, client_frames
 from ._parking import SocketParking
-from ._socket import WebSocket, WebSocketRequestResponsePair, bind_home, register_home
+from ._socket import (
+    WebSocket,
+    WebSocketRequestResponsePair,
+    bind_home,
+    register_home,
+    watch_fetch,
+)
 
-__all__ = ["ObjectSockets", "SocketHub", "SocketLimits"]
+__all__ = ["LOST_WRITES_REASON", "ObjectSockets", "SocketHub", "SocketLimits"]
 
 logger = logging.getLogger("trio_durable.websocket")
+
+#: The close reason (code 1011) of a socket whose message's writes a failed commit lost.
+LOST_WRITES_REASON = "a storage commit failed: the message was not processed, try again"
+
 
 @attrs.frozen
 class SocketLimits:
@@ -45,6 +66,31 @@ class SocketLimits:
     max_tag_bytes: int = MAX_TAG_BYTES
     max_sockets_per_object: int = MAX_WEBSOCKETS_PER_OBJECT
     max_attachment_bytes: int = MAX_ATTACHMENT_BYTES
+
+
+@attrs.frozen
+class MovedSocket:
+    """A hibernatable socket on its way to another process (its descriptor travels apart)."""
+
+    tags: tuple[str, ...]
+    attachment: bytes | None
+    auto_response_at: float | None
+    url: str | None
+    protocol: str | None
+    unsent: bytes
+    undelivered: list[str | bytes]
+
+
+@attrs.frozen
+class MovedObject:
+    """The hibernatable sockets of one object, and its socket settings, on their way."""
+
+    namespace: str
+    hex_id: str
+    name: str | None
+    auto_response: tuple[str, str] | None
+    event_timeout: float | None
+    sockets: list[MovedSocket]
 
 
 class ObjectSockets:
@@ -131,29 +177,41 @@ class ObjectSockets:
             logger.exception("could not activate %s for %s", self.object_id, handler_name)
             return
         timeout = self.event_timeout
+        commits: list[PendingCommit] = []
+        watching = EVENT_COMMITS.set(commits)
         try:
-            if timeout is None:
-                await record.run_event(handler)
-            else:
-                with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
+            try:
+                if timeout is None:
                     await record.run_event(handler)
-                if scope.cancelled_caught:
-                    record.reset(
-                        TimeoutError(
-                            f"{handler_name} ran longer than the event timeout of {timeout} s"
-                        ),
-                        origin=f"{handler_name} timeout",
-                    )
-        except (trio.ClosedResourceError, Exception) as exc:
-            # The object lives on (as after a failed fetch); the socket too.
-            logger.warning(
-                "%s.%s of %s raised %r",
-                cls.__name__,
-                handler_name,
-                self.object_id,
-                exc,
-                exc_info=not isinstance(exc, trio.ClosedResourceError),
-            )
+                else:
+                    with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
+                        await record.run_event(handler)
+                    if scope.cancelled_caught:
+                        record.reset(
+                            TimeoutError(
+                                f"{handler_name} ran longer than the event timeout of {timeout} s"
+                            ),
+                            origin=f"{handler_name} timeout",
+                        )
+            except (trio.ClosedResourceError, Exception) as exc:
+                # The object lives on (as after a failed fetch); the socket too.
+                logger.warning(
+                    "%s.%s of %s raised %r",
+                    cls.__name__,
+                    handler_name,
+                    self.object_id,
+                    exc,
+                    exc_info=not isinstance(exc, trio.ClosedResourceError),
+                )
+        finally:
+            EVENT_COMMITS.reset(watching)
+        if commits and await lost_writes(commits):
+            # A commit failed: the object was reset and the event's writes
+            # (and the replies they held back) are gone. Its client must not
+            # believe them done: close its socket so that it retries.
+            ws: WebSocket = args[0]
+            logger.info("closing a WebSocket of %s with 1011: its writes were lost", self.object_id)
+            await ws.close(CloseCode.INTERNAL_ERROR, LOST_WRITES_REASON)
 
 
 class SocketHub:
@@ -201,6 +259,14 @@ class SocketHub:
                 for ws in group:
                     ws._abort_connection()
 
+    def watch_fetch(self) -> Callable[[Response | None], None]:
+        """Settle the sockets a fetch accepts when it returns (a ``FetchWatcher``).
+
+        Given to the dispatcher: a socket accepted by a fetch that raised, or
+        whose response does not carry its client end, is dropped at once.
+        """
+        return watch_fetch()
+
     def bind_to_current_task(self) -> None:
         """Make this hub the socket home of the calling task (see ``current_home``)."""
         bind_home(self)
@@ -219,6 +285,107 @@ class SocketHub:
     def _forget_if_empty(self, group: ObjectSockets) -> None:
         if not group.sockets and group.auto_response is None and group.event_timeout is None:
             self._groups.pop(group.key, None)
+
+    def objects_with_sockets(self) -> list[tuple[str, str]]:
+        """The ``(namespace, hex id)`` of every object that has hibernatable sockets."""
+        return [key for key, group in self._groups.items() if group.sockets]
+
+    async def export_object(
+        self, key: tuple[str, str]
+    ) -> tuple[MovedObject, list[socket.socket]] | None:
+        """Take an object's hibernatable sockets out of this process, to move them.
+
+        Each network connection stops at a message boundary and leaves with
+        its unsent output and undelivered input; its handle here ends
+        silently. A socket that cannot move (TLS, closing, in memory) is
+        closed with 1012 (service restart) instead, so its client reconnects.
+        Returns ``None`` when the object has no socket here.
+        """
+        group = self._groups.get(key)
+        if group is None:
+            return None
+        moved: list[MovedSocket] = []
+        socks: list[socket.socket] = []
+        for ws in list(group.sockets):
+            transport = ws._transport
+            detached = await transport.detach() if isinstance(transport, NetworkTransport) else None
+            if detached is None:
+                if ws.ready_state < WebSocket.CLOSING:
+                    await ws.close(CloseCode.SERVICE_RESTART, "service restart; reconnect")
+                continue
+            tags, attachment, auto_response_at = ws._hand_over_state()
+            moved.append(
+                MovedSocket(
+                    tags,
+                    attachment,
+                    auto_response_at,
+                    ws.url,
+                    ws.protocol,
+                    detached.unsent,
+                    detached.undelivered,
+                )
+            )
+            socks.append(detached.sock)
+            ws._moved_away()
+        pair = group.auto_response
+        exported = MovedObject(
+            group.object_id.namespace,
+            group.object_id.hex,
+            group.object_id.name,
+            (pair.request, pair.response) if pair is not None else None,
+            group.event_timeout,
+            moved,
+        )
+        self._groups.pop(key, None)
+        return exported, socks
+
+    def import_object(
+        self,
+        moved: MovedObject,
+        socks: list[socket.socket],
+        object_class: type,
+        home: ConnectionHome,
+    ) -> list[Callable[[], None]]:
+        """Adopt an object's sockets from another process; return how to start each one.
+
+        The sockets join the object's group at once (``get_websockets()``
+        lists them, sends to them go out); reading starts when the returned
+        callables are called, once this process may run the object.
+        """
+        object_id = DurableObjectId(moved.namespace, moved.hex_id, moved.name)
+        key = (moved.namespace, moved.hex_id)
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = ObjectSockets(self, object_id, object_class)
+        if moved.auto_response is not None:
+            group.auto_response = WebSocketRequestResponsePair(*moved.auto_response)
+        group.event_timeout = moved.event_timeout
+        starts: list[Callable[[], None]] = []
+        for state, sock in zip(moved.sockets, socks, strict=True):
+            sock.setblocking(False)
+            transport = NetworkTransport(sock, home)
+            ws = WebSocket._adopted(
+                group,
+                transport,
+                tags=tuple(state.tags),
+                attachment=state.attachment,
+                auto_response_at=state.auto_response_at,
+                url=state.url,
+                protocol=state.protocol,
+            )
+            group.sockets[ws] = None
+            initial = client_frames(list(state.undelivered))
+
+            def start(
+                transport: NetworkTransport = transport,
+                ws: WebSocket = ws,
+                initial: bytes = initial,
+                unsent: bytes = state.unsent,
+            ) -> None:
+                transport.start(ws, initial=initial, preamble=unsent)
+
+            starts.append(start)
+        return starts
 
     def hibernatable_count(self) -> int:
         """Open hibernatable sockets across all objects."""
@@ -368,11 +535,13 @@ class SocketHub:
             if not pinned:
                 del self._pinned[record]
 
-    async def close_object_sockets(self, namespace: str, hex_id: str) -> None:
-        """Close every hibernatable socket of one object (1001 going away)."""
+    async def close_object_sockets(
+        self, namespace: str, hex_id: str, code: int = 1001, reason: str = "going away"
+    ) -> None:
+        """Close every hibernatable socket of one object (1001 going away by default)."""
         group = self._groups.get((namespace, hex_id))
         if group is None:
             return
         for ws in group:
-            await ws.close(1001, "going away")
+            await ws.close(code, reason)
         await trio.lowlevel.checkpoint()

@@ -27,7 +27,7 @@ import contextvars
 import enum
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Final, Protocol, TypeVar
 
 import attrs
@@ -37,7 +37,8 @@ from .. import _codec
 from .._convert import CONVERTER
 from .._core._live import LiveObject, Supervisor, current_object
 from .._exceptions import LimitExceededError, WebSocketClosedError
-from .._limits import AUTO_RESPONSE_MAX_BYTES, MAX_ATTACHMENT_BYTES
+from .._http import Response
+from .._limits import AUTO_RESPONSE_MAX_BYTES, MAX_ATTACHMENT_BYTES, CloseCode
 from ._frames import validate_close
 from ._transport import DISCONNECTED_REASON, MessageSink, Transport
 
@@ -52,6 +53,7 @@ __all__ = [
     "bind_home",
     "current_home",
     "register_home",
+    "watch_fetch",
 ]
 
 T = TypeVar("T")
@@ -125,6 +127,54 @@ def current_home() -> SocketHome:
             "(call it inside an object, or inside `async with open_runtime(...)`)"
         )
     return home
+
+
+# ------------------------------------------------ sockets accepted by a fetch
+#
+# A server end accepted during a fetch can only ever be connected if the
+# fetch's response carries its client end out (Response.websocket(client)).
+# A fetch that raises, or answers with anything else, leaves a socket no
+# connection will serve: it would sit in get_websockets() and swallow
+# broadcasts. So the server ends accepted while a fetch runs are collected
+# (per task, like the fetch itself) and settled when it returns.
+
+_accepted_in_fetch: Final[contextvars.ContextVar[list[WebSocket] | None]] = (
+    contextvars.ContextVar("trio_durable_accepted_in_fetch", default=None)
+)
+
+
+def watch_fetch() -> Callable[[Response | None], None]:
+    """Collect the server ends accepted by the fetch about to run in this task.
+
+    Returns:
+        ``settle(response)``, to call in the same task when the fetch is
+        over, with its response (``None`` if it raised). Sockets whose client
+        end the response carries are kept (handed to an enclosing fetch, if
+        this one was called from a fetch, which settles them in turn); every
+        other one is dropped: closed with 1006, gone from its object, its
+        early messages discarded, sends to it refused.
+    """
+    accepted: list[WebSocket] = []
+    token = _accepted_in_fetch.set(accepted)
+
+    def settle(response: Response | None) -> None:
+        _accepted_in_fetch.reset(token)
+        if not accepted:
+            return
+        client = response.web_socket if response is not None else None
+        enclosing = _accepted_in_fetch.get()
+        for ws in accepted:
+            if ws._state >= WebSocket.CLOSED:
+                continue
+            if client is not None and client is ws._peer:
+                if enclosing is not None:
+                    enclosing.append(ws)
+            elif response is None:
+                ws._drop(CloseCode.ABNORMAL, "the fetch that accepted this WebSocket raised")
+            else:
+                ws._drop(CloseCode.ABNORMAL, "the fetch that accepted it did not return its client")
+
+    return settle
 
 
 class SocketGroup(Protocol):
@@ -351,6 +401,8 @@ class WebSocket:
         record = current_object()
         if record is not None and not self._is_client:
             current_home().pin(record, self)
+        if not self._is_client:
+            self._note_accepted()
         if self._is_client:
             _connect_in_memory(self, _accepted_server_end(self))
         elif self._peer is not None and self._peer._mode is _Mode.STANDARD:
@@ -452,6 +504,41 @@ class WebSocket:
 
     # ------------------------------------- what the hub and the gateway use
 
+    def _hand_over_state(self) -> tuple[tuple[str, ...], bytes | None, float | None]:
+        """What moves with a hibernatable socket to another process: tags, attachment,
+        the last auto-response's time (the connection and the URL move separately)."""
+        return self._tags, self._attachment, self._auto_response_at
+
+    def _moved_away(self) -> None:
+        """The connection now lives in another process: this handle is done, silently."""
+        self._transport = None
+        self._finish(1012, "moved to another process", was_clean=True)
+
+    @classmethod
+    def _adopted(
+        cls,
+        group: SocketGroup,
+        transport: Transport,
+        *,
+        tags: tuple[str, ...],
+        attachment: bytes | None,
+        auto_response_at: float | None,
+        url: str | None,
+        protocol: str | None,
+    ) -> WebSocket:
+        """The server end of a connection handed over by another process, open."""
+        ws = cls(is_client=False)
+        ws._mode = _Mode.HIBERNATABLE
+        ws._group = group
+        ws._tags = tags
+        ws._attachment = attachment
+        ws._auto_response_at = auto_response_at
+        ws._transport = transport
+        ws._state = WebSocket.OPEN
+        ws.url = url
+        ws.protocol = protocol
+        return ws
+
     def _check_acceptable(self) -> None:
         """Refuse to accept a client end, an end used before, or a closed one."""
         if self._is_client:
@@ -470,6 +557,13 @@ class WebSocket:
         self._mode = _Mode.HIBERNATABLE
         self._group = group
         self._tags = tags
+        self._note_accepted()
+
+    def _note_accepted(self) -> None:
+        # Inside a fetch: it settles this socket when it returns (watch_fetch).
+        accepted = _accepted_in_fetch.get()
+        if accepted is not None:
+            accepted.append(self)
 
     def _has_tag(self, tag: str) -> bool:
         return tag in self._tags

@@ -7,18 +7,14 @@ serializer (or by hand), and server frames are parsed here.
 from __future__ import annotations
 
 import base64
-import functools
 import os
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
 
-import pytest
 import trio
 from websockets.frames import Frame, Opcode
 
 import trio_durable as td
-from trio_durable._gateway._serve import serve
 
 Worker = Callable[[td.Request, td.Runtime], Awaitable[td.Response]]
 
@@ -142,32 +138,3 @@ async def raw_http(
             except trio.BrokenResourceError:
                 pass
             return received
-
-
-async def poll(predicate: Callable[[], bool], within: float = 2.0) -> None:
-    """Wait on the real clock until ``predicate()`` holds (states no Trio event announces)."""
-    with trio.fail_after(within):
-        while not predicate():
-            await trio.sleep(0.005)
-
-
-@pytest.fixture
-async def close_clients() -> AsyncIterator[None]:
-    """Close the raw clients a test left open (no ResourceWarning)."""
-    yield
-    while OPEN_STREAMS:
-        await OPEN_STREAMS.pop().aclose()
-
-
-@pytest.fixture
-def start_server(nursery: trio.Nursery) -> Callable[..., Awaitable[int]]:
-    """``port = await start_server(runtime, worker, **serve_options)`` on 127.0.0.1:0."""
-
-    async def start(runtime: td.Runtime, worker: Worker, **options: Any) -> int:
-        options.setdefault("handshake_timeout", 2.0)
-        port: int = await nursery.start(
-            functools.partial(serve, runtime, worker, host="127.0.0.1", port=0, **options)
-        )
-        return port
-
-    return start

@@ -1,0 +1,290 @@
+"""Two members of one cluster in one process: each object runs in exactly one of them.
+
+The members share a data directory (its lock passed as a descriptor, as a
+supervisor passes it to its workers) and talk over real Unix sockets. Time
+is real: leases are renewed every quarter of a second.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import trio
+
+import trio_durable as td
+from trio_durable._cluster._leases import SqliteLeaseStore
+from trio_durable._cluster._member import ClusterSpec
+from trio_durable._ids import shard_of
+from trio_durable._storage._lock import DataDirLock
+
+LEASE = 1.0
+
+
+class Refused(Exception):
+    pass
+
+
+@attrs.frozen
+class Note:
+    text: str
+    tags: tuple[str, ...] = ()
+
+
+@attrs.define(eq=False)
+class Counter(td.DurableObject):
+    hits: int = 0  # in memory: a second live instance would start again at 0
+
+    async def increment(self) -> int:
+        self.hits += 1
+        stored = (await self.ctx.storage.get("hits") or 0) + 1
+        await self.ctx.storage.put("hits", stored)
+        return self.hits
+
+    async def stored(self) -> int:
+        return int(await self.ctx.storage.get("hits") or 0)
+
+    async def fail(self, kind: str) -> None:
+        if kind == "key":
+            raise KeyError("no such thing")
+        raise Refused("refused on purpose")
+
+    async def slow(self) -> str:
+        await trio.sleep(30)
+        return "finished"
+
+    async def echo_note(self, note: Note) -> Note:
+        return attrs.evolve(note, tags=(*note.tags, "seen"))
+
+    async def ask(self, other: td.Stub) -> int:
+        return int(await other.increment())
+
+    async def where(self) -> int:
+        return os.getpid()
+
+
+OBJECTS = {"counters": Counter}
+
+
+@pytest.fixture
+def run_dir() -> Iterator[str]:
+    path = tempfile.mkdtemp(prefix="td-")  # short: AF_UNIX paths are limited
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+async def pair(tmp_path: Path, run_dir: str) -> AsyncIterator[tuple[td.Runtime, td.Runtime]]:
+    lock = DataDirLock.acquire(tmp_path)
+    try:
+        async with AsyncExitStack() as stack:
+            runtimes = []
+            for slot in (0, 1):
+                backend = td.SqliteBackend(tmp_path, lock_fd=os.dup(lock.fd))
+                runtimes.append(
+                    await stack.enter_async_context(
+                        td.open_runtime(
+                            OBJECTS,
+                            backend=backend,
+                            cluster=ClusterSpec(slot=slot, run_dir=run_dir, lease_seconds=LEASE),
+                        )
+                    )
+                )
+            a, b = runtimes
+            with trio.fail_after(20):
+                while not (_held(a) and _held(b) and len(_held(a) | _held(b)) == 256):
+                    await trio.sleep(0.05)
+            yield a, b
+    finally:
+        lock.release()
+
+
+def _held(runtime: td.Runtime) -> frozenset[int]:
+    assert runtime.cluster is not None
+    return runtime.cluster.held_shards()
+
+
+def _owned_by(runtime: td.Runtime, count: int = 1) -> list[str]:
+    """Names of objects whose shard ``runtime`` holds."""
+    names, n = [], 0
+    counters = runtime.namespace("counters")
+    while len(names) < count:
+        name = f"obj-{n}"
+        n += 1
+        if shard_of(counters.id_from_name(name).hex) in _held(runtime):
+            names.append(name)
+    return names
+
+
+async def test_the_shards_are_split_between_the_members(
+    pair: tuple[td.Runtime, td.Runtime],
+) -> None:
+    a, b = pair
+    assert _held(a).isdisjoint(_held(b)), "no shard is held twice"
+    assert 80 <= len(_held(a)) <= 176 and 80 <= len(_held(b)) <= 176, (len(_held(a)), len(_held(b)))
+
+
+async def test_calls_through_both_members_reach_one_instance(
+    pair: tuple[td.Runtime, td.Runtime],
+) -> None:
+    a, b = pair
+    [name] = _owned_by(b)
+    via_a, via_b = (
+        a.namespace("counters").get_by_name(name),
+        b.namespace("counters").get_by_name(name),
+    )
+    results = []
+    for n in range(10):
+        results.append(await (via_a if n % 2 == 0 else via_b).increment())
+    assert results == list(range(1, 11)), "one live instance: its in-memory count never restarts"
+    assert await via_a.stored() == 10
+    assert a.statistics().live_objects == 0 and b.statistics().live_objects == 1
+
+
+async def test_concurrent_increments_through_both_members_count_exactly(
+    pair: tuple[td.Runtime, td.Runtime],
+) -> None:
+    a, b = pair
+    name = _owned_by(a)[0]
+    stubs = [rt.namespace("counters").get_by_name(name) for rt in (a, b)]
+
+    async def hammer(stub: Any) -> None:
+        for _ in range(25):
+            await stub.increment()
+
+    async with trio.open_nursery() as nursery:
+        for stub in stubs * 2:
+            nursery.start_soon(hammer, stub)
+    assert await stubs[1].stored() == 100, "no lost update, no duplicate"
+
+
+async def test_an_exception_crosses_with_its_type(pair: tuple[td.Runtime, td.Runtime]) -> None:
+    a, b = pair
+    [name] = _owned_by(b)
+    stub = a.namespace("counters").get_by_name(name)
+    with pytest.raises(KeyError, match="no such thing"):
+        await stub.fail("key")
+    with pytest.raises(Refused, match="refused on purpose") as caught:
+        await stub.fail("app")
+    assert "raised in another process" in "".join(getattr(caught.value, "__notes__", []))
+
+
+async def test_records_keep_their_class_and_arrive_as_copies(
+    pair: tuple[td.Runtime, td.Runtime],
+) -> None:
+    a, b = pair
+    [name] = _owned_by(b)
+    note = Note("hello", ("a",))
+    back = await a.namespace("counters").get_by_name(name).echo_note(note)
+    assert back == Note("hello", ("a", "seen")) and type(back) is Note
+
+
+async def test_a_stub_argument_reaches_its_object_from_the_other_member(
+    pair: tuple[td.Runtime, td.Runtime],
+) -> None:
+    a, b = pair
+    [on_a] = _owned_by(a)
+    [on_b] = _owned_by(b)
+    asker = a.namespace("counters").get_by_name(on_b)  # runs in b
+    target = a.namespace("counters").get_by_name(on_a)  # lives in a
+    assert await asker.ask(target) == 1
+    assert await target.stored() == 1
+
+
+async def test_cancelling_a_remote_call_cancels_it_at_the_owner(
+    pair: tuple[td.Runtime, td.Runtime],
+) -> None:
+    a, b = pair
+    [name] = _owned_by(b)
+    stub = a.namespace("counters").get_by_name(name)
+    with trio.move_on_after(0.5):
+        await stub.slow()
+    record = b.registry.lookup("counters", stub.id.hex)
+    assert record is not None, "the call ran at the owner, b"
+    with trio.fail_after(5):  # the handler was cancelled there, not left running for 30 s
+        while record.busy:
+            await trio.sleep(0.02)
+
+
+async def test_values_that_are_not_data_are_refused_before_sending(
+    pair: tuple[td.Runtime, td.Runtime],
+) -> None:
+    a, b = pair
+    [name] = _owned_by(b)
+    with pytest.raises(TypeError, match=r"args\[0\] is a function"):
+        await a.namespace("counters").get_by_name(name).echo_note(lambda: None)
+    assert b.statistics().activations == 0, "nothing reached the owner"
+
+
+async def test_a_member_that_leaves_hands_its_shards_to_the_other(
+    tmp_path: Path, run_dir: str
+) -> None:
+    lock = DataDirLock.acquire(tmp_path)
+    try:
+        cluster = lambda slot: ClusterSpec(slot=slot, run_dir=run_dir, lease_seconds=LEASE)  # noqa: E731
+        async with td.open_runtime(
+            OBJECTS, backend=td.SqliteBackend(tmp_path, lock_fd=os.dup(lock.fd)), cluster=cluster(0)
+        ) as a:
+            async with td.open_runtime(
+                OBJECTS,
+                backend=td.SqliteBackend(tmp_path, lock_fd=os.dup(lock.fd)),
+                cluster=cluster(1),
+            ) as b:
+                with trio.fail_after(20):
+                    while not _held(b):
+                        await trio.sleep(0.05)
+                [name] = _owned_by(b)
+                stub = a.namespace("counters").get_by_name(name)
+                assert await stub.increment() == 1
+            # b left: its shards come back to a within a lease round or two.
+            with trio.fail_after(10):
+                while len(_held(a)) < 256:
+                    await trio.sleep(0.05)
+            assert await stub.stored() == 1, "the write made in b is there"
+            assert await stub.increment() == 1, "a fresh instance in a"
+    finally:
+        lock.release()
+
+
+async def test_a_member_that_lost_its_shard_unknowingly_cannot_commit_for_it(
+    tmp_path: Path, run_dir: str
+) -> None:
+    """The fence, not the lease round: the stale member still believes it holds the shard."""
+    lock = DataDirLock.acquire(tmp_path)
+    slow = 60.0  # rounds every 15 s: the stale member will not notice by itself in time
+    try:
+        async with AsyncExitStack() as stack:
+            a, b = [
+                await stack.enter_async_context(
+                    td.open_runtime(
+                        OBJECTS,
+                        backend=td.SqliteBackend(tmp_path, lock_fd=os.dup(lock.fd)),
+                        cluster=ClusterSpec(slot=slot, run_dir=run_dir, lease_seconds=slow),
+                    )
+                )
+                for slot in (0, 1)
+            ]
+            assert a.cluster is not None and b.cluster is not None
+            [name] = _owned_by(a)
+            via_a = a.namespace("counters").get_by_name(name)
+            assert await via_a.increment() == 1
+            # The supervisor decides a is dead; b takes its shards (a new epoch).
+            store = SqliteLeaseStore(tmp_path / "trio_durable.sqlite3")
+            await store.revoke(a.cluster.member.member_id)
+            await store.aclose()
+            await b.cluster.wait_for_round()
+            assert shard_of(via_a.id.hex) in _held(b)
+            assert shard_of(via_a.id.hex) in _held(a), "a has not noticed: it still runs the object"
+            with pytest.raises(td.ObjectResetError):
+                await via_a.increment()  # runs in a, whose commit is fenced off
+            via_b = b.namespace("counters").get_by_name(name)
+            assert await via_b.stored() == 1, "the stale member's write never reached the disk"
+    finally:
+        lock.release()

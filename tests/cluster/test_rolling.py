@@ -1,0 +1,97 @@
+"""SIGHUP: a rolling restart hands every open socket to a new process; no client notices."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from .workers import cluster
+
+pytestmark = pytest.mark.slow
+
+
+class Chatter(threading.Thread):
+    """One client: sends numbered messages (some quickly, some rarely) and checks each echo."""
+
+    def __init__(self, url: str, who: str, pause: float) -> None:
+        super().__init__(daemon=True)
+        self.who = who
+        self.pause = pause
+        self.ws: ClientConnection = connect(url, legacy=True)  # closed by the test
+        self.sent = 0
+        self.echoes: list[str] = []
+        self.owners: set[str] = set()
+        self.problem: str | None = None
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                self.sent += 1
+                self.ws.send(str(self.sent))
+                reply = self.ws.recv(timeout=20)
+                assert isinstance(reply, str)
+                who, tag, owner, number = reply.split(":")
+                if (who, tag, number) != (self.who, self.who, str(self.sent)):
+                    self.problem = f"sent {self.sent}, got {reply!r}"
+                    return
+                self.owners.add(owner)
+                self.echoes.append(number)
+                time.sleep(self.pause)
+        except (ConnectionClosed, TimeoutError, OSError) as exc:
+            self.problem = f"after {self.sent} sent: {exc!r}"
+        except Exception as exc:  # a reply of the wrong shape
+            self.problem = f"after {self.sent} sent: {exc!r}"
+
+
+def test_a_rolling_restart_under_traffic_closes_nothing_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    with cluster(tmp_path / "data") as running:
+        base = f"ws://127.0.0.1:{running.port}/echo"
+        old_pids = set(running.worker_pids().values())
+        chatters = [
+            Chatter(f"{base}/room{n % 5}?who=c{n}", f"c{n}", pause=0.01 if n % 2 else 1.5)
+            for n in range(12)
+        ]
+        # One more client, idle (hibernated) all along, with an auto-response timestamp.
+        with connect(f"{base}/room0?who=idle") as idle:
+            idle.send("ping")
+            assert idle.recv(timeout=10) == "pong"
+            idle.send("when?")
+            stamp = json.loads(idle.recv(timeout=10))
+            for chatter in chatters:
+                chatter.start()
+            time.sleep(1.5)
+            running.process.send_signal(signal.SIGHUP)
+            running.wait_for(r"rolling restart done", timeout=120)
+            time.sleep(2)
+            for chatter in chatters:
+                chatter.stop.set()
+            for chatter in chatters:
+                chatter.join(30)
+            new_pids = set(running.worker_pids().values())
+            problems = {c.who: c.problem for c in chatters if c.problem}
+            assert problems == {}, problems
+            for chatter in chatters:
+                assert chatter.echoes == [str(n) for n in range(1, chatter.sent + 1)], (
+                    f"{chatter.who}: every message answered, in order"
+                )
+            assert new_pids.isdisjoint(old_pids), "every worker was replaced"
+            served_by_new = [c for c in chatters if c.owners & {str(p) for p in new_pids}]
+            assert served_by_new, "the objects run in the new processes afterwards"
+            idle.send("when?")
+            assert json.loads(idle.recv(timeout=10)) == stamp, "auto-response time moved too"
+            idle.send("hello")
+            assert idle.recv(timeout=10).startswith("idle:idle:"), "the idle socket still works"
+        for chatter in chatters:
+            with contextlib.suppress(Exception):
+                chatter.ws.close()

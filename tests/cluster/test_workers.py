@@ -1,0 +1,174 @@
+"""``trio-durable serve --workers 2``: real worker processes on one port and one data dir."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from .workers import ROOT, cluster, get
+
+pytestmark = pytest.mark.slow
+
+
+async def test_a_counter_hit_through_every_worker_counts_exactly(tmp_path: Path) -> None:
+    with cluster(tmp_path / "data") as running:
+        results: list[dict[str, Any]] = []
+        accepted_by: set[str] = set()
+
+        async def client() -> None:
+            for _ in range(10):
+                status, headers, body = await get(running.port, "/shared")
+                assert status == 200, (status, body)
+                results.append(body)
+                accepted_by.add(headers["x-accepted-by"])
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(6):
+                nursery.start_soon(client)
+        assert sorted(r["stored"] for r in results) == list(range(1, 61)), "no lost update"
+        assert sorted(r["hits"] for r in results) == list(range(1, 61)), "one live instance"
+        assert len({r["owner"] for r in results}) == 1, "one process runs the object"
+        assert len(accepted_by) == 2, f"both workers accepted requests: {accepted_by}"
+
+
+async def test_objects_spread_over_both_workers(tmp_path: Path) -> None:
+    with cluster(tmp_path / "data") as running:
+        owners = set()
+        for n in range(24):
+            _, _, body = await get(running.port, f"/spread-{n}")
+            owners.add(body["owner"])
+        assert owners == set(running.worker_pids().values()), owners
+
+
+async def test_one_rooms_sockets_accepted_by_both_workers_all_get_its_broadcasts(
+    tmp_path: Path,
+) -> None:
+    with cluster(tmp_path / "data") as running:
+        url = f"ws://127.0.0.1:{running.port}/room"
+
+        def chat() -> list[dict[str, Any]]:
+            with contextlib.ExitStack() as stack:
+                clients = [stack.enter_context(connect(url)) for _ in range(8)]
+                clients[0].send("hello")
+                return [json.loads(c.recv(timeout=10)) for c in clients]
+
+        replies = await trio.to_thread.run_sync(chat)
+        assert {r["text"] for r in replies} == {"hello"}
+        assert {r["sockets"] for r in replies} == {8}, "get_websockets() lists all eight"
+        assert len({r["owner"] for r in replies}) == 1, "they all live in the owner's process"
+
+
+async def test_a_killed_worker_s_objects_answer_again_and_lose_nothing(tmp_path: Path) -> None:
+    with cluster(tmp_path / "data") as running:
+        pids = running.worker_pids()
+        # An object the victim owns, with acknowledged writes.
+        victim_pid = pids[0]
+        name = ""
+        for n in range(64):
+            _, _, body = await get(running.port, f"/victim-{n}")
+            if body["owner"] == victim_pid:
+                name = f"victim-{n}"
+                break
+        assert name, "an object owned by worker 0"
+        for _ in range(4):
+            await get(running.port, f"/{name}")  # stored: 5 acknowledged writes in all
+        os.kill(victim_pid, signal.SIGKILL)
+        started = trio.current_time()
+        seen = []
+        while True:
+            try:
+                status, _, body = await get(running.port, f"/{name}", within=10)
+            except (OSError, trio.TooSlowError) as exc:
+                status, body = 0, repr(exc)
+            seen.append((round(trio.current_time() - started, 2), status))
+            if status == 200:
+                break
+            assert trio.current_time() - started < 10, "no answer within 10 s"
+            await trio.sleep(0.1)
+        recovered = trio.current_time() - started
+        assert body["stored"] == 6, "no acknowledged write lost"
+        assert body["owner"] != victim_pid
+        assert recovered < 5, f"answered again after {recovered:.1f} s: {seen}"
+
+
+def test_a_second_server_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
+    with cluster(tmp_path / "data") as running:
+        second = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "trio_durable",
+                "serve",
+                "tests.cluster.app:app",
+                "--port",
+                "0",
+                "--data-dir",
+                str(tmp_path / "data"),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert second.returncode == 2, second.stderr
+        line = second.stderr.strip().splitlines()[-1]
+        assert str(tmp_path / "data") in line and f"PID {running.process.pid}" in line, line
+
+
+def test_sigterm_stops_every_worker_with_exit_0_and_clients_get_1001(tmp_path: Path) -> None:
+    with cluster(tmp_path / "data") as running:
+        pids = list(running.worker_pids().values())
+        with connect(f"ws://127.0.0.1:{running.port}/bye") as ws:
+            running.process.send_signal(signal.SIGTERM)
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=30)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+        assert running.process.wait(30) == 0
+        for pid in pids:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+
+
+async def test_a_paused_worker_whose_shards_moved_cannot_commit_when_resumed(
+    tmp_path: Path,
+) -> None:
+    with cluster(tmp_path / "data") as running:
+        _, _, started = await get(running.port, "/tick/start")
+        writer = started["started"]  # the ticker's owner writes in the background
+        await trio.sleep(0.5)
+        os.kill(writer, signal.SIGSTOP)
+        try:
+            # The other worker takes the paused one's shards once its lease lapses.
+            deadline = trio.current_time() + 20
+            while True:
+                # While the owner is paused, calls to it end in a clear error
+                # (its link is dropped once its lease lapses): ask again.
+                status, _, body = await get(running.port, "/tick/read", within=20)
+                if status == 200 and body["owner"] != writer:
+                    break
+                assert trio.current_time() < deadline, "ownership never moved"
+                await trio.sleep(0.5)
+        finally:
+            resumed_at = time.time()
+            os.kill(writer, signal.SIGCONT)
+        await trio.sleep(3)  # the resumed worker's loop wakes and tries to commit
+        _, _, body = await get(running.port, "/tick/read")
+        late = [tick for tick in body["ticks"] if tick[0] == writer and tick[1] >= resumed_at]
+        assert late == [], f"{len(late)} write(s) of the stale owner reached the disk"
+        assert f"w0-{writer}" in running.log or f"w1-{writer}" in running.log
+        member = next(m for m in (f"w0-{writer}", f"w1-{writer}") if m in running.log)
+        assert re.search(rf"{member}-\w+ lost \d+ shard", running.log), running.log

@@ -1,0 +1,162 @@
+"""What a worker does when it gains, loses or hands over shards.
+
+:class:`LocalShards` is the :class:`~._member.ShardEvents` of a worker's
+runtime: it resets the live objects of a shard this process lost (their
+callers get ``ObjectResetError``, their next event runs at the new owner),
+drops and loads alarms by shard, and moves a shard to another member
+without anyone noticing:
+
+1. *freeze*: the hibernatable sockets of the shard's objects stop reading at
+   a message boundary (what was read and not delivered, and what was not
+   sent, stays with each socket), while the objects still run here;
+2. *hand over*: the objects are evicted once their handlers finish, their
+   writes committed, and their sockets sent, descriptors and all, to the
+   successor, which adopts them without reading yet;
+3. the lease is released (by the member); the successor takes the shard
+   and starts reading the adopted sockets: the messages that waited meanwhile
+   arrive, in order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+from collections.abc import Awaitable, Callable, Collection
+from typing import Final
+
+import trio
+
+from .._alarms import AlarmScheduler
+from .._core._registry import Registry
+from .._exceptions import ObjectResetError
+from .._ids import shard_of
+from .._limits import CloseCode
+from .._storage._engine import StorageEngine
+from .._websocket._frames import serialize_close
+from .._websocket._hub import MovedObject, SocketHub
+from ._placement import Member
+
+__all__ = ["LocalShards"]
+
+logger: Final = logging.getLogger("trio_durable.cluster")
+
+Spawn = Callable[[Callable[[], Awaitable[None]]], None]
+#: Sends moved objects' sockets to a member: ``(member, [(object, sockets)])``.
+SendSockets = Callable[[Member, list[tuple[MovedObject, list[socket.socket]]]], Awaitable[None]]
+
+
+class LocalShards:
+    """The runtime's side of shard changes.
+
+    Args:
+        registry: This process's live objects.
+        alarms: This process's alarm scheduler.
+        sockets: This process's hibernatable sockets.
+        engine: This process's write buffer.
+        spawn: Starts a task in the runtime's nursery.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        alarms: AlarmScheduler,
+        sockets: SocketHub,
+        engine: StorageEngine,
+        spawn: Spawn,
+    ) -> None:
+        self._registry = registry
+        self._alarms = alarms
+        self._sockets = sockets
+        self._engine = engine
+        self._spawn = spawn
+        #: Sends sockets to another member (set by the dispatcher, which owns the links).
+        self.send_sockets: SendSockets | None = None
+        # Sockets taken out of the hub, waiting to be sent, by shard.
+        self._frozen: dict[int, list[tuple[MovedObject, list[socket.socket]]]] = {}
+        # Adopted sockets waiting for their shard to be ours, by shard.
+        self._adopted: dict[int, list[Callable[[], None]]] = {}
+
+    def shards_lost(self, shards: Collection[int]) -> None:
+        """Another process holds these shards now: nothing of theirs may run here."""
+        for record in self._registry:
+            if not record.is_closed and shard_of(record.object_id.hex) in shards:
+                record.reset(
+                    ObjectResetError("another process of the deployment runs this object now"),
+                    origin="shard moved",
+                )
+        self._alarms.forget_shards(shards)
+        keys = [key for key in self._sockets.objects_with_sockets() if shard_of(key[1]) in shards]
+        if keys:
+            self._spawn(lambda: self._close_sockets(keys))
+
+    def shards_gained(self, shards: Collection[int]) -> None:
+        """This process holds these shards now: their alarms fire here, adopted sockets read."""
+        frozen = frozenset(shards)
+        self._spawn(lambda: self._alarms.load(frozen))
+        for shard in shards:
+            for start in self._adopted.pop(shard, ()):
+                start()
+
+    def adopted(self, shard: int, starts: list[Callable[[], None]], held: bool) -> None:
+        """Sockets of ``shard`` arrived from another member: read now if it is ours, else later."""
+        if held:
+            for start in starts:
+                start()
+        else:
+            self._adopted.setdefault(shard, []).extend(starts)
+
+    async def freeze(self, shards: Collection[int]) -> None:
+        """Take the sockets of the shards' objects out of the hub, stopped at a message boundary."""
+        for key in self._sockets.objects_with_sockets():
+            shard = shard_of(key[1])
+            if shard in shards:
+                exported = await self._sockets.export_object(key)
+                if exported is not None:
+                    self._frozen.setdefault(shard, []).append(exported)
+
+    async def hand_over(self, shards: Collection[int], successor: Member | None) -> None:
+        """Evict the shards' objects, commit their writes, send their sockets to ``successor``.
+
+        The member releases the lease afterwards.
+        """
+        records = [
+            record
+            for record in self._registry
+            if not record.is_closed and shard_of(record.object_id.hex) in shards
+        ]
+        async with trio.open_nursery() as nursery:
+            for record in records:
+                nursery.start_soon(self._registry.evict, record.object_id)
+        await self._engine.settle([record.key for record in records])
+        moving = [item for shard in shards for item in self._frozen.pop(shard, ())]
+        if not moving:
+            return
+        try:
+            if successor is None or self.send_sockets is None:
+                raise RuntimeError("no member to hand the sockets to")
+            await self.send_sockets(successor, moving)
+        except Exception:
+            logger.exception("could not hand %d object(s)' sockets over; closing them", len(moving))
+            for _moved, socks in moving:
+                _close_with_restart(socks)
+        else:
+            for _moved, socks in moving:
+                for sock in socks:
+                    sock.close()  # the successor has its own descriptors now
+
+    async def _close_sockets(self, keys: list[tuple[str, str]]) -> None:
+        # Their clients reconnect, and reach the object where it runs now.
+        for namespace, hex_id in keys:
+            await self._sockets.close_object_sockets(
+                namespace, hex_id, CloseCode.SERVICE_RESTART, "the object moved; reconnect"
+            )
+
+
+def _close_with_restart(socks: list[socket.socket]) -> None:
+    """Tell each client to come back (1012), then close: its socket could not move."""
+    frame = serialize_close(CloseCode.SERVICE_RESTART, "service restart; reconnect")
+    for sock in socks:
+        with contextlib.suppress(OSError):
+            sock.send(frame)
+        sock.close()

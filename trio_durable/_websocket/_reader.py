@@ -1,0 +1,369 @@
+"""The reader side of a connection: one wake-up, from the first byte until it parks again.
+
+A parked connection has no reader. When bytes arrive (the parking calls the
+connection back), the connection makes a :class:`Reader` and runs it as a
+task in the connection nursery. The reader builds a fresh
+:class:`~trio_durable._websocket._frames.FrameCodec`, reads with non-blocking
+``recv`` and `trio.lowlevel.wait_readable`, and hands each event to the
+right place: messages to the sink, one at a time and in order; Pings
+answered with Pongs; the peer's Close, protocol failures and a dropped
+stream to the connection, which owns the close handshake. Once the codec is
+idle and nothing arrived for ``park_after`` seconds, the reader ends and the
+connection parks the socket again.
+
+**Fairness.** A flooding client fills each ``recv`` with thousands of small
+frames; parsing and delivering them all at once would hold the event loop
+for tens of milliseconds while every other connection, handshake and timer
+waits. So the reader bounds its turns, whatever the rate limit says:
+
+* it feeds the codec small bites (``_FEED_SIZE`` bytes) while the stream
+  is made of small frames, and doubles the bite while it is inside a big
+  frame (whose payload is cheap to parse), so one parse stays short without
+  slowing big messages;
+* after each event it spends one unit of its task's cooperative budget
+  (`~trio_durable._core._budget.cooperative_yield`), as calls do; before the
+  next event or bite of the same read it yields if its turn began ``_TURN``
+  seconds ago or more, and it always yields between two reads. Ten flooders
+  then delay a bystander by about ten turns, half a millisecond, instead of
+  ten reads' worth of messages (see "Fairness" in docs/benchmarks.md for
+  how the turn was chosen).
+
+The reader uses one cancel scope per wake-up, not one per message: the
+scope's deadline is finite only while the reader waits for bytes, so it can
+never cancel a sink call half way.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Final, Protocol
+
+import trio
+
+from .._core._budget import cooperative_yield
+from ._frames import (
+    BinaryMessage,
+    CloseReceived,
+    FrameCodec,
+    Ping,
+    Pong,
+    ProtocolFailure,
+    TextMessage,
+    WsEvent,
+)
+from ._home import ConnectionHome
+from ._transport import MessageSink
+
+__all__ = ["Reader", "ReaderOwner"]
+
+logger: Final = logging.getLogger("trio_durable.websocket")
+
+#: Bytes given to the codec at once while the stream is made of small frames
+#: (a few dozen frames: parsing costs several microseconds per frame).
+_FEED_SIZE: Final = 512
+#: The largest bite, inside a big frame: what one ``recv`` returns.
+_MAX_FEED: Final = 65536
+#: Seconds (of real time) a reader may deliver before it lets others run.
+_TURN: Final = 50e-6
+
+
+class ReaderOwner(Protocol):
+    """What a reader needs from its connection."""
+
+    def _reader_done(self, park: bool) -> None:
+        """The reader ends (its last act); ``park``: park the socket, it is idle."""
+
+    @property
+    def _terminal(self) -> object:
+        """The connection's terminal event once it has one (``None`` before).
+
+        (An attribute of the connection, read here, never assigned.)
+        """
+
+    @property
+    def _closing(self) -> bool:
+        """True once a Close was sent: the reader waits for the reply, never parks."""
+
+    @property
+    def _close_deadline(self) -> float:
+        """When (Trio time) to give up waiting for the peer's Close reply."""
+
+    def _recv(self) -> bytes:
+        """Read what is there (``b""``: EOF), through TLS if any.
+
+        Raises:
+            BlockingIOError: Nothing to read now.
+            OSError: The connection failed.
+        """
+
+    def _has_input(self) -> bool:
+        """True when bytes (or EOF) wait in the kernel, without reading them."""
+
+    def _may_park(self) -> bool:
+        """True when the connection itself keeps nothing that parking would lose."""
+
+    def _admit(self, rate: float) -> bool:
+        """Count one message against the rate limit; False when over it."""
+
+    def _send_frame(self, frame: bytes) -> None:
+        """Send one frame (a Pong), in order with everything else."""
+
+    def _close_received(self, code: int, reason: str) -> None:
+        """The peer sent a Close frame: answer it, end the connection cleanly."""
+
+    def _fail(self, code: int, reason: str) -> None:
+        """The peer broke the protocol (or a policy of ours): close with ``code``."""
+
+    def _violate(self, reason: str) -> None:
+        """The peer broke a policy of ours (rate, frame timeout): close with 1008."""
+
+    def _lost(self) -> None:
+        """The stream ended without a Close frame: close TCP, report 1006."""
+
+    async def _deliver_terminal(self) -> None:
+        """Give the sink its terminal event (once)."""
+
+
+class Reader:
+    """Reads one connection from a wake-up until it parks or ends.
+
+    Args:
+        owner: The connection.
+        fd: Its socket's file descriptor.
+        home: Its settings.
+        sink: Where messages go.
+        pending: Bytes read before the reader started (past the handshake),
+            parsed before anything read later.
+    """
+
+    __slots__ = (
+        "_codec",
+        "_detached",
+        "_fd",
+        "_home",
+        "_last_rx",
+        "_owner",
+        "_pending",
+        "_scope",
+        "_sink",
+        "_stash",
+        "_turn_end",
+        "_waiting",
+    )
+
+    def __init__(
+        self,
+        owner: ReaderOwner,
+        fd: int,
+        home: ConnectionHome,
+        sink: MessageSink,
+        pending: bytes = b"",
+    ) -> None:
+        self._owner = owner
+        self._fd = fd
+        self._home = home
+        self._sink = sink
+        self._pending = pending
+        self._codec: FrameCodec | None = None
+        self._scope: trio.CancelScope | None = None
+        self._last_rx = 0.0
+        self._waiting = False
+        # perf_counter() time at which this turn is over.
+        self._turn_end = 0.0
+        # While the connection is being handed to another process: the
+        # messages read meanwhile (not delivered here), and the reader's end.
+        self._stash: list[str | bytes] | None = None
+        self._detached: trio.Event | None = None
+
+    async def stop_for_hand_over(self) -> list[str | bytes]:
+        """Stop reading at the next message boundary; return what was read but not delivered.
+
+        The messages after the one being delivered now are kept, not given to
+        the sink: the process that adopts the connection delivers them. A
+        frame half read is read to its end first (the peer is sending it).
+        """
+        if self._stash is None:
+            self._stash = []
+            self._detached = trio.Event()
+        scope, codec = self._scope, self._codec
+        if self._waiting and scope is not None and codec is not None and codec.is_idle:
+            scope.deadline = -math.inf  # waiting for bytes with nothing half read: stop now
+        assert self._detached is not None
+        await self._detached.wait()
+        return self._stash
+
+    def _stopping_here(self, codec: FrameCodec) -> bool:
+        return self._stash is not None and codec.is_idle and not self._pending
+
+    def close_deadline_changed(self, deadline: float) -> None:
+        """The connection sent a Close: stop waiting for bytes at ``deadline``."""
+        if self._waiting and self._scope is not None:
+            self._scope.deadline = deadline
+
+    async def run(self) -> None:
+        """The reader task: read and deliver until the connection ends or should be parked.
+
+        Either way it ends with ``owner._reader_done(park)``, with no
+        checkpoint in between, so nothing runs while the socket is neither
+        read nor parked.
+        """
+        owner = self._owner
+        park = False
+        codec = self._codec = FrameCodec(max_message_size=self._home.max_message_size)
+        self._last_rx = trio.current_time()
+        self._turn_end = time.perf_counter() + _TURN
+        try:
+            while True:
+                with trio.CancelScope() as scope:
+                    self._scope = scope
+                    if await self._pump(codec, scope):
+                        return
+                self._scope = None
+                if self._stopping_here(codec):
+                    return  # handed over: the adopting process reads from here on
+                # The wait's deadline passed: park, or give up on the peer.
+                if owner._closing:
+                    if trio.current_time() >= owner._close_deadline and owner._terminal is None:
+                        owner._lost()  # no Close reply in time
+                elif owner._terminal is None and self._can_park(codec):
+                    park = True
+                    return
+                elif owner._terminal is None and self._silent_mid_frame():
+                    # Slowloris: half a frame, then silence.
+                    frame_timeout = self._home.frame_timeout
+                    owner._violate(
+                        f"no data for {frame_timeout:g} s in the middle of a frame; "
+                        f"the frame timeout is {frame_timeout:g} s",
+                    )
+        finally:
+            self._scope = None
+            self._codec = None
+            self._waiting = False
+            owner._reader_done(park)
+            if self._detached is not None:
+                self._detached.set()
+
+    def _can_park(self, codec: FrameCodec) -> bool:
+        return codec.is_idle and not self._pending and self._owner._may_park()
+
+    def _wait_deadline(self, codec: FrameCodec) -> float:
+        owner = self._owner
+        if owner._closing:
+            return owner._close_deadline
+        if self._can_park(codec):
+            return self._last_rx + self._home.park_after
+        return self._last_rx + self._home.frame_timeout
+
+    def _silent_mid_frame(self) -> bool:
+        """True when the frame timeout passed and no byte is waiting to be read."""
+        if trio.current_time() < self._last_rx + self._home.frame_timeout:
+            return False
+        return not self._owner._has_input()
+
+    async def _pump(self, codec: FrameCodec, scope: trio.CancelScope) -> bool:
+        """Read and deliver until the connection ends (True) or the wait's deadline passed."""
+        owner = self._owner
+        if self._pending:
+            data, self._pending = self._pending, b""
+            if await self._take(codec, data):
+                await owner._deliver_terminal()
+                return True
+        while True:
+            if owner._terminal is not None:
+                await owner._deliver_terminal()
+                return True
+            if self._stopping_here(codec):
+                return False
+            try:
+                data = owner._recv()
+            except BlockingIOError:
+                scope.deadline = self._wait_deadline(codec)
+                self._waiting = True
+                try:
+                    await trio.lowlevel.wait_readable(self._fd)
+                except trio.ClosedResourceError:
+                    continue  # aborted while waiting: the terminal event is set
+                finally:
+                    self._waiting = False
+                scope.deadline = math.inf
+                self._turn_end = time.perf_counter() + _TURN
+                if scope.cancel_called:
+                    # Bytes and the deadline arrived together; the scope is
+                    # spent, so leave it before calling the sink again.
+                    return False
+                continue
+            except OSError:
+                data = b""  # reset or TLS failure: the connection is lost
+            if data:
+                self._last_rx = trio.current_time()
+            if len(data) <= _FEED_SIZE:  # the common case: one small bite
+                await self._handle(codec, codec.receive(data))
+            else:
+                await self._take(codec, data)
+            # Others run between two reads, however little this one held: it
+            # is also cheaper. A busy peer's next message is usually there
+            # when we come back, where an immediate recv() would find nothing
+            # and pay for a failed read and two epoll_ctl() calls.
+            await trio.lowlevel.checkpoint()
+            self._turn_end = time.perf_counter() + _TURN
+
+    async def _take(self, codec: FrameCodec, data: bytes) -> bool:
+        """Parse and handle ``data`` a bite at a time; True once the connection ended."""
+        end = len(data)
+        feed, pos = _FEED_SIZE, 0
+        while pos < end:
+            if pos and time.perf_counter() >= self._turn_end:
+                await self._next_turn()
+            events = codec.receive(data[pos : pos + feed])
+            pos += feed
+            if await self._handle(codec, events):
+                return True
+            # No whole event came out: we are inside a big frame, whose
+            # payload is cheap to parse, so take bigger bites.
+            feed = _FEED_SIZE if events else min(2 * feed, _MAX_FEED)
+        return False
+
+    async def _handle(self, codec: FrameCodec, events: list[WsEvent]) -> bool:
+        """Handle events in order; return True once the connection ended."""
+        owner = self._owner
+        rate = self._home.max_messages_per_second
+        first = True
+        for event in events:
+            if first:
+                first = False
+            elif time.perf_counter() >= self._turn_end:
+                await self._next_turn()
+            if isinstance(event, TextMessage | BinaryMessage):
+                if rate is not None and not owner._admit(rate):
+                    owner._violate(f"over the limit of {rate:g} messages per second")
+                    return True
+                if self._stash is not None:
+                    self._stash.append(event.data)  # for the process adopting the connection
+                    continue
+                try:
+                    await self._sink.on_message(event.data)
+                except Exception:
+                    logger.exception("a WebSocket sink failed on a message; dropped it")
+            elif isinstance(event, Ping | Pong):
+                if rate is not None and not owner._admit(rate):
+                    owner._violate(f"over the limit of {rate:g} messages per second")
+                    return True
+                if isinstance(event, Ping):
+                    owner._send_frame(codec.send_pong(event.payload))
+            elif isinstance(event, CloseReceived):
+                owner._close_received(event.code, event.reason)
+            elif isinstance(event, ProtocolFailure):
+                owner._fail(event.code, event.reason)
+            else:  # ConnectionLost
+                owner._lost()
+            if owner._terminal is not None:
+                return True
+            await cooperative_yield()
+        return False
+
+    async def _next_turn(self) -> None:
+        """This turn is over: let every other task run, then start a new one."""
+        await trio.lowlevel.checkpoint()
+        self._turn_end = time.perf_counter() + _TURN
