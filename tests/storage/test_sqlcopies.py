@@ -7,6 +7,8 @@ own view of the database (``Connection.serialize()``).
 
 from __future__ import annotations
 
+import fcntl
+import os
 import random
 import sqlite3
 from collections.abc import Iterator
@@ -18,7 +20,7 @@ from trio_durable import StorageError
 from trio_durable._storage import _sqlcopies
 from trio_durable._storage._backend import SqlPages
 from trio_durable._storage._guard import install_guard
-from trio_durable._storage._sqlcopies import LocalCopies
+from trio_durable._storage._sqlcopies import LocalCopies, remove_abandoned
 
 KEY = ("things", "ab" * 32)
 
@@ -204,3 +206,27 @@ def test_the_guard_is_back_after_a_checkpoint(
     assert wal.stat().st_size == 0, "the checkpoint ran (and truncated the log)"
     with pytest.raises(sqlite3.DatabaseError, match="not authorized"):
         db.execute("ATTACH DATABASE ':memory:' AS other")
+
+
+def test_copies_of_a_dead_process_are_removed_and_a_live_ones_kept(tmp_path: Path) -> None:
+    live = LocalCopies(tmp_path / "copies-live", max_open=4, max_bytes=1 << 20)
+    live.open()
+    dead = tmp_path / "copies-dead"  # what kill -9 leaves: its lock is held by no one
+    dead.mkdir()
+    (dead / ".owner.lock").touch()
+    (dead / "1.sqlite3").write_bytes(b"x")
+    remove_abandoned(tmp_path, "copies-")
+    assert not dead.exists(), "nobody held its lock: removed"
+    assert live.directory.exists(), "its process holds the lock: kept"
+    live.close()
+    assert not live.directory.exists(), "a closed one removes its own directory"
+
+
+def test_a_held_lock_keeps_a_directory_even_in_this_process(tmp_path: Path) -> None:
+    held = tmp_path / "copies-held"
+    held.mkdir()
+    fd = os.open(held / ".owner.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    remove_abandoned(tmp_path, "copies-")
+    os.close(fd)
+    assert held.exists(), "a lock held through another open file keeps it"

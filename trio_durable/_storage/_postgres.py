@@ -82,7 +82,7 @@ from ._backend import (
 )
 from ._pg_schema import OWNER_LOCK_KEY, migrate
 from ._secret import check_secret, missing_secret_error
-from ._sqlcopies import UNVERIFIED, LocalCopies, Tag
+from ._sqlcopies import UNVERIFIED, LocalCopies, Tag, remove_abandoned
 
 __all__ = ["CommitUnknownError", "PostgresBackend", "check_database_url", "storage_errors"]
 
@@ -100,6 +100,8 @@ _CONNECTION_DEFAULTS: Final = {
     "application_name": "trio_durable",
 }
 
+#: The name of every directory of local SQL copies starts with this.
+_COPIES_PREFIX: Final = "trio-durable-sql-"
 #: Seconds between two checks that the owner lock's session is alive.
 _PLACE_CHECK_SECONDS: Final = 1.0
 #: How many objects the backend remembers as recorded in the directory.
@@ -383,10 +385,10 @@ class PostgresBackend:
             pool.close()
             self._release_place()
             raise
-        if self.cache_dir is None:
-            directory = Path(tempfile.mkdtemp(prefix="trio-durable-sql-"))
-        else:
-            directory = self.cache_dir / f"trio-durable-sql-{os.getpid()}-{secrets.token_hex(4)}"
+        parent = self.cache_dir if self.cache_dir is not None else Path(tempfile.gettempdir())
+        # Copies left by a process that was killed: nobody holds their lock.
+        remove_abandoned(parent, _COPIES_PREFIX)
+        directory = parent / f"{_COPIES_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
         copies = LocalCopies(
             directory, max_open=self.max_open_sql, max_bytes=self.max_sql_database_bytes
         )

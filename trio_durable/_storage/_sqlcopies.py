@@ -19,7 +19,11 @@ process (the backend does the network part):
   no fence), and counts as current only under the same tag: another member
   may have changed the database while this one did not hold the shard;
 * a commit that failed or was refused leaves the copy ahead of what is
-  stored, so it is *discarded*: the next activation loads it again.
+  stored, so it is *discarded*: the next activation loads it again;
+* the copies of a process live in a directory of their own, holding an
+  ``flock`` for the process's life: a process killed with ``kill -9``
+  cannot remove its directory, and the next one that starts removes every
+  directory whose lock nobody holds (:func:`remove_abandoned`).
 
 The write-ahead log's format is SQLite's documented file format
 (https://www.sqlite.org/fileformat2.html#walformat): a 32-byte header with
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import fcntl
 import itertools
 import logging
 import os
@@ -49,7 +54,7 @@ import attrs
 from .._exceptions import StorageError
 from ._backend import SqlPages
 
-__all__ = ["UNVERIFIED", "LocalCopies", "Tag"]
+__all__ = ["UNVERIFIED", "LocalCopies", "Tag", "remove_abandoned"]
 
 logger: Final = logging.getLogger("trio_durable")
 
@@ -69,6 +74,25 @@ _DEFAULT_PAGE_SIZE: Final = 4096
 CHECKPOINT_BYTES: Final = 4 * 1024 * 1024
 #: How many "this object has no SQL database" marks are remembered.
 MAX_ABSENT_MARKS: Final = 65_536
+#: The lock file in a directory of copies, held while its process lives.
+_LOCK_NAME: Final = ".owner.lock"
+
+
+def remove_abandoned(parent: Path, prefix: str) -> None:
+    """Remove the directories of copies ``parent/prefix*`` that no live process holds."""
+    for directory in parent.glob(prefix + "*"):
+        lock = directory / _LOCK_NAME
+        try:
+            fd = os.open(lock, os.O_RDWR)
+        except OSError:
+            continue  # not ours, or being created right now
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # its process lives
+        finally:
+            os.close(fd)  # drops our lock too
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 class _WalReader:
@@ -177,11 +201,21 @@ class LocalCopies:
         self._open: collections.OrderedDict[ObjectKey, None] = collections.OrderedDict()
         self._retired: list[sqlite3.Connection] = []
         self._names = itertools.count(1)
+        self._lock_fd: int | None = None
 
     def open(self) -> None:
-        """Create the directory, private to this user."""
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.directory, 0o700)
+        """Create the directory, private to this user, holding its lock.
+
+        It is made under another name and renamed once locked, so that
+        :func:`remove_abandoned` in another process never sees it unlocked.
+        """
+        self.directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = self.directory.with_name(f".{self.directory.name}.new")
+        staging.mkdir(mode=0o700)
+        fd = os.open(staging / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a fresh directory: nobody else has it
+        os.rename(staging, self.directory)
+        self._lock_fd = fd
 
     def close(self) -> None:
         """Close every copy and remove the directory. Idempotent."""
@@ -193,6 +227,9 @@ class LocalCopies:
         self._open.clear()
         self.sweep()
         shutil.rmtree(self.directory, ignore_errors=True)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def sweep(self) -> None:
         """Close the connections of discarded copies (nothing uses them any more)."""
