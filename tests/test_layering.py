@@ -28,7 +28,6 @@ LAYERS: list[tuple[str, list[str]]] = [
             "trio_durable._exceptions",
             "trio_durable._limits",
             "trio_durable._codec",
-            "trio_durable._convert",
             "trio_durable._http",
             "trio_durable._ids",
         ],

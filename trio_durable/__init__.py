@@ -6,6 +6,7 @@ The public API is exactly the set of names in ``__all__``; everything else
 
 from ._alarms import AlarmInfo as AlarmInfo
 from ._app import App as App
+from ._cluster._supervisor import serve_cluster as serve_cluster
 from ._exceptions import CommitFailedError as CommitFailedError
 from ._exceptions import LimitExceededError as LimitExceededError
 from ._exceptions import ObjectResetError as ObjectResetError
@@ -78,6 +79,7 @@ __all__ = [
     "hand_over_websocket",
     "open_runtime",
     "serve",
+    "serve_cluster",
 ]
 
 

@@ -176,6 +176,17 @@ _MARK_ENUM: Final = msgpack.ExtType(_X_ENUM, b"")
 _MARK_VALUE: Final = msgpack.ExtType(_X_VALUE, b"")
 _MARK_HANDLE: Final = msgpack.ExtType(_X_HANDLE, b"")
 
+# What decoding damaged bytes can raise: msgpack's own errors, and those of
+# the extension decoders fed a wrong payload (a short struct, a Decimal that
+# is not one, a timedelta out of range...).
+_DECODE_ERRORS: Final = (
+    ValueError,
+    TypeError,
+    ArithmeticError,  # decimal.InvalidOperation, OverflowError
+    struct.error,
+    msgpack.UnpackException,
+)
+
 _TIMEDELTA: Final = struct.Struct(">iII")  # days, seconds, microseconds
 _DATETIME: Final = struct.Struct(">HBBBBBIB")  # year ... microsecond, fold
 _TIME: Final = struct.Struct(">BBBIB")  # hour, minute, second, microsecond, fold
@@ -961,10 +972,13 @@ def decode(data: bytes, type: Any = None) -> Any:
                 strict_map_key=False,
                 unicode_errors="surrogatepass",
             )
-        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        except _DECODE_ERRORS as exc:
             raise ValueError(f"cannot decode a stored value: {exc}") from exc
     elif first in _JSON_FIRST:
-        value = json.loads(data)  # written by 0.1.0: returned as 0.1.0 returned it
+        try:
+            value = json.loads(data)  # written by 0.1.0: returned as 0.1.0 returned it
+        except RecursionError as exc:  # json's own depth check, on a damaged or planted value
+            raise ValueError(f"cannot decode a stored value: {exc}") from exc
     else:
         raise ValueError(f"unknown value format (first byte 0x{first:02x})")
     if type is None:
@@ -1037,7 +1051,7 @@ def decode_call(
         )
     except _NotAllowed as exc:
         raise TypeError(f"{where}: {exc}") from None
-    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+    except _DECODE_ERRORS as exc:
         raise ValueError(f"cannot decode an RPC value: {exc}") from exc
 
 

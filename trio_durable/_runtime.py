@@ -29,7 +29,6 @@ from ._cluster._link import link_key
 from ._cluster._member import ClusterMember, ClusterSpec
 from ._cluster._remote import AppClasses
 from ._cluster._shards import LocalShards
-from ._convert import CONVERTER
 from ._core._clock import WallClock
 from ._core._live import LiveObject
 from ._core._registry import Registry
@@ -180,9 +179,7 @@ class Runtime:
             evict_after=options.evict_after,
         )
         self.storage_engine = StorageEngine(backend, max_value_bytes=options.max_value_bytes)
-        self.storages = StorageService(
-            self.storage_engine, CONVERTER, cache_bytes=options.storage_cache_bytes
-        )
+        self.storages = StorageService(self.storage_engine, cache_bytes=options.storage_cache_bytes)
         self.registry.close_listeners.append(self.storages.forget)
         self.registry.prepare = self.storages.prepare
         self._object_classes: dict[str, type[DurableObject]] = dict(objects)

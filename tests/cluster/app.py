@@ -22,10 +22,20 @@ class Counter(td.DurableObject):
             client, server = td.WebSocketPair()
             self.ctx.accept_websocket(server, tags=["room"])
             return td.Response.websocket(client)
+        if request.path.endswith("/set-alarm"):
+            await self.ctx.storage.set_alarm(self.ctx.now() + float(request.query["in"]))
+            return td.Response.json({"owner": os.getpid()})
+        if request.path.endswith("/alarm"):
+            return td.Response.json(
+                {"owner": os.getpid(), "alarm": await self.ctx.storage.get("alarm")}
+            )
         self.hits += 1
         stored = int(await self.ctx.storage.get("count") or 0) + 1
         await self.ctx.storage.put("count", stored)
         return td.Response.json({"hits": self.hits, "stored": stored, "owner": os.getpid()})
+
+    async def alarm(self, info: td.AlarmInfo) -> None:
+        await self.ctx.storage.put("alarm", {"fired_in": os.getpid(), "at": self.ctx.now()})
 
     async def websocket_message(self, ws: td.WebSocket, message: str | bytes) -> None:
         text = message if isinstance(message, str) else message.decode()
@@ -82,7 +92,7 @@ async def worker(request: td.Request, runtime: td.Runtime) -> td.Response:
     if request.path.startswith("/tick/"):
         ticker = runtime.namespace("tickers").get_by_name("t")
         return await ticker.fetch(request)  # type: ignore[no-any-return]
-    name = request.path.strip("/") or "home"
+    name = request.path.strip("/").split("/")[0] or "home"
     response: Any = await runtime.namespace("counters").get_by_name(name).fetch(request)
     if response.status == 101:
         return response  # type: ignore[no-any-return]

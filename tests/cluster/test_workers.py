@@ -172,3 +172,47 @@ async def test_a_paused_worker_whose_shards_moved_cannot_commit_when_resumed(
         assert f"w0-{writer}" in running.log or f"w1-{writer}" in running.log
         member = next(m for m in (f"w0-{writer}", f"w1-{writer}") if m in running.log)
         assert re.search(rf"{member}-\w+ lost \d+ shard", running.log), running.log
+
+
+async def test_serve_cluster_embeds_a_cluster_in_a_python_program(tmp_path: Path) -> None:
+    script = (
+        "import functools, sys, trio, trio_durable as td\n"
+        "async def main():\n"
+        "    async with trio.open_nursery() as nursery:\n"
+        "        port = await nursery.start(functools.partial(\n"
+        "            td.serve_cluster, 'tests.cluster.app:app', workers=2, port=0,\n"
+        "            data_dir=sys.argv[1]))\n"
+        "        print(port, flush=True)\n"
+        "trio.run(main)\n"
+    )
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-c", script, str(tmp_path / "data")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert process.stdout is not None
+        with trio.fail_after(60):
+            port = int((await process.stdout.receive_some()).strip())
+        status, _, body = await get(port, "/embedded")
+        assert (status, body["stored"]) == (200, 1)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(60):
+            code = await process.wait()
+    assert code == 0, "SIGTERM stops the embedded cluster cleanly"
+
+
+async def test_a_killed_worker_s_alarm_fires_in_another_worker(tmp_path: Path) -> None:
+    with cluster(tmp_path / "data") as running:
+        _, _, body = await get(running.port, "/waker/set-alarm?in=3")
+        owner = body["owner"]
+        os.kill(owner, signal.SIGKILL)
+        with trio.fail_after(30):
+            while True:
+                status, _, body = await get(running.port, "/waker/alarm")
+                if status == 200 and body["alarm"] is not None:
+                    break
+                await trio.sleep(0.2)
+        assert body["alarm"]["fired_in"] != owner, "fired in the worker that took the shard"

@@ -1,15 +1,15 @@
-"""Stored data and attachments are JSON: stored bytes can never run code."""
+"""Stored data and attachments are plain data (the value codec): stored bytes can never run code."""
 
 from __future__ import annotations
 
 import ast
-import json
 import pickle
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import attrs
+import msgpack  # type: ignore[import-untyped]  # ships no type hints
 import pytest
 
 import trio_durable
@@ -79,7 +79,7 @@ def test_no_module_imports_a_code_running_serializer() -> None:
     assert offenders == [], offenders
 
 
-async def test_stored_values_are_json_on_disk_and_never_pickled(
+async def test_stored_values_are_plain_msgpack_on_disk_and_never_pickled(
     runtime_factory: Any, durable_data_dir: Path
 ) -> None:
     async with runtime_factory(objects=OBJECTS) as runtime:
@@ -92,7 +92,10 @@ async def test_stored_values_are_json_on_disk_and_never_pickled(
         assert (await run_in_object(stub, store)).secret == "stored"
     assert tripped == [], "nothing was pickled"
     rows = _kv_rows(durable_data_dir)
-    assert [json.loads(value) for value in rows] == [{"secret": "stored"}], rows
+    # The format byte, then MessagePack that a plain decoder (no hooks) reads.
+    assert [(value[0], msgpack.unpackb(value[1:])) for value in rows] == [
+        (0x01, {"secret": "stored"})
+    ], rows
 
 
 async def test_attachments_are_never_pickled(runtime_factory: Any) -> None:
@@ -125,8 +128,8 @@ async def test_a_pickle_planted_in_storage_is_not_executed(
         async def load(obj: Any, ctx: td.ObjectContext) -> Any:
             return await ctx.storage.get("wire")
 
-        # not JSON: refused, as a storage fault naming the key
-        with pytest.raises(td.StorageError, match=r"decode|JSON|Expecting"):
+        # not a format this runtime writes: refused, as a storage fault naming the key
+        with pytest.raises(td.StorageError, match=r"key 'wire' cannot be decoded"):
             await run_in_object(stub, load)
     assert tripped == [], "the planted pickle never ran"
 

@@ -9,14 +9,15 @@ from typing import Any
 import pytest
 
 import trio_durable as td
+from trio_durable import _codec
 from trio_durable._storage._cache import ENTRY_OVERHEAD, CacheBudget
 from trio_durable.testing import evict, run_in_object
 
 from .objects import OBJECTS, ControlledBackend
 
 VALUE = "v" * 1000
-#: What one entry of ``VALUE`` costs the budget ("k000" keys, JSON quotes).
-ENTRY = ENTRY_OVERHEAD + 4 + len(VALUE) + 2
+#: What one entry of ``VALUE`` costs the budget ("k000" keys, the encoded value).
+ENTRY = ENTRY_OVERHEAD + 4 + len(_codec.encode(VALUE))
 BUDGET = 40 * ENTRY
 
 

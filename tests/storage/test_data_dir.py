@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import trio_durable as td
+from trio_durable import _codec
 from trio_durable._storage._sqlite import DATABASE_NAME
 from trio_durable.testing import run_in_object
 
@@ -126,7 +127,8 @@ async def test_refused_start_changes_nothing(tmp_path: Path) -> None:
         values = db.execute("SELECT value FROM _td_kv").fetchall()
     finally:
         db.close()
-    assert (secrets_left, values) == (0, [(b"1",)]), "no new secret was minted, no data lost"
+    expected = (0, [(_codec.encode(1),)])
+    assert (secrets_left, values) == expected, "no new secret was minted, no data lost"
 
 
 async def test_missing_secret_is_created_when_no_object_exists(tmp_path: Path) -> None:
@@ -167,12 +169,28 @@ async def test_data_file_that_is_not_a_database_is_refused(tmp_path: Path) -> No
 # -------------------------------------------------------- undecodable values
 
 
-@pytest.fixture
-async def planted(tmp_path: Path) -> Path:
+#: Stored bytes no runtime wrote, each with what it is.
+PLANTED = {
+    "pickle": b"\x80\x04\x95\x0b\x00\x00\x00\x00\x00\x00\x00\x8c\x02os\x94\x8c\x06system\x94\x93.",
+    # Format 1, a datetime extension value (code 18) cut to one byte.
+    "short-datetime": b"\x01\xd4\x12\x00",
+    # Format 1, a Decimal extension value (code 22) that is not a number.
+    "bad-decimal": b"\x01\xd5\x16zz",
+    # Format 1, a timedelta extension value (code 21) of 2**31 - 1 days.
+    "huge-timedelta": b"\x01\xc7\x0c\x15\x7f\xff\xff\xff" + bytes(8),
+    # Format 1, MessagePack cut short.
+    "truncated": b"\x01\x92\x01",
+    # JSON (as 0.1.0 wrote) nested deeper than the interpreter's recursion limit.
+    "deep-json": b"[" * 100_000,
+    "unknown-format": b"\x07abc",
+}
+
+
+@pytest.fixture(params=list(PLANTED))
+async def planted(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
     """A data dir whose object "keeper" has a good key and one planted by someone else."""
     await _store(tmp_path, good=1, bad=2)
-    pickle = b"\x80\x04\x95\x0b\x00\x00\x00\x00\x00\x00\x00\x8c\x02os\x94\x8c\x06system\x94\x93."
-    _edit(tmp_path, "UPDATE _td_kv SET value = ? WHERE key = 'bad'", pickle)
+    _edit(tmp_path, "UPDATE _td_kv SET value = ? WHERE key = 'bad'", PLANTED[request.param])
     return tmp_path
 
 

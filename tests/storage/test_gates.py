@@ -11,6 +11,7 @@ import trio
 import trio.testing
 
 import trio_durable as td
+from trio_durable import _codec
 from trio_durable._storage._cache import ENTRY_OVERHEAD
 from trio_durable.testing import evict, run_in_object
 
@@ -36,7 +37,8 @@ async def test_writes_without_other_awaits_commit_together(tmp_path: Path) -> No
             await ctx.storage.put("c", 3)
 
         await run_in_object(stub, body)
-    assert backend.batches == [[{"a": None, "b": b"2", "c": b"3"}]], "one commit for all four"
+    expected = [[{"a": None, "b": _codec.encode(2), "c": _codec.encode(3)}]]
+    assert backend.batches == expected, "one commit for all four"
 
 
 async def test_writes_of_many_objects_share_commits(runtime: td.Runtime) -> None:
@@ -173,9 +175,8 @@ async def test_cancelled_put_writes_nothing(box: td.Stub) -> None:
 
 async def test_cache_overflow_keeps_uncommitted_writes(tmp_path: Path) -> None:
     backend = ControlledBackend(tmp_path)
-    async with td.open_runtime(
-        OBJECTS, backend=backend, storage_cache_bytes=2 * (ENTRY_OVERHEAD + 2)
-    ) as rt:
+    entry = ENTRY_OVERHEAD + 1 + len(_codec.encode(1))  # a one-letter key, a small int
+    async with td.open_runtime(OBJECTS, backend=backend, storage_cache_bytes=2 * entry) as rt:
         await _fill_cache_past_its_budget(rt, backend)
 
 

@@ -113,7 +113,8 @@ async def test_128_keys_per_call_is_accepted(box: td.Stub) -> None:
 async def test_value_over_2_mib_is_refused_with_size(box: td.Stub) -> None:
     exc = await _raises(box, lambda s: s.put("big", "x" * (2 * 1024 * 1024)))
     assert isinstance(exc, td.LimitExceededError), f"LimitExceededError, got {exc!r}"
-    expected = "value for key 'big' is 2,097,154 bytes serialized; the limit is 2,097,152"
+    # 2 MiB of text, a 5-byte MessagePack string header and the format byte.
+    expected = "value for key 'big' is 2,097,158 bytes serialized; the limit is 2,097,152"
     assert expected == str(exc), "names the serialized size and the limit"
 
 

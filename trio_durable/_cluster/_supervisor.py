@@ -37,7 +37,7 @@ from .._storage._lock import DataDirLock
 from ._control import ControlChannel
 from ._leases import SqliteLeaseStore
 
-__all__ = ["ClusterOptions", "run_cluster"]
+__all__ = ["ClusterOptions", "run_cluster", "serve_cluster"]
 
 logger: Final = logging.getLogger("trio_durable.cluster")
 
@@ -264,6 +264,60 @@ def bind_listener(host: str, port: int) -> socket.socket:
         listener.close()
         raise
     return listener
+
+
+async def serve_cluster(
+    app: str,
+    *,
+    workers: int,
+    host: str = "127.0.0.1",
+    port: int,
+    data_dir: str | os.PathLike[str],
+    lease_seconds: float = 4.0,
+    log_level: str = "info",
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` with ``workers`` processes on one port until SIGTERM or SIGINT.
+
+    ::
+
+        trio.run(functools.partial(
+            td.serve_cluster, "myapp:app", workers=4, port=8787, data_dir="data"
+        ))
+
+    What ``trio-durable serve MODULE:APP --workers N`` runs. This process
+    becomes the supervisor: each worker is a new process that imports
+    ``app`` (``"module:attribute"``, a :class:`~trio_durable.App`), so the
+    app must be importable by name. One live instance per object ID across
+    the workers; SIGHUP replaces the workers one by one without closing a
+    WebSocket (see ``docs/cluster.md``). Returns once every worker stopped.
+
+    Args:
+        app: The app to serve, ``"module:attribute"``.
+        workers: How many worker processes (at least 1).
+        host: The address to listen on.
+        port: The port; ``0`` picks a free one (see ``task_status``).
+        data_dir: The data directory the workers share (locked for the
+            cluster: a second runtime on it is refused).
+        lease_seconds: How long a silent worker keeps its objects from the
+            others (a dead one's are moved at once by this supervisor).
+        log_level: The workers' logging level.
+        task_status: Gets the bound port once every worker serves.
+
+    Raises:
+        StorageError: the data directory is in use by another runtime.
+        OSError: the address cannot be bound.
+    """
+    options = ClusterOptions(
+        app=app,
+        workers=workers,
+        host=host,
+        port=port,
+        data_dir=os.fspath(data_dir),
+        lease_seconds=lease_seconds,
+        log_level=log_level,
+    )
+    await run_cluster(options, task_status=task_status)
 
 
 async def run_cluster(

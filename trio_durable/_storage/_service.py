@@ -16,7 +16,6 @@ from ._store import ObjectStore
 from ._values import ValueCodec
 
 if TYPE_CHECKING:
-    from .._convert import Converter
     from .._core._live import LiveObject
     from .._ids import DurableObjectId
     from ._backend import SqlLoader
@@ -29,16 +28,15 @@ class StorageService:
 
     Args:
         engine: The runtime's write buffer and committer.
-        converter: The runtime's value converter.
         cache_bytes: The byte budget of all objects' key-value caches together.
     """
 
     __slots__ = ("_codec", "_storages", "_stores", "cache_budget", "engine")
 
-    def __init__(self, engine: StorageEngine, converter: Converter, *, cache_bytes: int) -> None:
+    def __init__(self, engine: StorageEngine, *, cache_bytes: int) -> None:
         self.engine = engine
         self.cache_budget = CacheBudget(cache_bytes)
-        self._codec = ValueCodec(converter, engine.max_value_bytes)
+        self._codec = ValueCodec(engine.max_value_bytes)
         self._stores: dict[LiveObject, ObjectStore] = {}
         self._storages: dict[LiveObject, Storage] = {}
 

@@ -1,20 +1,19 @@
 """Stored values to bytes and back: the one place storage touches the value format.
 
 Every key-value write goes through :meth:`ValueCodec.dumps` and every read
-through :meth:`ValueCodec.loads`, so changing the format (a new codec) is an
-edit of this module alone.
+through :meth:`ValueCodec.loads`; both delegate to the package's one value
+codec (``_codec``), so stored values, attachments and RPC values follow the
+same rules. Rows written by 0.1.0 (JSON text) still read: the codec tells
+them apart by their first byte.
 """
 
 from __future__ import annotations
 
-import json
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
+from .. import _codec
 from .._exceptions import StorageError
 from ._checks import check_value_size, short_key
-
-if TYPE_CHECKING:
-    from .._convert import Converter
 
 __all__ = ["ValueCodec"]
 
@@ -22,33 +21,34 @@ T = TypeVar("T")
 
 
 class ValueCodec:
-    """Serializes stored values with the runtime's converter, within the size limit.
+    """Encodes stored values with the value codec, within the size limit.
 
     Args:
-        converter: The runtime's one private converter.
-        max_value_bytes: The largest serialized value a write may store.
+        max_value_bytes: The largest encoded value a write may store.
     """
 
-    __slots__ = ("_converter", "max_value_bytes")
+    __slots__ = ("max_value_bytes",)
 
-    def __init__(self, converter: Converter, max_value_bytes: int) -> None:
-        self._converter = converter
+    def __init__(self, max_value_bytes: int) -> None:
         self.max_value_bytes = max_value_bytes
 
     def dumps(self, key: str, value: Any) -> bytes:
         """The bytes stored for ``value`` under ``key``.
 
+        Nothing is written here: callers encode every value of a call before
+        they buffer any, so a refused value leaves storage as it was.
+
         Raises:
-            TypeError: ``value`` is ``None`` or cannot be serialized.
-            LimitExceededError: the serialized value is over the size limit.
+            TypeError: ``value`` is ``None``, or a part of it cannot be stored
+                (the message names its type and place: ``value for key 'k'["a"][0]
+                is a function (a lambda); stored values must be data``).
+            LimitExceededError: the encoded value is over the size limit.
         """
-        kind = type(value)
-        if kind is str or kind is int or kind is bool:
-            data = json.dumps(value, ensure_ascii=False).encode("utf-8")  # fast path
-        elif value is None:
-            raise TypeError(f"cannot store None under {key!r}; use delete() to remove a key")
-        else:
-            data = self._converter.dumps(value)
+        if value is None:
+            raise TypeError(
+                f"cannot store None under {short_key(key)}; use delete() to remove a key"
+            )
+        data = _codec.encode(value, where=f"value for key {short_key(key)}")
         check_value_size(key, data, self.max_value_bytes)
         return data
 
@@ -58,12 +58,17 @@ class ValueCodec:
         Raises:
             StorageError: the stored bytes are not a value this runtime wrote
                 (damaged, or planted by something else); names the key.
+            cattrs.BaseValidationError: the value does not fit ``type``
+                (as from cattrs itself; the stored value is fine).
         """
         try:
-            return self._converter.loads(data, type)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            value = _codec.decode(data)
+        except ValueError as exc:
             raise StorageError(
                 f"the stored value of key {short_key(key)} cannot be decoded "
                 f"({len(data):,} bytes, starting {bytes(data[:16])!r}): {exc}; it was not "
                 "written by this runtime or is damaged"
             ) from exc
+        if type is None:
+            return value
+        return _codec.structure(value, type)

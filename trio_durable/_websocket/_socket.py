@@ -34,7 +34,6 @@ import attrs
 import trio
 
 from .. import _codec
-from .._convert import CONVERTER
 from .._core._live import LiveObject, Supervisor, current_object
 from .._exceptions import LimitExceededError, WebSocketClosedError
 from .._http import Response
@@ -288,21 +287,25 @@ class WebSocket:
     # ----------------------------------------------------------- attachments
 
     def serialize_attachment(self, value: Any) -> None:
-        """Keep ``value`` with the socket; it survives hibernation.
+        """Keep a copy of ``value`` with the socket; it survives hibernation.
 
-        ``value`` is an attrs instance or plain JSON-able data, converted by
-        the package's private converter (never pickle). Passing ``None``
-        clears it.
+        ``value`` goes through the package's value codec, as stored values
+        do (never pickle): ``bytes``, tuples, sets, datetimes... come back as
+        themselves, an attrs instance as a ``dict`` of its fields unless
+        `deserialize_attachment` is given its class. Passing ``None`` clears
+        it.
 
         Raises:
-            TypeError: the value cannot be serialized.
-            LimitExceededError: the serialized value is over the limit
-                (16,384 bytes by default).
+            TypeError: a part of ``value`` cannot be kept (the message names
+                its type and place: ``attachment["cb"] is a function; stored
+                values must be data``); the previous attachment stays.
+            LimitExceededError: the encoded value is over the limit (16,384
+                bytes by default); the previous attachment stays.
         """
         if value is None:
             self._attachment = None
             return
-        data = CONVERTER.dumps(value)
+        data = _codec.encode(value, where="attachment")
         group = self._group
         limit = _attachment_limit() if group is None else group.max_attachment_bytes
         _check_attachment(data, limit)
@@ -311,11 +314,14 @@ class WebSocket:
     def deserialize_attachment(self, type: type[T] | None = None) -> Any:
         """A fresh copy of the attachment, structured into ``type`` when given.
 
+        Without ``type`` the value comes back as it went in (an attrs
+        instance as a ``dict`` of its fields); with it, through cattrs:
+        unknown keys are ignored and missing fields take their defaults.
         Returns ``None`` when nothing was stored.
         """
         if self._attachment is None:
             return None
-        return CONVERTER.loads(self._attachment, type)
+        return _codec.decode(self._attachment, type)
 
     # -------------------------------------------------------------- sending
 
