@@ -97,7 +97,8 @@ async def test_a_cluster_node_cannot_open_a_database_a_single_runtime_uses(
 def _end_owner_session(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_locks "
+            # With a timeout, it returns once the session is gone (its lock too).
+            "SELECT pg_terminate_backend(pid, 10000) FROM pg_locks "
             "WHERE locktype = 'advisory' AND granted "
             "AND ((classid::bigint << 32) | objid::bigint) = %s",
             (OWNER_LOCK_KEY,),
