@@ -105,6 +105,31 @@ def bench_storage(full: bool) -> tuple[dict[str, Any], list[Row]]:
     return _run_script(argv), []
 
 
+def bench_postgres(full: bool) -> tuple[dict[str, Any], list[Row]]:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / ".postgres.json"
+    argv = ["benchmarks/bench_postgres.py", "--json", str(out)]
+    if not full:
+        argv += ["--objects", "300", "--writes", "10", "--baseline-writes", "1000"]
+    result = _run_script(argv)
+    figures = json.loads(out.read_text())
+    out.unlink()
+    result["figures"] = figures
+    rows = [
+        _row(
+            "postgres",
+            f"acknowledged writes/s, {figures['objects']:,.0f} objects, vs 1 commit per write",
+            figures["many_objects"],
+            figures["baseline"],
+            "writes/s",
+            True,
+            "psycopg loop",
+            target=3.0,
+        )
+    ]
+    return result, rows
+
+
 def bench_idle(full: bool) -> tuple[dict[str, Any], list[Row]]:
     return _run_script(["benchmarks/bench_idle.py", *([] if full else ["--quick"])]), []
 
@@ -444,6 +469,7 @@ BENCHMARKS: dict[str, Callable[[bool], tuple[dict[str, Any], list[Row]]]] = {
     "codec": bench_codec,
     "values": bench_values,
     "storage": bench_storage,
+    "postgres": bench_postgres,
     "idle": bench_idle,
     "echo": bench_echo,
     "broadcast": bench_broadcast,

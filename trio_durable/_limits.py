@@ -30,6 +30,7 @@ __all__ = [
     "MAX_KEYS_PER_CALL",
     "MAX_KEY_BYTES",
     "MAX_MESSAGE_SIZE",
+    "MAX_SQL_DATABASE_BYTES",
     "MAX_TAGS",
     "MAX_TAG_BYTES",
     "MAX_VALUE_BYTES",
@@ -56,6 +57,9 @@ EVICT_AFTER: Final = 70.0
 
 #: Keys one storage call may name.
 MAX_KEYS_PER_CALL: Final = 128
+#: Bytes an object's SQL database may hold on a backend that stores it remotely
+#: (PostgreSQL): every activation on a new node reads it whole.
+MAX_SQL_DATABASE_BYTES: Final = 64 * 1024 * 1024
 #: Bytes of one key (UTF-8).
 MAX_KEY_BYTES: Final = 2048
 #: Bytes of one stored value, serialized.

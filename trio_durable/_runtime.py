@@ -219,6 +219,7 @@ class Runtime:
         self.storage_engine = StorageEngine(backend, max_value_bytes=options.max_value_bytes)
         self.storages = StorageService(self.storage_engine, cache_bytes=options.storage_cache_bytes)
         self.registry.close_listeners.append(self.storages.forget)
+        self.registry.prepare = self.storages.prepare
         self._object_classes: dict[str, type[DurableObject]] = dict(objects)
         self.alarms = AlarmScheduler(
             backend=backend,
@@ -410,6 +411,9 @@ def _lease_store_for(backend: Backend) -> LeaseStore:
     """
     if isinstance(backend, SqliteBackend) and backend.data_dir is not None:
         return SqliteLeaseStore(backend.data_dir / DATABASE_NAME)
+    postgres = _postgres_lease_store(backend)
+    if postgres is not None:
+        return postgres
     raise TypeError(
         f"a cluster needs its storage in a data directory or a database, not {backend!r}"
     )
@@ -492,11 +496,42 @@ def _tuned_gc(enabled: bool) -> Iterator[None]:
         gc.unfreeze()
 
 
+def _postgres_lease_store(backend: Backend) -> LeaseStore | None:
+    """Leases in the database of a PostgreSQL backend; ``None`` for another backend.
+
+    Raises:
+        TypeError: a PostgreSQL backend that does not share its database.
+    """
+    try:
+        from ._cluster._pg_leases import PgLeaseStore
+        from ._storage._postgres import PostgresBackend
+    except ImportError:  # no psycopg: the backend cannot be a PostgresBackend
+        return None
+    if not isinstance(backend, PostgresBackend):
+        return None
+    if backend.exclusive:
+        raise TypeError("a cluster's PostgresBackend shares its database: pass exclusive=False")
+    return PgLeaseStore(backend.url, timeout=backend.timeout)
+
+
+def _postgres_backend(database: str, *, exclusive: bool) -> Backend:
+    """The backend for ``open_runtime(database=...)``; a bad URL is an error here, at the call."""
+    try:
+        from ._storage._postgres import PostgresBackend
+    except ImportError as exc:  # psycopg is an optional dependency
+        raise ImportError(
+            f"open_runtime(database=...) needs psycopg 3 and psycopg_pool ({exc}); "
+            "install them with: pip install 'trio_durable[postgres]'"
+        ) from exc
+    return PostgresBackend(database, exclusive=exclusive)
+
+
 @asynccontextmanager
 async def open_runtime(
     objects: Mapping[str, type[DurableObject]],
     data_dir: str | os.PathLike[str] | None = None,
     *,
+    database: str | None = None,
     env: Any = None,
     hibernate_after: float = HIBERNATE_AFTER,
     evict_after: float = EVICT_AFTER,
@@ -525,6 +560,10 @@ async def open_runtime(
         objects: Namespace name → :class:`DurableObject` subclass.
         data_dir: Where the embedded SQLite storage lives; ``None`` keeps
             everything in memory (lost when the runtime closes).
+        database: A ``postgresql://user@host:port/dbname`` URL: keep
+            everything in that PostgreSQL database instead of ``data_dir``
+            (``docs/postgres.md``; needs the ``postgres`` extra). The tables
+            are created or migrated at start.
         env: Any value; objects see it as ``self.env``.
         hibernate_after: Seconds an object may sit idle (no handler, no
             background work, no standard socket) before it is evicted.
@@ -532,6 +571,7 @@ async def open_runtime(
             awake only by background work is evicted anyway.
         backend: A storage backend to use instead of SQLite in ``data_dir``
             (for example ``SqliteBackend(path, durability="power")``).
+            ``data_dir``, ``database`` and ``backend`` exclude each other.
         max_value_bytes: Largest serialized value ``ctx.storage.put`` accepts
             (default 2 MiB).
         storage_cache_bytes: How much the key-value caches of all live
@@ -575,10 +615,17 @@ async def open_runtime(
         blocking_reset_after=blocking_reset_after,
         tune_gc=tune_gc,
     )
-    if backend is None:
+    storage = {"data_dir": data_dir, "database": database, "backend": backend}
+    chosen = [name for name, value in storage.items() if value is not None]
+    if len(chosen) > 1:
+        raise TypeError(
+            f"pass only one of data_dir, database and backend (got {' and '.join(chosen)})"
+        )
+    if database is not None:
+        # A cluster's nodes share the database; a runtime alone owns it.
+        backend = _postgres_backend(database, exclusive=cluster is None)
+    elif backend is None:
         backend = SqliteBackend(data_dir)
-    elif data_dir is not None:
-        raise TypeError("pass either data_dir or backend, not both")
     if cluster is not None:
         _lease_store_for(backend)  # refuses a backend that cannot hold leases, before opening
     await backend.open()

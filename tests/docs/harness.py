@@ -18,6 +18,9 @@ Pages steer this with HTML comments, which neither GitHub nor Sphinx shows:
 * ``<!-- invisible-code-block: python ... -->``: hidden setup or checks;
 * ``<!-- skip: next "the reason" -->``: a block that cannot run here (the
   reason is shown in the test report); keep these rare;
+* in a hidden block, ``postgres_database()`` returns the URL of an empty
+  database of the tests' throwaway PostgreSQL (``tests/postgres``): the
+  block is skipped where none can be started, and fails under ``CI=true``;
 * in a hidden block, ``serve_then_check(check)``: the next block's call of
   ``td.serve`` serves on a free port of 127.0.0.1 instead of the one
   written, runs ``check(base_url)`` (in a thread, with a real client) and
@@ -244,12 +247,20 @@ def setup(namespace: dict[str, Any]) -> None:
     def run_test(test: Callable[..., Any], **fixtures: Any) -> None:
         checks.run_test(test, directory, **fixtures)
 
+    def postgres_database() -> str:
+        # An empty database of the tests' throwaway PostgreSQL (the page is
+        # skipped where there is none, and fails under CI=true).
+        from tests.postgres.fixtures import database_url
+
+        return database_url()
+
     namespace.update(
         run_blocks_inside=run_blocks_inside,
         run_blocks_outside=run_blocks_outside,
         open_page_runtime=open_page_runtime,
         serve_then_check=serve_then_check,
         run_test=run_test,
+        postgres_database=postgres_database,
         checks=checks,
     )
 

@@ -16,7 +16,7 @@ from pathlib import Path
 CHILD = Path(__file__).with_name("crash_child.py")
 
 
-def _spawn(data_dir: Path, mode: str) -> subprocess.Popen[str]:
+def _spawn(data_dir: Path | str, mode: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, str(CHILD), str(data_dir), mode],
         stdout=subprocess.PIPE,
@@ -25,7 +25,9 @@ def _spawn(data_dir: Path, mode: str) -> subprocess.Popen[str]:
     )
 
 
-def kill_during_writes(data_dir: Path, rng: random.Random) -> tuple[dict[str, set[int]], float]:
+def kill_during_writes(
+    data_dir: Path | str, rng: random.Random
+) -> tuple[dict[str, set[int]], float]:
     """Run the writer, SIGKILL it at a random moment; return what was acknowledged."""
     proc = _spawn(data_dir, "write")
     acked: dict[str, set[int]] = defaultdict(set)
@@ -58,7 +60,7 @@ def kill_during_writes(data_dir: Path, rng: random.Random) -> tuple[dict[str, se
     return dict(acked), alarm[0]
 
 
-def verify(data_dir: Path) -> dict[str, dict[str, object]]:
+def verify(data_dir: Path | str) -> dict[str, dict[str, object]]:
     """Restart on the same data dir and return every object's stored keys."""
     proc = _spawn(data_dir, "verify")
     out, err = proc.communicate(timeout=60)
@@ -66,14 +68,27 @@ def verify(data_dir: Path) -> dict[str, dict[str, object]]:
     return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def check(acked: dict[str, set[int]], state: dict[str, dict[str, object]]) -> list[str]:
-    """Every acknowledged write is stored; no transaction is half applied."""
+def check(
+    acked: dict[str, set[int]], state: dict[str, dict[str, object]], *, sql_atomic: bool = False
+) -> list[str]:
+    """Every acknowledged write is stored (key-value and SQL); no transaction is half applied.
+
+    ``sql_atomic``: the backend commits the SQL part with the key-value part
+    (PostgreSQL), so no SQL row may be stored without its keys either.
+    """
     problems = []
     for name, done in acked.items():
         keys = state.get(name, {})
+        logged = set(keys.get("sql_log", ()))  # type: ignore[call-overload]
         for i in done:
             if any(f"t{i:06}-{j}" not in keys for j in range(4)):
                 problems.append(f"{name}: acknowledged write {i} is missing")
+            if i not in logged:
+                problems.append(f"{name}: the SQL row of acknowledged write {i} is missing")
+        if sql_atomic:
+            for i in logged:
+                if any(f"t{i:06}-{j}" not in keys for j in range(4)):
+                    problems.append(f"{name}: write {i}'s SQL row is stored without its keys")
         groups: dict[str, int] = defaultdict(int)
         for key in keys:
             if key.startswith("t"):

@@ -1,9 +1,10 @@
 """A runtime in a child process, for the kill -9 tests.
 
 ``python crash_child.py DATA_DIR write`` opens a runtime, sets an alarm, then
-makes transactional writes from several objects, printing ``ack OBJ I`` after
-each call returned (the write is acknowledged). The parent kills it at a
-random moment.
+makes transactional writes (key-value and SQL) from several objects,
+printing ``ack OBJ I`` after each call returned (the write is acknowledged).
+The parent kills it at a random moment. ``DATA_DIR`` may be a
+``postgresql://`` URL instead: the runtime then keeps everything there.
 
 ``python crash_child.py DATA_DIR verify`` reopens the same data, waits for the
 pending alarm to fire, and prints every object's keys as one JSON line.
@@ -27,9 +28,15 @@ ALARM_DELAY = 1.5
 
 @attrs.define(eq=False)
 class Writer(td.DurableObject):
+    def __attrs_post_init__(self) -> None:
+        self.ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS log (i INTEGER PRIMARY KEY)")
+
     async def write(self, i: int) -> int:
         async with self.ctx.storage.transaction() as txn:
             await txn.put({f"t{i:06}-{j}": i for j in range(KEYS_PER_TXN)})
+            # OR REPLACE: with SQLite, a kill between the SQL part of a commit
+            # and its key-value part keeps the row, and the next run writes it again.
+            self.ctx.storage.sql.exec("INSERT OR REPLACE INTO log (i) VALUES (?)", i)
         await self.ctx.storage.put("last", i)
         return i
 
@@ -44,7 +51,9 @@ class Writer(td.DurableObject):
         return -1 if last is None else last
 
     async def dump(self) -> dict[str, Any]:
-        return await self.ctx.storage.list()
+        state = await self.ctx.storage.list()
+        state["sql_log"] = [row["i"] for row in self.ctx.storage.sql.exec("SELECT i FROM log")]
+        return state
 
     async def pending_alarm(self) -> float | None:
         return await self.ctx.storage.get_alarm()
@@ -55,8 +64,14 @@ def emit(line: str) -> None:
     sys.stdout.flush()
 
 
+def _open(data_dir: str) -> Any:
+    if data_dir.startswith("postgresql://"):
+        return td.open_runtime({"writers": Writer}, database=data_dir)
+    return td.open_runtime({"writers": Writer}, data_dir)
+
+
 async def write(data_dir: str) -> None:
-    async with td.open_runtime({"writers": Writer}, data_dir) as runtime:
+    async with _open(data_dir) as runtime:
         writers = runtime.namespace("writers")
         alarm_at = runtime.wall_time() + ALARM_DELAY
         await writers.get_by_name("alarm").arm(alarm_at)
@@ -76,7 +91,7 @@ async def write(data_dir: str) -> None:
 
 
 async def verify(data_dir: str) -> None:
-    async with td.open_runtime({"writers": Writer}, data_dir) as runtime:
+    async with _open(data_dir) as runtime:
         writers = runtime.namespace("writers")
         alarm = writers.get_by_name("alarm")
         with trio.move_on_after(10):

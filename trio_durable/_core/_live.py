@@ -18,7 +18,10 @@ Its life::
 * If a previous activation of the same ID is still closing, the new one is
   created at once but its input gate stays shut until the old one is gone
   (a short task waits for it): one live instance per ID, ever, and events
-  keep their arrival order.
+  keep their arrival order. The same task runs the activation's
+  *preparation* when there is one (a storage backend bringing the object's
+  SQL database to this process, so that the synchronous SQL API works in the
+  constructor), and only then builds the instance.
 * Handlers run in the calling task (a task per call would cost more than
   the call), inside a cancel scope that the object owns: a reset cancels
   them and their callers get :class:`ObjectResetError`. Cancelling a call
@@ -50,6 +53,7 @@ __all__ = [
     "BackgroundWork",
     "Counters",
     "LiveObject",
+    "Preparation",
     "State",
     "Supervisor",
     "current_object",
@@ -95,6 +99,8 @@ class State(enum.Enum):
 
 
 BackgroundWork = tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]
+#: What must finish before an activation is built (awaited by its activation task).
+Preparation = Callable[[], Awaitable[None]]
 
 
 @attrs.define(eq=False, slots=True)
@@ -125,6 +131,9 @@ class Supervisor(Protocol):
 
     def construct(self, record: LiveObject) -> None:
         """Build the user's instance of ``record`` (runs the constructor)."""
+
+    def preparation(self, record: LiveObject) -> Preparation | None:
+        """What must finish before ``record`` is built (``None``: build it at once)."""
 
     def object_reset(self, record: LiveObject, aborted: bool) -> None:
         """``record`` was reset (``aborted``: by ``ctx.abort()``)."""
@@ -168,6 +177,8 @@ class LiveObject:
         object_id: DurableObjectId,
         object_class: type,
         predecessor: LiveObject | None,
+        *,
+        deferred: bool = False,
     ) -> None:
         self.registry = registry
         self.object_id = object_id
@@ -175,7 +186,8 @@ class LiveObject:
         self.object_class = object_class
         self.key = (object_id.namespace, object_id.hex)
         self.predecessor = predecessor
-        self.state = State.ACTIVATING if predecessor is not None else State.LIVE
+        deferred = deferred or predecessor is not None
+        self.state = State.ACTIVATING if deferred else State.LIVE
         self.instance: Any = None
         self.input_gate = InputGate()
         self.output_gate = OutputGate()
@@ -414,18 +426,32 @@ class LiveObject:
                 self.state = State.CLOSING
             self._finish_close()
 
-    async def activate_after_predecessor(self) -> None:
-        """(Task) wait until the previous activation of this ID closed, then build ours."""
+    async def activate_later(self, preparation: Preparation | None) -> None:
+        """(Task) build ours once the previous activation closed and the preparation is done.
+
+        Without a predecessor, ``preparation`` is what the registry asked for
+        when it created this activation; after one, it is asked for once the
+        predecessor is gone (whose last commits may change what is needed).
+        """
         predecessor = self.predecessor
-        assert predecessor is not None
-        try:
-            await predecessor.wait_closed()
-        finally:
-            self.predecessor = None
-            if self.state is State.CLOSING:  # reset before it was ever built
-                self._finish_close()
-        if self.state is not State.ACTIVATING:
-            return
+        if predecessor is not None:
+            try:
+                await predecessor.wait_closed()
+            finally:
+                self.predecessor = None
+                if self.state is State.CLOSING:  # reset before it was ever built
+                    self._finish_close()
+            if self.state is not State.ACTIVATING:
+                return
+            preparation = self.registry.preparation(self)
+        if preparation is not None:
+            try:
+                await preparation()
+            except Exception as exc:
+                self.reset(exc, origin="activation")
+                return
+            if self.state is not State.ACTIVATING:
+                return  # reset (or shut down) while it was being prepared
         try:
             self.registry.construct(self)
         except Exception as exc:

@@ -16,7 +16,15 @@ from typing import Any
 import trio
 
 from .._ids import DurableObjectId
-from ._live import CURRENT_OBJECT, LIFECYCLE_LOGGER, Counters, LiveObject, State, describe
+from ._live import (
+    CURRENT_OBJECT,
+    LIFECYCLE_LOGGER,
+    Counters,
+    LiveObject,
+    Preparation,
+    State,
+    describe,
+)
 from ._timers import EvictionTimers
 
 __all__ = ["Builder", "Registry"]
@@ -29,6 +37,8 @@ ResetListener = Callable[[LiveObject, bool], None]
 CloseListener = Callable[[LiveObject], None]
 #: Told when an activation starts (first event of an ID since the last close).
 ActivationListener = Callable[[LiveObject], None]
+#: Says what must finish before an activation of an ID is built (``None``: nothing).
+Preparer = Callable[[DurableObjectId], Preparation | None]
 
 
 class Registry:
@@ -52,6 +62,10 @@ class Registry:
         self.activation_listeners: list[ActivationListener] = []
         #: Called before each event's handler; raises to refuse the event.
         self.admit: Callable[[LiveObject], None] | None = None
+        #: Asked when an activation is created; what it returns is awaited
+        #: (with the object's events held at its input gate) before the
+        #: constructor runs. A failure resets the activation.
+        self.prepare: Preparer | None = None
         self._live: dict[tuple[str, str], LiveObject] = {}
         self._nursery: trio.Nursery | None = None
         self._closed = False
@@ -130,13 +144,22 @@ class Registry:
         finally:
             CURRENT_OBJECT.reset(token)
 
+    def preparation(self, record: LiveObject) -> Preparation | None:
+        """What must finish before ``record`` is built (a :class:`Supervisor` method)."""
+        return self.prepare(record.object_id) if self.prepare is not None else None
+
     def activate(self, object_id: DurableObjectId, object_class: type) -> LiveObject:
         """The live activation for an ID, building one if needed.
 
+        The instance is built at once, unless a previous activation is still
+        closing or the activation needs a preparation: then a task builds it
+        later and the object's events wait at its input gate.
+
         Raises:
             trio.ClosedResourceError: the runtime is closed.
-            Exception: the constructor's error, with its type (nothing stays
-                registered, so the next call tries again).
+            Exception: the constructor's error, with its type, when it ran at
+                once (nothing stays registered, so the next call tries
+                again); a later build that fails resets the activation.
         """
         if self._closed or self._nursery is None:
             raise trio.ClosedResourceError("the runtime is closed")
@@ -144,9 +167,13 @@ class Registry:
         current = self._live.get(key)
         if current is not None and current.state in (State.LIVE, State.ACTIVATING):
             return current
-        record = LiveObject(self, object_id, object_class, predecessor=current)
+        preparation = None
+        if current is None and self.prepare is not None:
+            preparation = self.prepare(object_id)
+        immediate = current is None and preparation is None
+        record = LiveObject(self, object_id, object_class, current, deferred=not immediate)
         self.counters.activations += 1
-        if current is None:
+        if immediate:
             try:
                 self.construct(record)
             except Exception:
@@ -159,10 +186,10 @@ class Registry:
             LIFECYCLE_LOGGER.info("activated %s", describe(object_id))
         for listener in self.activation_listeners:
             listener(record)
-        if current is None:
+        if immediate:
             self.timers.schedule(record, record.eviction_deadline())
         else:
-            self._nursery.start_soon(record.activate_after_predecessor)
+            self._nursery.start_soon(record.activate_later, preparation)
         return record
 
     async def evict(self, object_id: DurableObjectId) -> bool:

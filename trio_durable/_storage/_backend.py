@@ -9,11 +9,21 @@ method that touches data is async and may do network I/O.
 Writes reach the backend only through :meth:`Backend.commit`, one call per
 batch of many objects' writes, applied all or nothing. Reads never see
 uncommitted data; the storage engine overlays its own pending writes.
+
+An object's SQL database is SQLite on every backend (the SQL API is
+synchronous and keeps SQLite's dialect). An embedded backend keeps it in a
+local file and its local commit is the durable one. A networked backend
+keeps a local copy: after each local commit it hands the storage engine the
+changed pages (:meth:`Backend.sql_changes`), which travel in the object's
+:class:`ObjectWrite` and are stored in the same transaction as its
+key-value writes; before an activation is built the runtime awaits
+:meth:`Backend.sql_loader`, which restores the copy from the backend when
+this process has none that is current.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 import attrs
@@ -28,6 +38,8 @@ __all__ = [
     "KeyRange",
     "ObjectEntry",
     "ObjectWrite",
+    "SqlLoader",
+    "SqlPages",
     "StoredAlarm",
 ]
 
@@ -76,14 +88,44 @@ class KeyRange:
     limit: int | None = None
 
 
+@attrs.frozen
+class SqlPages:
+    """What an object's SQL database changed, for a backend that stores it remotely.
+
+    SQLite's database file is a sequence of pages; these are the pages one
+    local commit (or several) wrote, taken from the write-ahead log.
+
+    Attributes:
+        page_size: Bytes per page.
+        page_count: The database's length in pages afterwards (pages past
+            it are gone).
+        pages: Page number (from 1) → its new content.
+        base_version: The stored version these pages apply to; ``None``:
+            ``pages`` is the whole database and nothing may be stored yet.
+    """
+
+    page_size: int
+    page_count: int
+    pages: Mapping[int, bytes]
+    base_version: int | None
+
+    @property
+    def replace(self) -> bool:
+        """True when ``pages`` is the whole database (the first store of it)."""
+        return self.base_version is None
+
+
 @attrs.define(eq=False, slots=True)
 class ObjectWrite:
     """What one object changed since its last commit.
 
     Attributes:
-        clear: Delete every key of the object (and its alarm) *before* ``puts``.
+        clear: Delete every key of the object, its alarm, and its SQL
+            database unless ``sql`` is given, *before* ``puts``.
         puts: Key → serialized value; ``None`` deletes the key.
         alarm: ``None`` leaves the alarm alone, ``False`` deletes it, a record sets it.
+        sql: The SQL database's changes to store with the rest (a backend
+            that keeps it remotely; ``None`` otherwise or when unchanged).
     """
 
     namespace: str
@@ -92,6 +134,7 @@ class ObjectWrite:
     clear: bool = False
     puts: dict[str, bytes | None] = attrs.field(factory=dict)
     alarm: AlarmRecord | bool | None = None
+    sql: SqlPages | None = None
 
 
 @attrs.frozen
@@ -105,6 +148,10 @@ class Fence:
 
     member_id: str
     epochs: Mapping[int, int]
+
+
+#: Loads an object's SQL database into this process (see :meth:`Backend.sql_loader`).
+SqlLoader = Callable[[], Awaitable[None]]
 
 
 class Backend(Protocol):
@@ -168,4 +215,27 @@ class Backend(Protocol):
 
         Created on first use, when ``setup`` is called on it once. Backends
         without a local SQL database raise ``NotImplementedError``.
+        """
+
+    def sql_loader(self, namespace: str, hex_id: str, fence: Fence | None) -> SqlLoader | None:
+        """What must run before an activation of the object is built, if anything.
+
+        ``None`` when its SQL database is ready here (an embedded backend, or a
+        local copy known to be current under ``fence``). Otherwise an async
+        function that the runtime awaits, before the constructor runs, to
+        bring the database here (the constructor may use the synchronous SQL
+        API); it raises ``StorageError`` when it cannot.
+        """
+
+    def sql_changes(
+        self, namespace: str, hex_id: str, connection: sqlite3.Connection
+    ) -> SqlPages | None:
+        """The object's SQL changes committed locally on ``connection``, not yet handed over.
+
+        The storage engine calls it right after committing the object's SQL
+        transaction and puts the result in the object's :class:`ObjectWrite`.
+        ``None`` when the local commit is already durable (an embedded backend)
+        or nothing changed. Raises ``StorageError`` when ``connection`` is no
+        longer the object's database here (it was reloaded meanwhile): its
+        changes cannot be stored, and the batch must fail.
         """

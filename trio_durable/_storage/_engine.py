@@ -186,7 +186,7 @@ class StorageEngine:
 
     async def _commit(self, ready: dict[ObjectKey, Batch]) -> None:
         started = time.perf_counter()
-        fence = self.fence() if self.fence is not None else None
+        fence = self.current_fence()
         writes = []
         for key, batch in list(ready.items()):
             if fence is not None and shard_of(key[1]) not in fence.epochs:
@@ -228,11 +228,19 @@ class StorageEngine:
         if self.block_times is not None:
             self.block_times.append(blocked + time.perf_counter() - started)
 
+    def current_fence(self) -> Fence | None:
+        """The shards (and epochs) this process holds now; ``None`` in a single process."""
+        return self.fence() if self.fence is not None else None
+
     def _commit_sql(self, batch: Batch) -> bool:
         db = batch.sql
         assert db is not None
+        write = batch.write
         try:
             db.commit()
+            # A backend that stores SQL remotely gets the pages this local
+            # commit wrote, to store in the same transaction as the rest.
+            write.sql = self.backend.sql_changes(write.namespace, write.hex_id, db.connection)
         except Exception as exc:
             logger.error("SQL commit of %s failed", batch.write.hex_id, exc_info=exc)
             self._fail(batch, exc)

@@ -17,6 +17,8 @@ from ._values import ValueCodec
 
 if TYPE_CHECKING:
     from .._core._live import LiveObject
+    from .._ids import DurableObjectId
+    from ._backend import SqlLoader
 
 __all__ = ["StorageService"]
 
@@ -52,6 +54,15 @@ class StorageService:
         if storage is None:
             storage = self._storages[record] = Storage(self.store_for(record))
         return storage
+
+    def prepare(self, object_id: DurableObjectId) -> SqlLoader | None:
+        """What must run before an activation of ``object_id`` is built (the registry's hook).
+
+        A backend that keeps SQL databases remotely brings the object's here
+        first, so that its constructor can use the synchronous SQL API.
+        """
+        engine = self.engine
+        return engine.backend.sql_loader(object_id.namespace, object_id.hex, engine.current_fence())
 
     def forget(self, record: LiveObject) -> None:
         """Drop the storage of an activation that ended (a registry close listener)."""

@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-from .._exceptions import SqlError
+from .._exceptions import LimitExceededError, SqlError, StorageError
 from ._guard import NO_ATTACH, RESERVED_PREFIX, expire_statements, runtime_statements, state
 
 __all__ = ["ObjectDatabase", "StatementResult"]
@@ -35,6 +35,9 @@ _USER_OBJECTS: Final = (
 )
 
 
+#: SQLite's own ceiling of ``max_page_count`` is at least this; a backend's limit is lower.
+_UNLIMITED_PAGES: Final = 1_073_741_823
+
 #: What one user statement returned: its rows, its column names, the rows it wrote.
 StatementResult = tuple[list[tuple[Any, ...]], list[str], int]
 
@@ -53,11 +56,15 @@ class ObjectDatabase:
         connection: The object's connection, with the guard installed.
     """
 
-    __slots__ = ("_savepoint", "connection")
+    __slots__ = ("_lost", "_savepoint", "connection")
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self.connection = connection
         self._savepoint = False
+        # Set when SQLite rolled back the whole transaction after an error
+        # (SQLITE_FULL, an I/O error): its earlier statements are gone, so the
+        # batch they belong to must fail rather than commit without them.
+        self._lost: sqlite3.Error | None = None
 
     def __repr__(self) -> str:
         return f"<ObjectDatabase in_transaction={self.connection.in_transaction}>"
@@ -113,7 +120,10 @@ class ObjectDatabase:
             except sqlite3.DatabaseError as exc:
                 if guard.reason is None and guard.alter_table is not None:
                     return self._run_alter(query, bindings)
-                raise _translated(exc, guard.reason) from None
+                if not began and not db.in_transaction:
+                    self._lost = exc
+                    self._savepoint = False
+                raise _translated(exc, guard.reason, db) from None
         finally:
             if guard.wrote or db.total_changes != changes or (began and self._savepoint):
                 on_pending(self)
@@ -139,7 +149,7 @@ class ObjectDatabase:
             try:
                 result = self._run(query, bindings)
             except sqlite3.DatabaseError as exc:
-                raise _translated(exc, guard.reason) from None
+                raise _translated(exc, guard.reason, self.connection) from None
             finally:
                 guard.allow_alter = False
             reserved = self.connection.execute(_RESERVED_NAMES).fetchall()
@@ -179,7 +189,16 @@ class ObjectDatabase:
         While a ``storage.transaction()`` block has its savepoint open, the
         statements in it are not final: the commit waits, and the block hands
         them to the object's next batch when it ends (:meth:`end_savepoint`).
+
+        Raises:
+            StorageError: SQLite rolled back the transaction after an error, so
+                statements of this batch are lost (the batch must fail).
         """
+        if self._lost is not None:
+            raise StorageError(
+                "SQLite rolled back the object's SQL transaction after an error "
+                f"({self._lost}); the statements since its last commit are lost"
+            ) from self._lost
         if self._savepoint:
             return
         if self.connection.in_transaction:
@@ -189,6 +208,7 @@ class ObjectDatabase:
     def rollback(self) -> None:
         """Roll back the implicit transaction (the batch it belongs to failed)."""
         self._savepoint = False
+        self._lost = None
         try:
             if self.connection.in_transaction:
                 with runtime_statements():
@@ -244,10 +264,38 @@ def _drop_order(row: tuple[str, str, str | None]) -> tuple[bool, bool]:
     return (not (sql or "").upper().startswith("CREATE VIRTUAL"), kind != "view")
 
 
-def _translated(exc: sqlite3.DatabaseError, reason: str | None) -> Exception:
+def _runtime_pragma(db: sqlite3.Connection, name: str) -> int:
+    """Read a pragma the guard refuses to user SQL, as the runtime."""
+    db.set_authorizer(None)
+    try:
+        return int(db.execute(f"PRAGMA {name}").fetchone()[0])
+    finally:
+        # Puts the guard back and expires every cached statement, so that
+        # user text equal to ours is authorized anew.
+        expire_statements(db)
+
+
+def _full(exc: sqlite3.DatabaseError, db: sqlite3.Connection) -> Exception:
+    """The error for SQLITE_FULL: the backend's size limit, or a full disk."""
+    page_size = _runtime_pragma(db, "page_size")
+    most = _runtime_pragma(db, "max_page_count")
+    if most < _UNLIMITED_PAGES:  # the backend set a limit (SQLite's own is far higher)
+        limit = most * page_size
+        return LimitExceededError(
+            f"the object's SQL database would grow past its limit of {limit:,} bytes "
+            f"({most:,} pages of {page_size:,}); the statement was not applied"
+        )
+    return StorageError(f"the object's SQL database cannot grow: {exc} (is the disk full?)")
+
+
+def _translated(
+    exc: sqlite3.DatabaseError, reason: str | None, db: sqlite3.Connection
+) -> Exception:
     """The error a user sees for a statement that SQLite or the guard refused."""
     if reason is not None:
         return SqlError(reason)
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        return _full(exc, db)
     if str(exc) == "cannot VACUUM from within a transaction":
         # SQLite refuses VACUUM before the authorizer sees its ATTACH, because
         # user SQL always runs inside the object's transaction.

@@ -45,7 +45,16 @@ import trio
 
 from .._exceptions import StorageError
 from .._ids import shard_of
-from ._backend import AlarmRecord, Fence, KeyRange, ObjectEntry, ObjectWrite, StoredAlarm
+from ._backend import (
+    AlarmRecord,
+    Fence,
+    KeyRange,
+    ObjectEntry,
+    ObjectWrite,
+    SqlLoader,
+    SqlPages,
+    StoredAlarm,
+)
 from ._lock import DataDirLock
 from ._secret import check_secret, missing_secret_error
 
@@ -452,6 +461,16 @@ class SqliteBackend:
         setup(db)
         self._sql[key] = db
         return db
+
+    def sql_loader(self, namespace: str, hex_id: str, fence: Fence | None) -> SqlLoader | None:
+        """Nothing to load: the database is a local file."""
+        return None
+
+    def sql_changes(
+        self, namespace: str, hex_id: str, connection: sqlite3.Connection
+    ) -> SqlPages | None:
+        """Nothing to hand over: the local commit is the durable one."""
+        return None
 
     def _close_idle_sql(self) -> None:
         # Keep file descriptors bounded; a database with pending writes stays open.

@@ -1,0 +1,68 @@
+"""Schema migrations: versioned, idempotent, and safe when several nodes start at once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+import trio_durable as td
+from trio_durable._ids import SHARD_COUNT
+from trio_durable._storage._pg_schema import SCHEMA_VERSION, migrate
+
+from ..storage.objects import OBJECTS
+from .server import PostgresServer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _count(url: str, query: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(query.encode()).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_three_processes_migrating_at_once_all_succeed(postgres_server: PostgresServer) -> None:
+    url = postgres_server.create_database("migrate")  # a database no node ever used
+    start = time.time() + 1.5  # after every child has started and connected
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.postgres.migrate_child", url, repr(start)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    results = [child.communicate(timeout=60) for child in children]
+    failures = [
+        err for child, (_out, err) in zip(children, results, strict=True) if child.returncode
+    ]
+    assert failures == [], "every process migrated without an error"
+    befores = sorted(int(out.strip()) for out, _err in results)
+    assert befores == [0, SCHEMA_VERSION, SCHEMA_VERSION], "one created the tables, two found them"
+    assert _count(url, "SELECT count(*) FROM _td_schema") == 1, "one version row"
+    assert _count(url, "SELECT count(*) FROM _td_shards") == SHARD_COUNT, "the shards once"
+
+
+def test_migrating_again_changes_nothing(postgres_url: str) -> None:
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        first = migrate(conn)
+        second = migrate(conn)
+    assert (first, second) == (0, SCHEMA_VERSION), "the second run found everything in place"
+    assert _count(postgres_url, "SELECT count(*) FROM _td_shards") == SHARD_COUNT
+
+
+async def test_a_database_migrated_by_a_newer_version_is_refused(postgres_url: str) -> None:
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        migrate(conn)
+        conn.execute("UPDATE _td_schema SET version = %s", (SCHEMA_VERSION + 1,))
+    with pytest.raises(td.StorageError, match=f"schema is version {SCHEMA_VERSION + 1}"):
+        async with td.open_runtime(OBJECTS, database=postgres_url):
+            pass
