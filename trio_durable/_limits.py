@@ -26,6 +26,7 @@ __all__ = [
     "MAX_BODY_BYTES",
     "MAX_CLOSE_REASON_BYTES",
     "MAX_CONNECTIONS",
+    "MAX_PROXIED_CONNECTIONS",
     "MAX_HEADER_BYTES",
     "MAX_KEYS_PER_CALL",
     "MAX_KEY_BYTES",
@@ -109,6 +110,8 @@ HANDSHAKE_TIMEOUT: Final = 10.0
 WRITE_TIMEOUT: Final = 30.0
 #: Open connections (HTTP and WebSocket) above which new ones get 503.
 MAX_CONNECTIONS: Final = 10_000
+#: WebSocket connections one worker relays to objects on other nodes; above it, 503.
+MAX_PROXIED_CONNECTIONS: Final = 10_000
 #: Bytes of a request line plus headers.
 MAX_HEADER_BYTES: Final = 16 * 1024
 #: Bytes of a request body.

@@ -144,4 +144,4 @@ def test_metrics_with_workers_are_refused_for_now(tmp_path: Path) -> None:
             str(tmp_path),
         )
     )
-    assert "metrics_port is not available with workers > 1 yet" in line, line
+    assert "metrics_port is not available with workers > 1" in line, line

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,7 +11,9 @@ import pytest
 import trio
 import trio.testing
 
+from trio_durable import _codec
 from trio_durable._cluster._link import (
+    PROXY,
     Connection,
     LinkClosedError,
     Peer,
@@ -142,10 +145,114 @@ async def test_handshake_admits_a_member_of_the_deployment() -> None:
     a, b = trio.socket.socketpair()
     client, server = Connection(a), Connection(b)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(handshake_client, client, KEY, "m1")
-        assert await handshake_server(server, KEY) == "m1"
+        nursery.start_soon(handshake_client, client, KEY, "m1", PROXY)
+        assert await handshake_server(server, KEY) == ("m1", PROXY)
+    # Both ends tag their frames now, under this connection's own keys.
+    await client.send(["hello", b"\x00" * 3])
+    assert await server.receive() == (["hello", b"\x00" * 3], [])
+    await server.send("back")
+    assert await client.receive() == ("back", [])
     client.close()
     server.close()
+
+
+class OnPath:
+    """A proved link with an attacker in the middle, who sees and writes raw bytes.
+
+    The handshake passes through untouched; afterwards ``intercept()``
+    returns what the client sent, and ``inject()`` delivers bytes to the server.
+    """
+
+    def __init__(self) -> None:
+        a, self.to_client = trio.socket.socketpair()
+        self.to_server, b = trio.socket.socketpair()
+        self.client, self.server = Connection(a), Connection(b)
+
+    async def prove(self) -> None:
+        async def forward(source: trio.socket.SocketType, sink: trio.socket.SocketType) -> None:
+            while True:
+                await sink.send(await source.recv(65536))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(forward, self.to_client, self.to_server)
+            nursery.start_soon(forward, self.to_server, self.to_client)
+            async with trio.open_nursery() as handshake:
+                handshake.start_soon(handshake_client, self.client, KEY, "m1")
+                await handshake_server(self.server, KEY)
+            nursery.cancel_scope.cancel()
+
+    async def intercept(self) -> bytes:
+        return await self.to_client.recv(65536)
+
+    async def inject(self, data: bytes) -> None:
+        await self.to_server.send(data)
+
+    def close(self) -> None:
+        for each in (self.client, self.server):
+            each.close()
+        self.to_client.close()
+        self.to_server.close()
+
+
+def _frame(message: object) -> bytes:
+    payload = _codec.encode(message, where="test")
+    return struct.pack(">IH", len(payload), 0) + payload
+
+
+async def test_a_forged_frame_is_refused_after_the_handshake() -> None:
+    path = OnPath()
+    await path.prove()
+    await path.inject(_frame(["req", 1, "invoke", ["forged"]]) + b"\x00" * 16)
+    with pytest.raises(LinkClosedError, match="wrong tag"):
+        await path.server.receive()
+    path.close()
+
+
+async def test_an_altered_frame_is_refused() -> None:
+    path = OnPath()
+    await path.prove()
+    await path.client.send(["req", 1, "invoke", ["amount", 10]])
+    altered = bytearray(await path.intercept())
+    altered[-20] ^= 0x01  # one bit of the payload
+    await path.inject(bytes(altered))
+    with pytest.raises(LinkClosedError, match="wrong tag"):
+        await path.server.receive()
+    path.close()
+
+
+async def test_a_replayed_frame_is_refused() -> None:
+    path = OnPath()
+    await path.prove()
+    await path.client.send(["req", 1, "invoke", ["pay", 10]])
+    genuine = await path.intercept()
+    await path.inject(genuine)
+    assert await path.server.receive() == (["req", 1, "invoke", ["pay", 10]], [])
+    await path.inject(genuine)  # the same bytes again: the sequence number moved on
+    with pytest.raises(LinkClosedError, match="wrong tag"):
+        await path.server.receive()
+    path.close()
+
+
+async def test_the_client_refuses_a_server_without_the_key() -> None:
+    a, b = trio.socket.socketpair()
+    client, impostor = Connection(a), Connection(b)
+    refused: list[BaseException] = []
+
+    async def connecting() -> None:
+        try:
+            await handshake_client(client, KEY, "m1")
+        except LinkClosedError as exc:
+            refused.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(connecting)
+        # The impostor accepts whatever proof it gets, and cannot prove itself.
+        await impostor.send(["challenge", b"c" * 32])
+        await impostor.receive()
+        await impostor.send(["welcome", b"\x00" * 32])
+    assert refused and "failed to prove its own" in str(refused[0])
+    client.close()
+    impostor.close()
 
 
 async def test_handshake_refuses_a_stranger() -> None:

@@ -31,6 +31,7 @@ import argparse
 import difflib
 import inspect
 import json
+import math
 import os
 import re
 import ssl
@@ -260,6 +261,42 @@ _COMMAND_SETTINGS: Final = (
         1,
         "worker processes serving the port, one live instance per object across them "
         "(1: this process serves); SIGHUP restarts them one by one.",
+        "command",
+        commands=frozenset({"serve"}),
+    ),
+    Setting(
+        "database",
+        "str?",
+        None,
+        "keep everything in this PostgreSQL database (postgresql://user@host:port/db) "
+        "instead of --data-dir; every node of a deployment names the same one.",
+        "command",
+        commands=frozenset({"serve"}),
+    ),
+    Setting(
+        "node",
+        "str?",
+        None,
+        "this node's name in a deployment on --database (stable across its restarts); "
+        "default HOSTNAME:PORT.",
+        "command",
+        commands=frozenset({"serve"}),
+    ),
+    Setting(
+        "link_host",
+        "str?",
+        None,
+        "the address other nodes reach this node's workers on (TCP, free ports); "
+        "default --host, or this machine's address when --host is a wildcard.",
+        "command",
+        commands=frozenset({"serve"}),
+    ),
+    Setting(
+        "lease_seconds",
+        "float",
+        4.0,
+        "seconds a worker that stopped answering keeps its objects from the others "
+        "(with --workers > 1 or --database).",
         "command",
         commands=frozenset({"serve"}),
     ),
@@ -696,6 +733,13 @@ def _check_plain(setting: Setting, value: Any) -> None:
             raise ValueError(f"workers must be at least 1, got {value}")
         if name.endswith("port") and not 0 <= value <= 65535:
             raise ValueError(f"{name} must be from 0 to 65535, got {value}")
+    if kind == "float":
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise TypeError(f"{name} must be a number, got {value!r}")
+        if name == "lease_seconds" and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"lease_seconds must be a positive number of seconds, got {value}")
+    if name == "database" and not value.startswith(("postgresql://", "postgres://")):
+        raise ValueError(f"database must be a postgresql:// URL, got {value.split('@')[-1]!r}")
 
 
 def _one_line(exc: BaseException) -> str:

@@ -81,21 +81,34 @@ def run(args: argparse.Namespace) -> int:
     """Run ``serve`` with parsed arguments; returns the exit status."""
     config = start("serve", args)
     app = load_app(config["app"])
-    data_dir = prepare_data_dir(config["data_dir"])
-    config = attrs.evolve(config, values={**config.values, "data_dir": str(data_dir)})
+    database: str | None = config["database"]
+    if database is not None:
+        if "data_dir" in config.given:
+            raise UsageError("pass only one of --data-dir and --database")
+        _check_database(database)
+    if database is None:
+        for name in ("node", "link_host"):
+            if config[name] is not None:
+                raise UsageError(f"{name} is for a node of a deployment on --database")
+        data_dir = prepare_data_dir(config["data_dir"])
+        config = attrs.evolve(config, values={**config.values, "data_dir": str(data_dir)})
     serve_kwargs = config.serve_kwargs()  # a bad certificate or authenticate: refused now
-    if config["workers"] > 1:
+    if config["workers"] > 1 or database is not None:
         if config["metrics_port"] is not None:
             raise UsageError(
-                "metrics_port is not available with workers > 1 yet: each worker "
-                "process counts its own objects"
+                "metrics_port is not available with workers > 1 or --database yet: "
+                "each worker process counts its own objects"
             )
         options = ClusterOptions(
             app=config["app"],
             workers=config["workers"],
             host=config["host"],
             port=config["port"],
-            data_dir=str(data_dir),
+            data_dir=config["data_dir"],
+            database=database,
+            node=config["node"],
+            link_host=config["link_host"],
+            lease_seconds=config["lease_seconds"],
             log_level=config["log_level"],
             worker_args=worker_args(config),
         )
@@ -242,7 +255,7 @@ async def serve_cluster(options: ClusterOptions, *, https: bool = False) -> None
                 options.app,
                 url(options.host, bound, https=https),
                 options.workers,
-                options.data_dir,
+                options.data_dir if options.database is None else _hidden(options.database),
             )
     except* StorageError as group:
         raise UsageError(str(group.exceptions[0])) from None
@@ -251,6 +264,32 @@ async def serve_cluster(options: ClusterOptions, *, https: bool = False) -> None
         assert isinstance(error, OSError)
         raise UsageError(_listen_error(options.host, options.port, error)) from None
     logger.info("stopped serving %s; every worker stopped", options.app)
+
+
+def _hidden(database: str) -> str:
+    """The database URL without its password (for logs)."""
+    from .._storage._postgres import check_database_url
+
+    return check_database_url(database)
+
+
+def _check_database(database: str) -> None:
+    """Refuse a URL libpq cannot use, or a missing driver, before any worker starts.
+
+    Raises:
+        UsageError: the URL is bad or psycopg is not installed.
+    """
+    try:
+        from .._storage._postgres import check_database_url
+    except ImportError as exc:
+        raise UsageError(
+            f"--database needs psycopg 3 and psycopg_pool ({exc}); "
+            "install them with: pip install 'trio_durable[postgres]'"
+        ) from None
+    try:
+        check_database_url(database)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _listen_error(host: str, port: int, exc: OSError) -> str:

@@ -1,9 +1,10 @@
 """``trio-durable worker``: one worker process of a cluster (started by its supervisor).
 
 Not for people: ``trio-durable serve --workers N`` starts these. A worker
-inherits the listening socket, the data directory's lock and a control
-channel from its supervisor (as descriptors), opens a runtime that joins
-the cluster, serves the app on the shared socket, and says it is ready.
+inherits the listening socket, the data directory's lock (or the database
+URL, in its environment) and a control channel from its supervisor, opens
+a runtime that joins the deployment, serves the app on the shared socket,
+and says it is ready.
 It stops on SIGTERM or SIGINT, or when its supervisor goes away (the
 control channel ends); told to *drain*, it hands its shards and sockets
 over to its successor and exits.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import os
 import signal
 import socket
 from typing import Any
@@ -23,6 +25,7 @@ import trio
 from .._app import App
 from .._cluster._control import ControlChannel
 from .._cluster._member import ClusterSpec
+from .._cluster._supervisor import DATABASE_VARIABLE
 from .._gateway._serve import serve
 from .._runtime import open_runtime
 from .._storage._sqlite import SqliteBackend
@@ -39,10 +42,14 @@ def add_parser(commands: Commands) -> None:
     parser = commands.add_parser("worker", help=argparse.SUPPRESS)
     parser.add_argument("app", metavar="MODULE:ATTRIBUTE")
     parser.add_argument("--slot", type=int, required=True)
-    parser.add_argument("--data-dir", required=True)
+    # A data directory and its lock, or (with the database URL in the
+    # environment) this node's name and link address.
+    parser.add_argument("--data-dir")
+    parser.add_argument("--lock-fd", type=int)
+    parser.add_argument("--node", default="")
+    parser.add_argument("--link-host")
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--listen-fd", type=int, required=True)
-    parser.add_argument("--lock-fd", type=int, required=True)
     parser.add_argument("--control-fd", type=int, required=True)
     parser.add_argument("--lease-seconds", type=float, default=4.0)
     parser.add_argument("--host", default="127.0.0.1")
@@ -55,16 +62,26 @@ def add_parser(commands: Commands) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run one worker until it is told to stop; returns the exit status."""
     app = load_app(args.app)
-    spec = ClusterSpec(slot=args.slot, run_dir=args.run_dir, lease_seconds=args.lease_seconds)
+    spec = ClusterSpec(
+        slot=args.slot,
+        run_dir=args.run_dir,
+        lease_seconds=args.lease_seconds,
+        node=args.node,
+        link_host=args.link_host,
+    )
     runtime_options, serve_options = worker_options(args.options)
+    database = os.environ.pop(DATABASE_VARIABLE, None)
+    if database is not None:
+        storage: dict[str, Any] = {"database": database}
+    else:
+        storage = {"backend": SqliteBackend(args.data_dir, lock_fd=args.lock_fd)}
     trio.run(
         functools.partial(
             run_worker,
             app,
             spec,
-            data_dir=args.data_dir,
+            storage=storage,
             listen_fd=args.listen_fd,
-            lock_fd=args.lock_fd,
             control_fd=args.control_fd,
             host=args.host,
             runtime_options=runtime_options,
@@ -78,9 +95,8 @@ async def run_worker(
     app: App,
     spec: ClusterSpec,
     *,
-    data_dir: str,
+    storage: dict[str, Any],
     listen_fd: int,
-    lock_fd: int,
     control_fd: int,
     host: str,
     runtime_options: dict[str, Any] | None = None,
@@ -88,6 +104,7 @@ async def run_worker(
 ) -> None:
     """Serve ``app`` as one worker of a cluster until told to stop.
 
+    ``storage`` is ``open_runtime``'s ``backend`` or ``database``;
     ``runtime_options`` and ``serve_options`` are keyword arguments of
     ``open_runtime`` and ``serve`` (the options the supervisor was given).
     """
@@ -95,12 +112,11 @@ async def run_worker(
     serve_kwargs = serve_options or {}
     listener = socket.socket(fileno=listen_fd)
     control = ControlChannel(trio.socket.from_stdlib_socket(socket.socket(fileno=control_fd)))
-    backend = SqliteBackend(data_dir, lock_fd=lock_fd)
     port = listener.getsockname()[1]
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with (
             open_runtime(
-                app.objects, backend=backend, env=app.env, cluster=spec, **runtime_kwargs
+                app.objects, env=app.env, cluster=spec, **storage, **runtime_kwargs
             ) as runtime,
             trio.open_nursery() as nursery,
         ):

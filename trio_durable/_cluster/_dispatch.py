@@ -11,9 +11,15 @@ member that holds the shard, over its link, and behaves the same:
 * cancelling the caller cancels the call at the owner;
 * while no member holds the shard (its owner died and the lease has not
   moved yet), the call waits for the next owner, up to ``call_timeout``;
-  then :class:`~trio_durable.ObjectUnavailableError`. A link that breaks
-  after the call was sent raises :class:`~trio_durable.ObjectResetError`
-  (the call may or may not have run, as when an object is reset).
+  then :class:`~trio_durable.ObjectUnavailableError`, or
+  :class:`~trio_durable.StorageError` when the deployment's storage is
+  out of reach. A link that breaks after the call was sent raises
+  :class:`~trio_durable.ObjectResetError` (the call may or may not have
+  run, as when an object is reset).
+
+A WebSocket upgrade for an object of another process goes there with the
+client's connection: as a descriptor to a worker of this node, through a
+byte relay (``_proxy.py``) to another node.
 """
 
 from __future__ import annotations
@@ -30,15 +36,17 @@ import trio
 
 from .. import _codec
 from .._core._live import State, current_object
-from .._exceptions import ObjectResetError, ObjectUnavailableError
+from .._exceptions import ObjectResetError, ObjectUnavailableError, StorageError
 from .._gateway._handoff import CURRENT_HANDOFF, UpgradeHandoff, answer_on, upgrades_of
 from .._http import Response
 from .._ids import DurableObjectId, shard_of
+from .._limits import MAX_PROXIED_CONNECTIONS
 from .._stubs import Invocation, LocalDispatcher, Namespace
 from .._websocket._hub import MovedObject, MovedSocket
-from ._link import MAX_FDS_PER_FRAME, LinkClosedError, LinkUnavailableError
+from ._link import MAX_FDS_PER_FRAME, PROXY, Connection, LinkClosedError, LinkUnavailableError
 from ._member import ClusterMember, ShardNotHeldError
 from ._placement import Member
+from ._proxy import relay
 from ._remote import AppClasses, encode_error, rebuild_error
 from ._shards import LocalShards
 
@@ -51,6 +59,8 @@ _RETRY: Final = object()
 
 #: Pause between two attempts to find an object's owner.
 _RETRY_PAUSE: Final = 0.05
+#: Seconds the node that relays an upgrade waits for it to arrive.
+_PROXY_REQUEST_TIMEOUT: Final = 10.0
 
 
 class ClusterDispatcher:
@@ -77,6 +87,9 @@ class ClusterDispatcher:
         member.on("invoke", self._serve_invoke)
         member.on("upgrade", self._serve_upgrade)
         member.on("adopt", self._serve_adopt)
+        member.on_proxy(self._serve_proxy)
+        #: WebSocket connections this process relays to other nodes now.
+        self.proxied = 0
         #: The runtime whose gateway completes handed-over upgrades (set by the runtime).
         self.runtime: Any = None
         #: Where adopted sockets wait for their shard (set by the runtime).
@@ -108,7 +121,10 @@ class ClusterDispatcher:
                 if owner is not None and owner.member_id != member.member.member_id:
                     handoff = _offered_connection(invocation)
                     if handoff is not None:
-                        result = await self._hand_over(owner, namespace, object_id, handoff)
+                        if member.same_node(owner):
+                            result = await self._hand_over(owner, namespace, object_id, handoff)
+                        else:
+                            result = await self._relay(owner, namespace, object_id, handoff)
                         if result is not _RETRY:
                             return result
                         continue
@@ -122,6 +138,12 @@ class ClusterDispatcher:
                     )
                     if result is not _RETRY:
                         return result
+            unreachable = member.storage_unreachable()
+            if unreachable is not None:
+                raise StorageError(
+                    f"{object_id!r} cannot run: the deployment's storage is out of reach "
+                    f"({unreachable}); nothing was run"
+                ) from unreachable
             if trio.current_time() >= deadline:
                 raise ObjectUnavailableError(
                     f"no process of the deployment ran {object_id!r} within "
@@ -265,15 +287,146 @@ class ClusterDispatcher:
         summary = Response(status=response.status, headers=response.headers)
         return ["ok", _codec.encode_call(summary, where="response")], ()
 
+    async def _relay(
+        self,
+        owner: Any,
+        namespace: Namespace[Any],
+        object_id: DurableObjectId,
+        handoff: UpgradeHandoff,
+    ) -> Any:
+        """Send an upgrade to the owner on another node, then relay the client's bytes to it.
+
+        Returns the object's response (the owner answers the client itself,
+        through the relay), or ``_RETRY``.
+        """
+        if self.proxied >= MAX_PROXIED_CONNECTIONS:
+            raise ObjectUnavailableError(
+                f"this process relays {self.proxied:,} WebSocket connections to other nodes "
+                f"(MAX_PROXIED_CONNECTIONS is {MAX_PROXIED_CONNECTIONS:,})"
+            )
+        try:
+            connection = await self._member.open_connection(owner, PROXY)
+        except LinkClosedError:
+            return _RETRY
+        try:
+            body = [
+                namespace.name,
+                object_id.hex,
+                object_id.name,
+                _codec.encode_call(handoff.request, where="request"),
+                handoff.trailing,
+            ]
+            await connection.send(body)
+            reply, fds = await connection.receive()
+            for fd in fds:
+                _close(fd)
+        except BaseException as exc:
+            connection.close()
+            if isinstance(exc, LinkClosedError):
+                # Nothing reached the client yet: the gateway answers it.
+                raise ObjectResetError(
+                    f"the node running {object_id!r} went away during a WebSocket upgrade"
+                ) from exc
+            raise
+        if reply[0] != "ok":
+            connection.close()
+            if reply[0] == "raise":
+                raise rebuild_error(reply[1], self._classes)
+            return _RETRY  # "moved"
+        first = connection.take_buffered()
+        owner_sock = trio.socket.from_stdlib_socket(connection.detach())
+        client_sock = trio.socket.from_stdlib_socket(
+            socket.socket(fileno=os.dup(handoff.sock.fileno()))
+        )
+        handoff.taken = True  # the gateway closes its descriptor; the relay keeps its own
+        self.proxied += 1
+        try:
+            self._member.spawn(self._run_relay, client_sock, owner_sock, first)
+        except LinkClosedError:
+            self.proxied -= 1
+            client_sock.close()
+            owner_sock.close()
+            raise ObjectResetError("this process is stopping") from None
+        return _codec.decode_call(reply[1], where="response")
+
+    async def _run_relay(
+        self, client: trio.socket.SocketType, owner: trio.socket.SocketType, first: bytes
+    ) -> None:
+        try:
+            await relay(client, owner, first)
+        finally:
+            self.proxied -= 1
+
+    async def _serve_proxy(self, member_id: str, connection: Connection) -> None:
+        """Answer an upgrade another node relays: the link connection stands for the client's."""
+        try:
+            with trio.fail_after(_PROXY_REQUEST_TIMEOUT):
+                message, fds = await connection.receive()
+            for fd in fds:
+                _close(fd)
+            namespace_name, hex_id, name, request_data, trailing = message
+            if not self._member.holds(shard_of(hex_id)):
+                await connection.send(["moved"])
+                connection.close()
+                return
+            namespace = self._namespace(namespace_name)
+            request = _codec.decode_call(request_data, where="request")
+            object_id = DurableObjectId(namespace.name, hex_id, name)
+            upgrades = upgrades_of(self.runtime)
+            if upgrades is None:
+                raise RuntimeError("this worker's gateway is not serving")
+        except (LinkClosedError, trio.TooSlowError, ValueError, TypeError) as exc:
+            logger.warning("refused a relayed upgrade from %s: %s", member_id, exc)
+            connection.close()
+            return
+        except Exception as exc:
+            with contextlib.suppress(LinkClosedError):
+                await connection.send(["raise", encode_error(exc)])
+            connection.close()
+            return
+        try:
+            response = await self._local.invoke(
+                namespace, object_id, Invocation("fetch", (request,))
+            )
+            summary = Response(status=response.status, headers=response.headers)
+            await connection.send(["ok", _codec.encode_call(summary, where="response")])
+        except ShardNotHeldError:
+            with contextlib.suppress(LinkClosedError):
+                await connection.send(["moved"])
+            connection.close()
+            return
+        except LinkClosedError:
+            connection.close()  # the relaying node went away: so did the client
+            return
+        except Exception as exc:
+            with contextlib.suppress(LinkClosedError):
+                await connection.send(["raise", encode_error(exc)])
+            connection.close()
+            return
+        await answer_on(
+            upgrades,
+            connection.detach(),
+            request,
+            response,
+            trailing,
+            write_timeout=upgrades.write_timeout,
+        )
+
     async def send_sockets(
         self, successor: Member, moving: list[tuple[MovedObject, list[socket.socket]]]
     ) -> None:
         """Hand objects' sockets (descriptors and state) to ``successor``, which adopts them.
 
         Raises:
-            LinkClosedError: the successor cannot be reached (the caller closes the sockets).
+            LinkClosedError: the successor cannot be reached, or runs on
+                another node, where descriptors cannot go (the caller
+                closes the sockets).
             RuntimeError: the successor refused them.
         """
+        if not self._member.same_node(successor):
+            raise LinkClosedError(
+                f"{successor.member_id} runs on another node: sockets cannot move there"
+            )
         peer = await self._member.peer(successor)
         for moved, socks in moving:
             for start in range(0, max(len(socks), 1), MAX_FDS_PER_FRAME):

@@ -144,7 +144,9 @@ CREATE TABLE IF NOT EXISTS _td_members (
     slot INTEGER NOT NULL,
     address TEXT NOT NULL,
     started REAL NOT NULL,
-    heartbeat REAL NOT NULL
+    heartbeat REAL NOT NULL,
+    node TEXT NOT NULL DEFAULT '',
+    link TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS _td_shards (
     shard INTEGER PRIMARY KEY,
@@ -213,19 +215,20 @@ class SqliteLeaseStore:
         def body(db: sqlite3.Connection) -> LeaseState:
             now = time.time()
             db.execute(
-                "INSERT INTO _td_members (member, slot, address, started, heartbeat) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (member) DO UPDATE SET "
-                "heartbeat = excluded.heartbeat, address = excluded.address",
-                (me.member_id, me.slot, me.address, me.started, now),
+                "INSERT INTO _td_members (member, slot, address, started, heartbeat, node, link) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (member) DO UPDATE SET "
+                "heartbeat = excluded.heartbeat, address = excluded.address, "
+                "link = excluded.link",
+                (me.member_id, me.slot, me.address, me.started, now, me.node, me.link),
             )
             db.execute(
                 "DELETE FROM _td_members WHERE heartbeat < ?",
                 (now - _FORGET_AFTER_LEASES * lease_seconds,),
             )
             live = [
-                Member(member, slot, address, started, heartbeat)
-                for member, slot, address, started, heartbeat in db.execute(
-                    "SELECT member, slot, address, started, heartbeat FROM _td_members "
+                Member(member, slot, address, started, heartbeat, node, link)
+                for member, slot, address, started, heartbeat, node, link in db.execute(
+                    "SELECT member, slot, address, started, heartbeat, node, link FROM _td_members "
                     "WHERE heartbeat >= ?",
                     (now - lease_seconds,),
                 )

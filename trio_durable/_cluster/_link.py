@@ -16,9 +16,14 @@ client's connection to another).
   :class:`LinkClosedError`, and every request being served is cancelled.
 
 A connection starts with a handshake that proves both ends belong to the
-same deployment: the server sends a random challenge, the client answers
-with an HMAC of it keyed by the deployment's link secret. Nothing on the
-network (or another local user) can inject a call.
+same deployment: each side sends a random challenge and answers the
+other's with an HMAC keyed by the deployment's link key (derived from the
+secret kept in the deployment's storage). From then on every frame carries
+a tag (keyed BLAKE2b over a sequence number and the frame) under keys of
+that connection alone, one per direction: nothing on the network (or
+another local user) can inject, replay, reorder or alter a call, even on a
+TCP link between machines. Links are not encrypted: arguments and results
+are readable by whoever can read the network between the nodes.
 """
 
 from __future__ import annotations
@@ -53,9 +58,18 @@ __all__ = [
     "link_key",
 ]
 
+#: What a link connection is for, said in its handshake: calls (a :class:`Peer`),
+#: or one proxied WebSocket connection (its bytes, once the upgrade is answered).
+Purpose = str
+CALLS: Final[Purpose] = "calls"
+PROXY: Final[Purpose] = "proxy"
+
 logger: Final = logging.getLogger("trio_durable.cluster")
 
 _HEADER: Final = struct.Struct(">IH")
+_SEQUENCE: Final = struct.Struct(">Q")
+#: Bytes of each frame's authentication tag.
+_TAG_BYTES: Final = 16
 #: The largest frame a link accepts (a call's arguments are limited far below).
 MAX_FRAME_BYTES: Final = 64 * 1024 * 1024
 #: File descriptors one frame may carry.
@@ -89,6 +103,28 @@ class Connection:
         self._buffer = bytearray()
         self._fds: deque[int] = deque()
         self._closed = False
+        # Set by the handshake: keys of this connection and frame counters.
+        self._send_key: bytes | None = None
+        self._receive_key: bytes | None = None
+        self._sent = 0
+        self._received = 0
+
+    def authenticate(self, send_key: bytes, receive_key: bytes) -> None:
+        """Tag every frame from now on, and refuse any frame that is not tagged right."""
+        self._send_key = send_key
+        self._receive_key = receive_key
+
+    def take_buffered(self) -> bytes:
+        """Bytes received past the last frame (a proxied connection's first raw bytes)."""
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        return data
+
+    def _tag(self, key: bytes, number: int, header: bytes | bytearray, payload: bytes) -> bytes:
+        mac = hashlib.blake2b(_SEQUENCE.pack(number), key=key, digest_size=_TAG_BYTES)
+        mac.update(header)
+        mac.update(payload)
+        return mac.digest()
 
     async def send(self, message: Any, fds: Sequence[int] = ()) -> None:
         """Send one frame; ``fds`` (which stay ours) travel with it.
@@ -105,8 +141,14 @@ class Connection:
             raise ValueError(
                 f"a link frame of {len(payload):,} bytes; the limit is {MAX_FRAME_BYTES:,}"
             )
-        data = memoryview(_HEADER.pack(len(payload), len(fds)) + payload)
+        header = _HEADER.pack(len(payload), len(fds))
         async with self._send_lock:
+            if self._send_key is None:
+                data = memoryview(header + payload)
+            else:
+                tag = self._tag(self._send_key, self._sent, header, payload)
+                self._sent += 1
+                data = memoryview(header + payload + tag)
             try:
                 if fds:
                     rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
@@ -153,12 +195,18 @@ class Connection:
                 f"a frame of {length:,} bytes arrived; the limit is {MAX_FRAME_BYTES:,}"
             )
         end = _HEADER.size + length
-        if len(buffer) < end:
+        tagged = end + (_TAG_BYTES if self._receive_key is not None else 0)
+        if len(buffer) < tagged:
             return None
         if len(self._fds) < fd_count:
             raise LinkClosedError("a frame arrived without its descriptors")
         payload = bytes(buffer[_HEADER.size : end])
-        del buffer[:end]
+        if self._receive_key is not None:
+            expected = self._tag(self._receive_key, self._received, buffer[: _HEADER.size], payload)
+            if not hmac.compare_digest(expected, bytes(buffer[end:tagged])):
+                raise LinkClosedError("a frame with a wrong tag arrived: the link is not trusted")
+            self._received += 1
+        del buffer[:tagged]
         fds = [self._fds.popleft() for _ in range(fd_count)]
         try:
             message = _codec.decode(payload)
@@ -166,6 +214,13 @@ class Connection:
             _close_all(fds)
             raise LinkClosedError(f"an undecodable frame arrived: {exc}") from exc
         return message, fds
+
+    def detach(self) -> socket.socket:
+        """Stop framing: the connected socket, now the caller's (a proxied connection's)."""
+        self._closed = True
+        _close_all(self._fds)
+        self._fds.clear()
+        return socket.socket(fileno=self._sock.detach())
 
     def close(self) -> None:
         """Close the socket and any descriptor received but not handed out."""
@@ -185,51 +240,93 @@ def _close_all(fds: Sequence[int] | deque[int]) -> None:
 
 def link_key(secret: bytes) -> bytes:
     """The key that proves membership of a deployment on its links."""
-    return hmac.new(secret, b"trio_durable link v1", hashlib.sha256).digest()
+    return hmac.new(secret, b"trio_durable link v2", hashlib.sha256).digest()
 
 
-def _proof(key: bytes, challenge: bytes, member_id: str) -> bytes:
-    return hmac.new(key, challenge + member_id.encode("utf-8"), hashlib.sha256).digest()
+def _mac(key: bytes, label: bytes, *parts: bytes) -> bytes:
+    """An HMAC of length-prefixed parts (no two lists of parts share an input)."""
+    mac = hmac.new(key, label, hashlib.sha256)
+    for part in parts:
+        mac.update(_SEQUENCE.pack(len(part)))
+        mac.update(part)
+    return mac.digest()
 
 
-async def handshake_client(connection: Connection, key: bytes, member_id: str) -> None:
-    """Answer the server's challenge (the client side of a new link).
+def _session_keys(key: bytes, challenges: tuple[bytes, bytes]) -> tuple[bytes, bytes]:
+    """Keys of one connection: (client to server, server to client)."""
+    return _mac(key, b"client to server", *challenges), _mac(key, b"server to client", *challenges)
 
-    Raises:
-        LinkClosedError: the server refused us or went away.
-    """
+
+async def _receive_plain(connection: Connection) -> Any:
     message, fds = await connection.receive()
     _close_all(fds)
-    if not (isinstance(message, list) and len(message) == 2 and message[0] == "challenge"):
+    return message
+
+
+async def handshake_client(
+    connection: Connection, key: bytes, member_id: str, purpose: Purpose = CALLS
+) -> None:
+    """Prove ourselves to the server and check its proof (the client side of a new link).
+
+    Afterwards every frame is tagged with this connection's keys.
+
+    Raises:
+        LinkClosedError: the server refused us, failed to prove itself, or went away.
+    """
+    message = await _receive_plain(connection)
+    if not (
+        isinstance(message, list)
+        and len(message) == 2
+        and message[0] == "challenge"
+        and isinstance(message[1], bytes)
+    ):
         raise LinkClosedError(f"unexpected first frame on a link: {message!r:.80}")
-    await connection.send(["proof", member_id, _proof(key, message[1], member_id)])
-    reply, fds = await connection.receive()
-    _close_all(fds)
-    if reply != ["welcome"]:
-        raise LinkClosedError("the peer refused our proof of membership")
+    theirs, ours = message[1], secrets.token_bytes(32)
+    said = (member_id.encode(), purpose.encode())
+    proof = _mac(key, b"client", theirs, ours, *said)
+    await connection.send(["proof", member_id, purpose, ours, proof])
+    reply = await _receive_plain(connection)
+    if not (
+        isinstance(reply, list)
+        and len(reply) == 2
+        and reply[0] == "welcome"
+        and isinstance(reply[1], bytes)
+        and hmac.compare_digest(reply[1], _mac(key, b"server", theirs, ours, *said))
+    ):
+        raise LinkClosedError("the peer refused our proof of membership or failed to prove its own")
+    to_server, to_client = _session_keys(key, (theirs, ours))
+    connection.authenticate(send_key=to_server, receive_key=to_client)
 
 
-async def handshake_server(connection: Connection, key: bytes) -> str:
-    """Challenge a new client; return its member id once it has proved itself.
+async def handshake_server(connection: Connection, key: bytes) -> tuple[str, Purpose]:
+    """Check a new client's proof and give ours: its ``(member id, purpose)``.
+
+    Afterwards every frame is tagged with this connection's keys.
 
     Raises:
         LinkClosedError: the client did not prove it belongs to the deployment.
     """
-    challenge = secrets.token_bytes(32)
-    await connection.send(["challenge", challenge])
-    message, fds = await connection.receive()
-    _close_all(fds)
-    if (
+    ours = secrets.token_bytes(32)
+    await connection.send(["challenge", ours])
+    message = await _receive_plain(connection)
+    if not (
         isinstance(message, list)
-        and len(message) == 3
+        and len(message) == 5
         and message[0] == "proof"
         and isinstance(message[1], str)
-        and isinstance(message[2], bytes)
-        and hmac.compare_digest(message[2], _proof(key, challenge, message[1]))
+        and message[2] in (CALLS, PROXY)
+        and isinstance(message[3], bytes)
+        and isinstance(message[4], bytes)
     ):
-        await connection.send(["welcome"])
-        return message[1]
-    raise LinkClosedError("a client failed to prove it belongs to this deployment")
+        raise LinkClosedError("a client failed to prove it belongs to this deployment")
+    _, member_id, purpose, theirs, proof = message
+    said = (member_id.encode(), purpose.encode())
+    if not hmac.compare_digest(proof, _mac(key, b"client", ours, theirs, *said)):
+        raise LinkClosedError("a client failed to prove it belongs to this deployment")
+    await connection.send(["welcome", _mac(key, b"server", ours, theirs, *said)])
+    to_server, to_client = _session_keys(key, (ours, theirs))
+    connection.authenticate(send_key=to_client, receive_key=to_server)
+    return member_id, purpose
 
 
 @attrs.define(eq=False)

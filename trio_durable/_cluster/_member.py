@@ -2,7 +2,9 @@
 
 A :class:`ClusterMember` keeps the shard leases of its process (a round
 every quarter of the lease time, see ``_leases.py``), knows which member
-owns every other shard and where it listens, and keeps the links to them.
+owns every other shard and where it listens, and keeps the links to them:
+a Unix socket to the members of its own node (descriptors can travel on
+it), TCP to the members of other nodes.
 What the shards *mean* (objects to reset, alarms to load, sockets to hand
 over) is the runtime's business: the member calls the :class:`ShardEvents`
 it is given when its holdings change.
@@ -22,7 +24,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -30,21 +32,24 @@ import attrs
 import trio
 
 from .._core._live import LiveObject
-from .._exceptions import TrioDurableError
+from .._exceptions import StorageError, TrioDurableError
 from .._ids import SHARD_COUNT, shard_of
 from .._limits import check_seconds
 from ._leases import Fence, LeaseState, LeaseStore
 from ._link import (
+    CALLS,
+    PROXY,
     Connection,
     LinkClosedError,
     Peer,
+    Purpose,
     RequestHandler,
     handshake_client,
     handshake_server,
 )
 from ._placement import Member, desired_owners
 
-__all__ = ["ClusterMember", "ClusterSpec", "ShardEvents", "ShardNotHeldError"]
+__all__ = ["ClusterMember", "ClusterSpec", "ProxyHandler", "ShardEvents", "ShardNotHeldError"]
 
 logger: Final = logging.getLogger("trio_durable.cluster")
 
@@ -52,6 +57,10 @@ logger: Final = logging.getLogger("trio_durable.cluster")
 _LOCAL_SHARE: Final = 0.8
 #: Seconds a link may take to connect and prove itself.
 _CONNECT_TIMEOUT: Final = 5.0
+
+#: Serves a proxied connection another node opened: ``(member id, connection)``.
+#: It owns the connection (it must close it).
+ProxyHandler = Callable[[str, Connection], Awaitable[None]]
 
 
 class ShardNotHeldError(TrioDurableError):
@@ -70,7 +79,7 @@ class ClusterSpec:
     """How one worker process takes part in a deployment.
 
     Attributes:
-        slot: The worker's place (0 to N-1), stable across its restarts.
+        slot: The worker's place on its node (0 to N-1), stable across its restarts.
         run_dir: A private directory (mode 0700) for the links' sockets.
         lease_seconds: How long a lease lasts without renewal: the longest a
             dead or paused member keeps others from its shards when its
@@ -78,12 +87,22 @@ class ClusterSpec:
         call_timeout: The longest a call waits for some process to run its
             object (the owner died and no other took over yet) before
             :class:`~trio_durable.ObjectUnavailableError`.
+        node: The node this process is part of: one server of the
+            deployment (its supervisor and workers, on one machine). Shards
+            are placed on ``(node, slot)``, so a node that restarts under
+            the same name gets its shards back. ``""`` for a deployment of
+            one node.
+        link_host: The address this process listens on for links from other
+            nodes (TCP, on a free port; it must be an address they reach).
+            ``None``: no TCP link, for a deployment of one node.
     """
 
     slot: int = attrs.field(validator=attrs.validators.ge(0))
     run_dir: str
     lease_seconds: float = attrs.field(default=4.0, validator=_positive_seconds("lease_seconds"))
     call_timeout: float = attrs.field(default=10.0, validator=_positive_seconds("call_timeout"))
+    node: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
+    link_host: str | None = None
 
 
 class ShardEvents(Protocol):
@@ -119,9 +138,10 @@ class ClusterMember:
         self._store = store
         self._key = link_key
         self._events = events
-        member_id = f"w{spec.slot}-{os.getpid()}-{secrets.token_hex(3)}"
-        address = str(Path(spec.run_dir) / f"{member_id}.sock")
-        self.member = Member(member_id, spec.slot, address, started=time.time())
+        local_id = f"w{spec.slot}-{os.getpid()}-{secrets.token_hex(3)}"
+        member_id = f"{spec.node}/{local_id}" if spec.node else local_id
+        address = str(Path(spec.run_dir) / f"{local_id}.sock")
+        self.member = Member(member_id, spec.slot, address, started=time.time(), node=spec.node)
         #: Shard → (epoch, local deadline on time.monotonic()).
         self._held: dict[int, tuple[int, float]] = {}
         self._owners: tuple[str | None, ...] = (None,) * SHARD_COUNT
@@ -131,12 +151,15 @@ class ClusterMember:
         self._peers: dict[str, Peer] = {}
         self._connecting: dict[str, trio.Event] = {}
         self._handlers: dict[str, RequestHandler] = {}
+        self._proxy_handler: ProxyHandler | None = None
         self._round_requested = trio.Event()
         self._round_done = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._leaving = False
         #: Rounds completed (for tests and statistics).
         self.rounds = 0
+        #: Why the last lease round failed (``None`` once one succeeds again).
+        self.round_error: Exception | None = None
 
     def __repr__(self) -> str:
         return f"<ClusterMember {self.member.member_id} holding {len(self._held)} shards>"
@@ -174,6 +197,15 @@ class ClusterMember:
         """Serve requests ``op`` that other members send on their links."""
         self._handlers[op] = handler
 
+    def on_proxy(self, handler: ProxyHandler) -> None:
+        """Serve the proxied connections members of other nodes open."""
+        self._proxy_handler = handler
+
+    def storage_unreachable(self) -> StorageError | None:
+        """The error of the last lease round when it could not reach the storage."""
+        error = self.round_error
+        return error if isinstance(error, StorageError) else None
+
     # --------------------------------------------------------------- running
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -187,16 +219,22 @@ class ClusterMember:
         await listener.bind(self.member.address)
         os.chmod(self.member.address, 0o600)
         listener.listen(128)
+        listeners = [listener]
         try:
+            if self.spec.link_host is not None:
+                tcp = await self._listen_tcp(self.spec.link_host)
+                listeners.append(tcp)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(self._accept, listener)
+                for each in listeners:
+                    nursery.start_soon(self._accept, each)
                 await self._round()
                 nursery.start_soon(self._keep_leases)
                 task_status.started()
                 await trio.sleep_forever()
         finally:
-            listener.close()
+            for each in listeners:
+                each.close()
             with contextlib.suppress(OSError):
                 os.unlink(self.member.address)
             self._nursery = None
@@ -207,6 +245,32 @@ class ClusterMember:
                     await self._store.leave(self.member.member_id)
                 except Exception:
                     logger.exception("could not release the leases of %s", self.member.member_id)
+
+    async def _listen_tcp(self, host: str) -> trio.socket.SocketType:
+        """Listen for other nodes' links on a free port of ``host``; say where in :attr:`member`."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = trio.socket.socket(family, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            await listener.bind((host, 0))
+            listener.listen(128)
+        except BaseException:
+            listener.close()
+            raise
+        port = listener.getsockname()[1]
+        link = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+        self.member = attrs.evolve(self.member, link=link)
+        return listener
+
+    def spawn(self, async_fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Run ``async_fn(*args)`` in this member's nursery (it ends when the member stops).
+
+        Raises:
+            LinkClosedError: the member is not running.
+        """
+        if self._nursery is None:
+            raise LinkClosedError("this member is not running")
+        self._nursery.start_soon(async_fn, *args)
 
     def request_round(self) -> None:
         """Run a lease round now rather than at the next interval."""
@@ -234,8 +298,14 @@ class ClusterMember:
             self._round_requested = trio.Event()
             try:
                 await self._round()
-            except Exception:
-                logger.exception("a lease round of %s failed; retrying", self.member.member_id)
+            except Exception as exc:
+                if self.round_error is None:
+                    logger.exception("a lease round of %s failed; retrying", self.member.member_id)
+                self.round_error = exc
+            else:
+                if self.round_error is not None:
+                    logger.warning("lease rounds of %s succeed again", self.member.member_id)
+                self.round_error = None
 
     async def _round(self) -> None:
         started = time.monotonic()
@@ -300,15 +370,23 @@ class ClusterMember:
         assert self._nursery is not None
         while True:
             sock, _ = await listener.accept()
+            if sock.family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._nursery.start_soon(self._serve_connection, Connection(sock))
 
     async def _serve_connection(self, connection: Connection) -> None:
         try:
             with trio.fail_after(_CONNECT_TIMEOUT):
-                member_id = await handshake_server(connection, self._key)
+                member_id, purpose = await handshake_server(connection, self._key)
         except (LinkClosedError, trio.TooSlowError) as exc:
             logger.warning("refused a link: %s", exc)
             connection.close()
+            return
+        if purpose == PROXY:
+            if self._proxy_handler is None:
+                connection.close()
+                return
+            await self._proxy_handler(member_id, connection)
             return
         await Peer(connection, self._serve, name=member_id).run()
 
@@ -339,18 +417,46 @@ class ClusterMember:
             del self._connecting[member.member_id]
             done.set()
 
-    async def _connect(self, member: Member) -> Peer:
-        if self._nursery is None:
-            raise LinkClosedError("this member is not running")
-        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    def same_node(self, member: Member) -> bool:
+        """True when ``member`` runs on this process's node (descriptors can reach it)."""
+        return member.node == self.member.node
+
+    async def open_connection(self, member: Member, purpose: Purpose) -> Connection:
+        """A new link connection to ``member``, both ends proved.
+
+        Over a Unix socket on this node, over TCP to another node.
+
+        Raises:
+            LinkClosedError: it cannot be reached, or failed to prove itself.
+        """
+        if self.same_node(member):
+            sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            address: Any = member.address
+        else:
+            if not member.link:
+                raise LinkClosedError(
+                    f"{member.member_id} runs on node {member.node!r} and has no TCP link "
+                    "(start every node of a deployment with a link host)"
+                )
+            host, _, port = member.link.rpartition(":")
+            host = host.strip("[]")
+            sock = trio.socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            address = (host, int(port))
         connection = Connection(sock)
         try:
             with trio.fail_after(_CONNECT_TIMEOUT):
-                await sock.connect(member.address)
-                await handshake_client(connection, self._key, self.member.member_id)
+                await sock.connect(address)
+                await handshake_client(connection, self._key, self.member.member_id, purpose)
         except (OSError, trio.TooSlowError, LinkClosedError) as exc:
             connection.close()
             raise LinkClosedError(f"cannot reach {member.member_id}: {exc}") from exc
+        return connection
+
+    async def _connect(self, member: Member) -> Peer:
+        if self._nursery is None:
+            raise LinkClosedError("this member is not running")
+        connection = await self.open_connection(member, CALLS)
         peer = Peer(connection, self._serve, name=member.member_id)
         self._peers[member.member_id] = peer
         self._nursery.start_soon(peer.run)

@@ -117,19 +117,20 @@ class PgLeaseStore:
             assert now_row is not None
             now = float(now_row[0])
             cursor.execute(
-                "INSERT INTO _td_members (member, slot, address, started, heartbeat) "
-                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (member) DO UPDATE SET "
-                "heartbeat = excluded.heartbeat, address = excluded.address",
-                (me.member_id, me.slot, me.address, me.started, now),
+                "INSERT INTO _td_members (member, slot, address, started, heartbeat, node, link) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (member) DO UPDATE SET "
+                "heartbeat = excluded.heartbeat, address = excluded.address, "
+                "link = excluded.link",
+                (me.member_id, me.slot, me.address, me.started, now, me.node, me.link),
             )
             cursor.execute(
                 "DELETE FROM _td_members WHERE heartbeat < %s",
                 (now - _FORGET_AFTER_LEASES * lease_seconds,),
             )
             live = [
-                Member(member, slot, address, started, heartbeat)
-                for member, slot, address, started, heartbeat in cursor.execute(
-                    "SELECT member, slot, address, started, heartbeat FROM _td_members "
+                Member(member, slot, address, started, heartbeat, node, link)
+                for member, slot, address, started, heartbeat, node, link in cursor.execute(
+                    "SELECT member, slot, address, started, heartbeat, node, link FROM _td_members "
                     "WHERE heartbeat >= %s",
                     (now - lease_seconds,),
                 ).fetchall()

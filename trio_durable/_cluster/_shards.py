@@ -35,6 +35,7 @@ from .._limits import CloseCode
 from .._storage._engine import StorageEngine
 from .._websocket._frames import serialize_close
 from .._websocket._hub import MovedObject, SocketHub
+from ._link import LinkClosedError
 from ._placement import Member
 
 __all__ = ["LocalShards"]
@@ -134,8 +135,13 @@ class LocalShards:
             return
         try:
             if successor is None or self.send_sockets is None:
-                raise RuntimeError("no member to hand the sockets to")
+                raise LinkClosedError("no member to hand the sockets to")
             await self.send_sockets(successor, moving)
+        except LinkClosedError as exc:
+            # Their clients reconnect, and reach the objects where they run now.
+            logger.warning("closing the sockets of %d object(s) with 1012 (%s)", len(moving), exc)
+            for _moved, socks in moving:
+                _close_with_restart(socks)
         except Exception:
             logger.exception("could not hand %d object(s)' sockets over; closing them", len(moving))
             for _moved, socks in moving:

@@ -1,9 +1,11 @@
-"""The supervisor of a cluster on one machine: N worker processes on one port.
+"""The supervisor of one node: N worker processes on one port.
 
 :func:`run_cluster` (what ``trio-durable serve --workers N`` runs) takes the
-data directory's lock, binds the listening socket once, and starts N worker
-processes (``python -m trio_durable worker ...``) that inherit the socket,
-the lock and a control channel each. Then it watches them:
+data directory's lock (with a data directory: one node; with a PostgreSQL
+database, the node joins the deployment that shares it), binds the
+listening socket once, and starts N worker processes
+(``python -m trio_durable worker ...``) that inherit the socket, the lock
+and a control channel each. Then it watches them:
 
 * a worker that dies (``kill -9`` included) has its leases revoked at once,
   so the others take its shards within a lease round, and it is started
@@ -35,7 +37,7 @@ import trio
 
 from .._storage._lock import DataDirLock
 from ._control import ControlChannel
-from ._leases import SqliteLeaseStore
+from ._leases import LeaseStore, SqliteLeaseStore
 
 __all__ = ["ClusterOptions", "run_cluster", "serve_cluster"]
 
@@ -50,6 +52,8 @@ _FIRST_BACKOFF: Final = 0.25
 _MAX_BACKOFF: Final = 10.0
 #: A worker that served this long before dying is restarted at once.
 _HEALTHY_AFTER: Final = 10.0
+#: How a worker gets the database URL (not on its command line, where ``ps`` shows it).
+DATABASE_VARIABLE: Final = "TRIO_DURABLE_WORKER_DATABASE"
 
 
 @attrs.frozen
@@ -61,10 +65,17 @@ class ClusterOptions:
         workers: How many worker processes.
         host: Address to listen on.
         port: Port to listen on (0 picks one).
-        data_dir: The data directory the workers share.
+        data_dir: The data directory the workers share (without ``database``).
         lease_seconds: Shard lease time (see ``docs/cluster.md``).
         log_level: The workers' logging level.
         worker_args: More arguments for each worker's command line.
+        database: A PostgreSQL URL: the node's workers keep everything
+            there, and join every other node on it in one deployment.
+        node: This node's name in the deployment (with ``database``);
+            ``None``: ``HOSTNAME:PORT``.
+        link_host: Where other nodes reach this node's workers (with
+            ``database``); ``None``: ``host``, or this machine's address
+            when ``host`` is a wildcard.
     """
 
     app: str
@@ -75,6 +86,9 @@ class ClusterOptions:
     lease_seconds: float = 4.0
     log_level: str = "info"
     worker_args: Sequence[str] = ()
+    database: str | None = None
+    node: str | None = None
+    link_host: str | None = None
 
 
 @attrs.define(eq=False)
@@ -91,7 +105,12 @@ class _Worker:
 
 class _Supervisor:
     def __init__(
-        self, options: ClusterOptions, listener: socket.socket, lock: DataDirLock, run_dir: str
+        self,
+        options: ClusterOptions,
+        listener: socket.socket,
+        lock: DataDirLock | None,
+        run_dir: str,
+        store: LeaseStore,
     ) -> None:
         self.options = options
         self.listener = listener
@@ -99,11 +118,22 @@ class _Supervisor:
         self.run_dir = run_dir
         self.slots: dict[int, _Worker] = {}
         self.stopping = False
-        self.store = SqliteLeaseStore(Path(options.data_dir) / "trio_durable.sqlite3")
+        self.store = store
         self.nursery: trio.Nursery | None = None
+        self.node = ""
+        self.link_host: str | None = None
+        if options.database is not None:
+            port = listener.getsockname()[1]
+            self.node = options.node or f"{socket.gethostname()}:{port}"
+            self.link_host = options.link_host or _reachable(options.host)
 
     def command(self, slot: int, control_fd: int) -> list[str]:
         o = self.options
+        storage = (
+            [f"--data-dir={o.data_dir}", f"--lock-fd={self.lock.fd}"]
+            if self.lock is not None
+            else [f"--node={self.node}", f"--link-host={self.link_host}"]
+        )
         return [
             sys.executable,
             "-m",
@@ -111,10 +141,9 @@ class _Supervisor:
             "worker",
             o.app,
             f"--slot={slot}",
-            f"--data-dir={o.data_dir}",
+            *storage,
             f"--run-dir={self.run_dir}",
             f"--listen-fd={self.listener.fileno()}",
-            f"--lock-fd={self.lock.fd}",
             f"--control-fd={control_fd}",
             f"--lease-seconds={o.lease_seconds}",
             f"--log-level={o.log_level}",
@@ -123,10 +152,15 @@ class _Supervisor:
 
     async def start_worker(self, slot: int) -> _Worker:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        fds = [self.listener.fileno(), theirs.fileno()]
+        if self.lock is not None:
+            fds.append(self.lock.fd)
+        env = None
+        if self.options.database is not None:
+            env = {**os.environ, DATABASE_VARIABLE: self.options.database}
         try:
             process = await trio.lowlevel.open_process(
-                self.command(slot, theirs.fileno()),
-                pass_fds=(self.listener.fileno(), self.lock.fd, theirs.fileno()),
+                self.command(slot, theirs.fileno()), pass_fds=fds, env=env
             )
         finally:
             theirs.close()
@@ -247,6 +281,16 @@ async def _first(*events: trio.Event) -> None:
             nursery.start_soon(wait)
 
 
+def _reachable(host: str) -> str:
+    """An address of this machine other nodes may reach: ``host``, unless it is a wildcard."""
+    if host not in ("", "0.0.0.0", "::"):
+        return host
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
 def bind_listener(host: str, port: int) -> socket.socket:
     """The listening socket every worker accepts on (bound once, by the supervisor).
 
@@ -272,7 +316,10 @@ async def serve_cluster(
     workers: int,
     host: str = "127.0.0.1",
     port: int,
-    data_dir: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str] | None = None,
+    database: str | None = None,
+    node: str | None = None,
+    link_host: str | None = None,
     lease_seconds: float = 4.0,
     log_level: str = "info",
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
@@ -292,6 +339,10 @@ async def serve_cluster(
     the workers; SIGHUP replaces the workers one by one without closing a
     WebSocket (see ``docs/cluster.md``). Returns once every worker stopped.
 
+    With ``database`` instead of ``data_dir``, this process serves one node
+    of a deployment: every node started on the same PostgreSQL database
+    shares its objects, one live instance per ID across all of them.
+
     Args:
         app: The app to serve, ``"module:attribute"``.
         workers: How many worker processes (at least 1).
@@ -299,21 +350,35 @@ async def serve_cluster(
         port: The port; ``0`` picks a free one (see ``task_status``).
         data_dir: The data directory the workers share (locked for the
             cluster: a second runtime on it is refused).
+        database: A ``postgresql://`` URL instead of ``data_dir``: the
+            database every node of the deployment shares.
+        node: This node's name (with ``database``), stable across its
+            restarts so it gets its objects back; default ``HOSTNAME:PORT``.
+        link_host: The address the other nodes reach this node's workers
+            on (with ``database``); default ``host``, or this machine's
+            address when ``host`` is a wildcard.
         lease_seconds: How long a silent worker keeps its objects from the
             others (a dead one's are moved at once by this supervisor).
         log_level: The workers' logging level.
         task_status: Gets the bound port once every worker serves.
 
     Raises:
-        StorageError: the data directory is in use by another runtime.
+        TypeError: both or neither of ``data_dir`` and ``database``.
+        StorageError: the data directory is in use by another runtime, or
+            the database cannot be reached.
         OSError: the address cannot be bound.
     """
+    if (data_dir is None) == (database is None):
+        raise TypeError("serve_cluster() takes exactly one of data_dir and database")
     options = ClusterOptions(
         app=app,
         workers=workers,
         host=host,
         port=port,
-        data_dir=os.fspath(data_dir),
+        data_dir=os.fspath(data_dir) if data_dir is not None else "",
+        database=database,
+        node=node,
+        link_host=link_host,
         lease_seconds=lease_seconds,
         log_level=log_level,
     )
@@ -333,12 +398,20 @@ async def run_cluster(
         StorageError: the data directory is in use by another runtime.
         OSError: the address cannot be bound.
     """
-    lock = DataDirLock.acquire(options.data_dir)
-    try:
+    lock: DataDirLock | None = None
+    store: LeaseStore
+    if options.database is None:
+        lock = DataDirLock.acquire(options.data_dir)
         os.set_inheritable(lock.fd, True)
+        store = SqliteLeaseStore(Path(options.data_dir) / "trio_durable.sqlite3")
+    else:
+        from ._pg_leases import PgLeaseStore  # psycopg is needed only here
+
+        store = PgLeaseStore(options.database)
+    try:
         listener = bind_listener(options.host, options.port)
         run_dir = tempfile.mkdtemp(prefix="trio-durable-")  # 0700; short enough for AF_UNIX
-        supervisor = _Supervisor(options, listener, lock, run_dir)
+        supervisor = _Supervisor(options, listener, lock, run_dir, store)
         try:
             await supervisor.store.setup()
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
@@ -359,4 +432,5 @@ async def run_cluster(
             # Workers remove their own sockets; a killed one may leave one.
             shutil.rmtree(run_dir, ignore_errors=True)
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()

@@ -28,6 +28,7 @@ import attrs
 import h11
 import trio
 
+from .._exceptions import ObjectUnavailableError, StorageError
 from .._http import Request, Response
 from .._websocket._socket import abandon_pair
 from .._websocket._tls import TlsState
@@ -197,6 +198,11 @@ class _Connection:
     async def call_worker(self, request: Request) -> Response:
         try:
             response = await self.site.worker(request, self.site.runtime)
+        except (StorageError, ObjectUnavailableError) as exc:
+            # The database or the object's process is out of reach for now:
+            # the client may retry, and nothing acknowledged is lost.
+            logger.warning("%s %s: %s: %s", request.method, request.url, type(exc).__name__, exc)
+            return _unavailable(exc)
         except Exception:
             logger.exception("worker failed on %s %s", request.method, request.url)
             return error_response(500)
@@ -243,3 +249,11 @@ class _Connection:
                 await self.wire.linger()
         except Exception as exc:  # the connection is broken too; closing is all that is left
             logger.debug("%s: could not answer 500: %r", self.peer, exc)
+
+
+def _unavailable(exc: Exception) -> Response:
+    """503 with ``retry-after``: the storage or the object's process is out of reach."""
+    what = "the storage" if isinstance(exc, StorageError) else "the object"
+    return Response.text(
+        f"{what} is unavailable; retry shortly\n", status=503, headers={"retry-after": "1"}
+    )

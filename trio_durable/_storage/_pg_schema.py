@@ -81,7 +81,9 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             slot integer NOT NULL,
             address text NOT NULL,
             started double precision NOT NULL,
-            heartbeat double precision NOT NULL
+            heartbeat double precision NOT NULL,
+            node text NOT NULL DEFAULT '',
+            link text NOT NULL DEFAULT ''
         )""",
         """CREATE TABLE _td_shards (
             shard integer PRIMARY KEY,
