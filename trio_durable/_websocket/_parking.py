@@ -5,9 +5,10 @@ no codec, no buffer. `SocketParking` watches all of them at once. On Linux it
 owns one ``epoll`` object and one Trio task that sleeps on the epoll fd with
 `trio.lowlevel.wait_readable`; when any parked socket becomes readable (bytes,
 EOF or a half-close) it calls that socket's callback, once. The callback is
-synchronous and should only hand the socket to a reader, typically with
-``nursery.start_soon``; the reader builds a fresh codec, handles the frames,
-and parks the socket again when it is idle.
+synchronous and should only hand the socket to a reader (the connections
+queue it for a delivery worker, see ``_delivery.py``), which handles the
+frames and parks the socket again when it is idle: re-arming a socket that
+woke is one ``epoll_ctl`` (``park(..., rearm=True)``).
 
 Per parked socket we keep one dict entry (fd to callback) plus the kernel's
 epoll entry, which Python's allocator does not see.
@@ -110,7 +111,7 @@ class SocketParking:
         """Return the number of parked fds."""
         return len(self._callbacks)
 
-    def park(self, fd: int, callback: Callable[[], None]) -> None:
+    def park(self, fd: int, callback: Callable[[], None], *, rearm: bool = False) -> None:
         """Call ``callback()`` once, from the waiter task, when ``fd`` becomes readable.
 
         Readable includes EOF and a peer's half-close. After the call the fd
@@ -119,6 +120,9 @@ class SocketParking:
         Args:
             fd: A socket's file descriptor. It stays owned by the caller.
             callback: Synchronous and quick; exceptions are logged, not raised.
+            rearm: The fd was parked before and woke, without `unpark`
+                since: its spent one-shot registration is re-armed with one
+                ``epoll_ctl`` (a wrong guess costs one more, nothing else).
 
         Raises:
             ValueError: ``fd`` is already parked.
@@ -128,13 +132,20 @@ class SocketParking:
             raise trio.ClosedResourceError("the socket parking has stopped")
         if fd in self._callbacks:
             raise ValueError(f"fd {fd} is already parked")
-        if self._epoll is not None:
-            try:
-                self._epoll.register(fd, _EPOLL_MASK)
-            except FileExistsError:
-                # A one-shot registration stays in the kernel, disarmed,
-                # after it fired; re-arming it is a modify.
-                self._epoll.modify(fd, _EPOLL_MASK)
+        epoll = self._epoll
+        if epoll is not None:
+            # A one-shot registration stays in the kernel, disarmed, after it
+            # fired; re-arming it is a modify.
+            if rearm:
+                try:
+                    epoll.modify(fd, _EPOLL_MASK)
+                except FileNotFoundError:
+                    epoll.register(fd, _EPOLL_MASK)
+            else:
+                try:
+                    epoll.register(fd, _EPOLL_MASK)
+                except FileExistsError:
+                    epoll.modify(fd, _EPOLL_MASK)
             self._callbacks[fd] = callback
             return
         self._callbacks[fd] = callback
