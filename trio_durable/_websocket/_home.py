@@ -14,7 +14,7 @@ from typing import Protocol
 import trio
 
 from .._limits import CLOSE_TIMEOUT, FRAME_TIMEOUT, MAX_MESSAGE_SIZE, PARK_AFTER, SEND_BUFFER_LIMIT
-from ._delivery import DeliveryPool
+from ._delivery import CodecPool
 from ._parking import SocketParking
 
 __all__ = ["ConnectionHome", "HomedConnection"]
@@ -31,8 +31,8 @@ class ConnectionHome:
     """The settings, nursery and parking shared by the network connections of one gateway.
 
     Args:
-        nursery: The runtime's long-lived connection nursery (delivery
-            workers, readers, writers and terminal deliveries run there).
+        nursery: The runtime's long-lived connection nursery (readers,
+            writers and terminal deliveries run there).
         parking: The runtime's shared socket parking.
         park_after: Seconds of silence before an idle connection is parked.
         send_buffer_limit: Bytes of unsent output before a slow client is
@@ -79,8 +79,8 @@ class ConnectionHome:
         self.close_timeout = close_timeout
         self.frame_timeout = frame_timeout
         self.max_messages_per_second = max_messages_per_second
-        #: The workers that serve woken connections, and the idle codecs.
-        self.delivery = DeliveryPool(nursery, max_message_size)
+        #: Idle codecs, lent to the readers of woken connections.
+        self.delivery = CodecPool(max_message_size)
         #: Open connections (started, TCP not yet closed). A dict as an
         #: ordered set: it keeps parked connections, which no task holds,
         #: reachable for shutdown.

@@ -24,8 +24,8 @@ small ``__slots__`` object (a parked connection pays for every slot, so the
 state of a wake-up lives in its :class:`~trio_durable._websocket._reader.Reader`
 and unsent output in a :class:`~trio_durable._websocket._send_buffer.SendBuffer`,
 each made only when needed). When bytes arrive, the parking calls `_wake`,
-which queues a reader in the home's delivery pool; a worker reads and
-delivers what arrived and parks the socket again at once (one ``epoll_ctl``
+which submits a reader's visit to the parking's workers; a worker reads
+and delivers what arrived and parks the socket again at once (one ``epoll_ctl``
 re-arms it). A connection that stays busy gets a reader task of its own,
 which hands it back for parking once the codec is idle and nothing arrived
 for ``park_after`` seconds.
@@ -376,7 +376,7 @@ class NetworkTransport:
 
     def _spawn_reader(self, initial: bytes = b"", *, own_task: bool = False) -> None:
         # At most one reader per connection, started on demand: served by a
-        # delivery worker, or (own_task) in a task of its own from the start.
+        # parking worker, or (own_task) in a task of its own from the start.
         if self._reader is not None:
             return
         sink = self._sink
@@ -386,7 +386,7 @@ class NetworkTransport:
             if own_task:
                 self._home.nursery.start_soon(reader.run)
             else:
-                self._home.delivery.submit(reader)
+                self._home.parking.submit(reader.visit)
         except RuntimeError:  # the connection nursery is closed: shutting down
             self._reader = None
             self._shutdown()

@@ -1,16 +1,16 @@
 """The reader side of a connection: one wake-up, from the first byte until it parks again.
 
 A parked connection has no reader. When bytes arrive (the parking calls the
-connection back), the connection makes a :class:`Reader` and queues it in
-its home's :class:`~trio_durable._websocket._delivery.DeliveryPool`. A
-delivery worker *visits* it (`Reader.visit`): one non-blocking ``recv``, the
+connection back), the connection makes a :class:`Reader` and submits its
+`Reader.visit` to the parking's workers (the one that woke serves it in the
+same scheduler pass). The *visit* is one non-blocking ``recv``, the
 events handed to the right place (messages to the sink, one at a time and in
 order; Pings answered with Pongs; the peer's Close, protocol failures and a
 dropped stream to the connection, which owns the close handshake), and, when
 the connection is idle again, the socket goes straight back to the parking.
 Whole small frames are parsed without a codec (`parse_simple`); anything
 else goes through a :class:`~trio_durable._websocket._frames.FrameCodec`
-borrowed from the pool.
+borrowed from the home's pool of idle codecs.
 
 A connection that stays busy (a read that filled the buffer), stops in the
 middle of a frame, or waits for the reply to its Close gets a task of its
@@ -52,7 +52,6 @@ from typing import Final, Protocol
 import trio
 
 from .._core._budget import cooperative_yield
-from ._delivery import TURN
 from ._frames import (
     BinaryMessage,
     CloseReceived,
@@ -65,6 +64,7 @@ from ._frames import (
     parse_simple,
 )
 from ._home import ConnectionHome
+from ._parking import TURN
 from ._transport import MessageSink
 
 __all__ = ["RECV_SIZE", "Reader", "ReaderOwner"]
@@ -189,7 +189,7 @@ class Reader:
         self._scope: trio.CancelScope | None = None
         self._last_rx = 0.0
         self._waiting = False
-        #: perf_counter() time at which this turn is over (a visit uses its worker's turn).
+        #: perf_counter() time at which this turn is over.
         self.turn_end = 0.0
         # While the connection is being handed to another process: the
         # messages read meanwhile (not delivered here), and the reader's end.
@@ -237,7 +237,7 @@ class Reader:
     # ---------------------------------------------------- a worker's visit
 
     async def visit(self) -> None:
-        """(A delivery worker) read what arrived, deliver it, then park, end, or go on alone.
+        """(A parking worker) read what arrived, deliver it, then park, end, or go on alone.
 
         One ``recv``: a read that did not fill the buffer took what the peer
         had sent, and a socket re-armed in the parking with bytes waiting is
@@ -248,6 +248,7 @@ class Reader:
         """
         owner = self._owner
         park = promoted = False
+        self.turn_end = time.perf_counter() + _TURN
         try:
             if await self._visit_once():
                 return
