@@ -12,6 +12,7 @@ a shared machine the CPU figure is the steadier one.
 from __future__ import annotations
 
 import argparse
+import json
 import sqlite3
 import tempfile
 import time
@@ -195,19 +196,23 @@ async def alarms(data_dir: Path, n: int) -> float:
 
 
 async def main(args: argparse.Namespace) -> None:
+    figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         rows = []
         base, base_cpu = baseline(root / "b.db", 5000)
+        figures.update(baseline=base, baseline_per_cpu=base_cpu)
         rows.append(("plain sqlite3, 1 commit per write (baseline)", f"{base:,.0f} writes/s; {base_cpu:,.0f} per CPU-second"))
         for threaded in (True, False):
             label = "thread" if threaded else "inline"
             rate, per_cpu = await one_object(root / f"one-{label}", 2000, threaded)
+            figures.update({f"one_{label}": rate, f"one_{label}_per_cpu": per_cpu})
             rows.append((f"1 object, sequential acknowledged writes ({label} commits)",
                          f"{rate:,.0f} writes/s ({rate / base:.2f}x); {per_cpu:,.0f} per CPU-second ({per_cpu / base_cpu:.2f}x)"))
         for threaded in (True, False):
             label = "thread" if threaded else "inline"
             rate, blocks, commits, per_cpu = await many_objects(root / f"many-{label}", args.objects, args.writes, threaded)
+            figures.update({f"many_{label}": rate, f"many_{label}_per_cpu": per_cpu})
             rows.append((f"{args.objects:,} objects concurrently ({label} commits)",
                          f"{rate:,.0f} writes/s ({rate / base:.2f}x), {commits:,} commits; {per_cpu:,.0f} per CPU-second ({per_cpu / base_cpu:.2f}x)"))
             rows.append((f"  loop block per commit ({label}) p50 / p99 / max",
@@ -221,6 +226,8 @@ async def main(args: argparse.Namespace) -> None:
         rows.append(("reads, uncached keys (SQLite point lookup)", f"{uncached:,.0f} reads/s"))
         rate = await alarms(root / "alarms", args.alarms)
         rows.append((f"{args.alarms:,} due alarms fired", f"{rate:,.0f} alarms/s"))
+    if args.json:
+        await trio.Path(args.json).write_text(json.dumps(figures, indent=2))
     width = max(len(name) for name, _ in rows)
     print(f"| {'measurement'.ljust(width)} | result |")
     print(f"| {'-' * width} | --- |")
@@ -233,4 +240,5 @@ if __name__ == "__main__":
     parser.add_argument("--objects", type=int, default=1000)
     parser.add_argument("--writes", type=int, default=20)
     parser.add_argument("--alarms", type=int, default=10_000)
+    parser.add_argument("--json", help="write the write-rate figures to this file")
     trio.run(main, parser.parse_args())
