@@ -12,10 +12,11 @@ Whole small frames are parsed without a codec (`parse_simple`); anything
 else goes through a :class:`~trio_durable._websocket._frames.FrameCodec`
 borrowed from the home's pool of idle codecs.
 
-A connection that stays busy (a read that filled the buffer), stops in the
-middle of a frame, or waits for the reply to its Close gets a task of its
-own instead (`Reader.run`, in the connection nursery, also used for a
-connection that starts closing while parked): it reads with
+A connection that stays busy (woken again within ``park_after``, or a read
+that filled the buffer), stops in the middle of a frame, or waits for the
+reply to its Close gets a task of its own instead (`Reader.run`, in the
+connection nursery, also used for a connection that starts closing while
+parked): it reads with
 `trio.lowlevel.wait_readable`, enforces the frame timeout and the close
 deadline, and once the codec is idle and nothing arrived for ``park_after``
 seconds, it ends and the connection parks the socket again.
