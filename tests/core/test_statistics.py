@@ -158,11 +158,15 @@ async def test_a_parked_connection_then_an_awake_one() -> None:
                 while runtime.statistics().connections_parked != 1:
                     await trio.sleep(0.01)
             assert runtime.statistics().connections_awake == 0, "parked is not awake"
+            # One message is served from the parking (the connection parks
+            # again at once); a second one within park_after wakes it for good.
             await trio.to_thread.run_sync(client.send, "wake up")
             assert await trio.to_thread.run_sync(client.recv, 10) == "wake up", "echoed"
+            await trio.to_thread.run_sync(client.send, "again")
+            assert await trio.to_thread.run_sync(client.recv, 10) == "again", "echoed"
             stats = runtime.statistics()
             assert (stats.connections_awake, stats.connections_parked) == (1, 0), (
-                "right after a message the connection is read, not parked"
+                "a connection that keeps talking is read by its own task, not parked"
             )
         finally:
             await trio.to_thread.run_sync(client.close)

@@ -24,11 +24,14 @@ Input gate
 
 Output gate
     A message that leaves the object after a storage write must wait until
-    that write is committed. Storage registers each pending commit with
-    :meth:`OutputGate.hold`; senders ``await gate.wait()`` which returns once
-    every commit registered *before* the wait began has finished, or raises
-    :class:`~trio_durable.ObjectResetError` when one of them failed (the
-    object is reset and the message is dropped).
+    that write is committed. Storage registers one :class:`PendingCommit`
+    per batch of writes with :meth:`OutputGate.hold` (an object's batches
+    commit in order, so the gate keeps only the latest); senders ``await
+    gate.wait()`` which returns once every commit registered *before* the
+    wait began has finished, or raises :class:`~trio_durable.ObjectResetError`
+    when one of them failed (the object is reset and the message is dropped).
+    A waiter tells the commit that someone waits (``PendingCommit.on_wait``):
+    storage then commits the batch without waiting for the input gate.
 
     Whoever runs an event can also learn whether *its* writes were lost:
     while :data:`EVENT_COMMITS` holds a list, storage reports every write
@@ -42,9 +45,9 @@ from __future__ import annotations
 
 import contextvars
 from collections import deque
+from collections.abc import Callable
 from typing import Final
 
-import attrs
 import trio
 
 from .._exceptions import ObjectResetError
@@ -76,9 +79,12 @@ class _Waiter:
 class InputGate:
     """FIFO gate that events pass through and that storage/``bcw`` can hold."""
 
-    __slots__ = ("_depth", "_holder", "_waiters")
+    __slots__ = ("_depth", "_holder", "_waiters", "on_open")
 
     def __init__(self) -> None:
+        #: Called once (then cleared) when the gate is next released by its
+        #: holder: storage commits a batch as soon as its object's gate opens.
+        self.on_open: Callable[[], None] | None = None
         # A task, or _ACTIVATING while the object is not built yet.
         self._holder: object | None = None
         self._depth = 0
@@ -101,6 +107,12 @@ class InputGate:
         waiters = self._waiters
         if self._holder is None and waiters:
             waiters[0].event.set()
+
+    def _opened(self) -> None:
+        callback = self.on_open
+        if callback is not None:
+            self.on_open = None
+            callback()
 
     async def _wait_turn(self, wants_hold: bool) -> None:
         task = trio.lowlevel.current_task()
@@ -178,6 +190,7 @@ class InputGate:
         if self._depth == 0:
             self._holder = None
             self._wake_first()
+            self._opened()
 
     def close_for_activation(self) -> None:
         """Shut the gate until :meth:`open_after_activation`: events queue in order."""
@@ -190,26 +203,73 @@ class InputGate:
             self._holder = None
             self._depth = 0
             self._wake_first()
+            self._opened()
 
     def force_open(self) -> None:
         """Drop any holder (used when the object is reset): waiters go on."""
         self._holder = None
         self._depth = 0
         self._wake_first()
+        self._opened()
 
 
-@attrs.define(eq=False, slots=True)
 class PendingCommit:
-    """One commit the output gate waits for; storage resolves it exactly once."""
+    """One batch's commit, which the output gate waits for; storage resolves it exactly once.
 
-    done: trio.Event = attrs.field(factory=trio.Event)
-    error: BaseException | None = None
+    Waiters are woken directly (``trio.lowlevel.reschedule``), with no
+    ``trio.Event`` per commit.
+
+    Args:
+        on_wait: Called once, when the first waiter arrives (storage commits
+            a batch that someone waits for without waiting for its gate).
+    """
+
+    __slots__ = ("_on_wait", "_waiters", "error", "is_done", "waited")
+
+    def __init__(self, on_wait: Callable[[], None] | None = None) -> None:
+        self._on_wait = on_wait
+        self._waiters: list[trio.lowlevel.Task] | None = None
+        #: True once resolved.
+        self.is_done = False
+        #: The failure, when the commit failed.
+        self.error: BaseException | None = None
+        #: True once someone waited for it.
+        self.waited = False
 
     def resolve(self, error: BaseException | None = None) -> None:
-        """Mark the commit finished, successfully when ``error`` is ``None``."""
-        if not self.done.is_set():
-            self.error = error
-            self.done.set()
+        """Mark the commit finished, successfully when ``error`` is ``None``; wake the waiters."""
+        if self.is_done:
+            return
+        self.error = error
+        self.is_done = True
+        waiters = self._waiters
+        if waiters:
+            self._waiters = None
+            reschedule = trio.lowlevel.reschedule
+            for task in waiters:
+                reschedule(task)
+
+    async def wait(self) -> None:
+        """Wait until resolved (a checkpoint either way)."""
+        if self.is_done:
+            await trio.lowlevel.checkpoint()
+            return
+        if not self.waited:
+            self.waited = True
+            if self._on_wait is not None:
+                self._on_wait()
+        task = trio.lowlevel.current_task()
+        if self._waiters is None:
+            self._waiters = [task]
+        else:
+            self._waiters.append(task)
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            if self._waiters is not None:
+                self._waiters.remove(task)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
 
 
 class OutputGate:
@@ -218,24 +278,23 @@ class OutputGate:
     __slots__ = ("_pending",)
 
     def __init__(self) -> None:
-        self._pending: list[PendingCommit] = []
+        # The latest batch's commit: an object's batches commit in order (a
+        # failed one fails the later ones too), so waiting for the latest is
+        # waiting for all.
+        self._pending: PendingCommit | None = None
 
-    def hold(self) -> PendingCommit:
-        """Register a commit in progress; call ``resolve()`` on it when done."""
-        commit = PendingCommit()
-        self._pending.append(commit)
-        return commit
+    def hold(self, commit: PendingCommit) -> None:
+        """Register the commit of a new batch; storage calls ``resolve()`` on it when done."""
+        pending = self._pending
+        if pending is not None and pending.error is not None:
+            return  # failed: the object is being reset, every later message is dropped
+        self._pending = commit
 
     @property
     def is_open(self) -> bool:
         """True when nothing is waiting to be committed."""
-        self._forget_committed()
-        return not self._pending
-
-    def _forget_committed(self) -> None:
-        # Failed commits stay: the object is being reset and every later
-        # message must be dropped too.
-        self._pending = [c for c in self._pending if not (c.done.is_set() and c.error is None)]
+        pending = self._pending
+        return pending is None or (pending.is_done and pending.error is None)
 
     async def wait(self) -> None:
         """Wait for every commit registered before this call.
@@ -246,17 +305,20 @@ class OutputGate:
             ObjectResetError: one of those commits failed; the message that was
                 waiting must be dropped.
         """
-        if not self._pending:
+        commit = self._pending
+        if commit is None:
             return
-        snapshot = list(self._pending)
-        for commit in snapshot:
-            await commit.done.wait()
-            if commit.error is not None:
-                raise ObjectResetError(
-                    f"a storage commit failed ({commit.error!r}); "
-                    "the object was reset and the held message was dropped"
-                ) from commit.error
-        self._forget_committed()
+        if not commit.is_done:
+            await commit.wait()
+        if commit.error is not None:
+            # Failed commits stay: the object is being reset and every later
+            # message must be dropped too.
+            raise ObjectResetError(
+                f"a storage commit failed ({commit.error!r}); "
+                "the object was reset and the held message was dropped"
+            ) from commit.error
+        if self._pending is commit:
+            self._pending = None
 
 
 #: The commits the writes of the event running in this task wait for, while
@@ -283,7 +345,7 @@ async def lost_writes(commits: list[PendingCommit]) -> bool:
     """
     lost = False
     for commit in commits:
-        if not commit.done.is_set():
-            await commit.done.wait()
+        if not commit.is_done:
+            await commit.wait()
         lost = lost or commit.error is not None
     return lost

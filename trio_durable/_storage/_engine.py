@@ -1,18 +1,24 @@
 """The write buffer and the runtime-wide committer (the output gate's other half).
 
 A write lands at once in the object's cache and in its *batch*: the object's
-uncommitted changes. The first write of a batch registers one
-:class:`~trio_durable._core._gates.PendingCommit` on the object's output gate, so
-replies and messages that follow wait for the commit.
+uncommitted changes. A batch has one
+:class:`~trio_durable._core._gates.PendingCommit`, registered on the object's
+output gate by the batch's first write, so replies and messages that follow
+wait for the commit.
 
-One committer task per runtime turns batches into backend commits. It waits
-until an object has made no storage write for a full scheduling round (so
-``await put(a); await put(b)`` — writes with no other await between them —
-land in the same commit), then commits the batches of *every* ready object in
-one backend transaction. While a commit runs, new writes pile up for the next
-one: under load a commit carries thousands of writes, which is how the
-runtime acknowledges far more writes per second than SQLite can commit
-transactions.
+One committer task per runtime turns batches into backend commits. A new
+batch wakes it; it runs once the writing task has stopped at an await, and
+takes every batch whose object's input gate is open: the object's code went
+on to something other than storage (``await put(a); await put(b)``, writes
+with no other await between them, keep the gate, so they land in the same
+commit). A batch whose gate is still held is taken as soon as the gate opens
+(the gate tells the committer), or at once when someone waits for its
+commit (a ``sync()``, or a reply inside ``block_concurrency_while``). The
+ready batches of *every* object go into one backend transaction, and while
+it runs new writes pile up for the next one: under load a commit carries
+thousands of writes, which is how the runtime acknowledges far more writes
+per second than SQLite can commit transactions. A lone object's write costs
+one commit and no polling.
 
 A failed commit resolves the held commits with the error (their messages are
 dropped), resets every object in the batch and drops their later buffered
@@ -29,14 +35,13 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
-from .._core._gates import note_write
+from .._core._gates import PendingCommit, note_write
 from .._exceptions import CommitFailedError, StorageError
 from .._ids import shard_of
 from ._backend import AlarmRecord, Backend, Fence, ObjectWrite
 from ._cache import MISSING
 
 if TYPE_CHECKING:
-    from .._core._gates import PendingCommit
     from .._core._live import LiveObject
     from ._sqldb import ObjectDatabase
 
@@ -44,7 +49,7 @@ __all__ = ["MISSING", "Batch", "StorageEngine"]
 
 logger = logging.getLogger("trio_durable")
 
-#: Rounds an object may keep writing before its batch is committed anyway.
+#: Times the committer may find a batch's gate held before committing it anyway.
 MAX_COALESCE_ROUNDS = 32
 
 ObjectKey = tuple[str, str]
@@ -52,13 +57,25 @@ ObjectKey = tuple[str, str]
 
 @attrs.define(eq=False, slots=True)
 class Batch:
-    """One object's changes not yet handed to the backend."""
+    """One object's changes not yet handed to the backend.
+
+    Attributes:
+        write: The changes.
+        commit: What the output gates of its writers wait for.
+        record: The activation that wrote last (its input gate decides).
+        earlier: Older activations of the same ID whose writes are here too.
+    """
 
     write: ObjectWrite
-    commits: dict[LiveObject, PendingCommit] = attrs.field(factory=dict)
+    commit: PendingCommit
+    record: LiveObject
+    earlier: list[LiveObject] | None = None
     sql: ObjectDatabase | None = None
-    version: int = 0
     rounds: int = 0
+
+    def records(self) -> list[LiveObject]:
+        """Every activation whose writes this batch carries."""
+        return [*(self.earlier or ()), self.record]
 
 
 class StorageEngine:
@@ -69,7 +86,8 @@ class StorageEngine:
         self.max_value_bytes = max_value_bytes
         self.dirty: dict[ObjectKey, Batch] = {}
         self.inflight: dict[ObjectKey, Batch] = {}
-        self._wake = trio.Event()
+        # The committer task while it waits for work (see _kick).
+        self._parked: trio.lowlevel.Task | None = None
         #: Called with each successful commit's writes (the alarm scheduler listens).
         self.commit_listeners: list[Callable[[Sequence[ObjectWrite]], None]] = []
         #: In a cluster: the shards (and epochs) this process holds, proved by
@@ -89,18 +107,24 @@ class StorageEngine:
         batch = self.dirty.get(record.key)
         if batch is None:
             oid = record.object_id
-            batch = Batch(ObjectWrite(oid.namespace, oid.hex, oid.name))
+            commit = PendingCommit(self._kick)
+            batch = Batch(ObjectWrite(oid.namespace, oid.hex, oid.name), commit, record)
             self.dirty[record.key] = batch
-            self._wake.set()
-        elif batch.write.name is None and record.object_id.name is not None:
-            batch.write.name = record.object_id.name
-        commit = batch.commits.get(record)
-        if commit is None:
-            commit = batch.commits[record] = record.output_gate.hold()
+            record.output_gate.hold(commit)
+            self._kick()
+        else:
+            if batch.record is not record:
+                # A new activation writes before the old one's batch committed.
+                if batch.earlier is None:
+                    batch.earlier = []
+                batch.earlier.append(batch.record)
+                batch.record = record
+                record.output_gate.hold(batch.commit)
+            if batch.write.name is None and record.object_id.name is not None:
+                batch.write.name = record.object_id.name
         # The event that writes learns which commit carries it (a WebSocket
         # whose message's writes are lost is closed with 1011).
-        note_write(commit)
-        batch.version += 1
+        note_write(batch.commit)
         return batch
 
     def overlays(self, key: ObjectKey) -> list[ObjectWrite]:
@@ -140,33 +164,46 @@ class StorageEngine:
 
     # -------------------------------------------------------------- commits
 
+    def _kick(self) -> None:
+        """Something changed (a new batch, a gate opened, a waiter): look again."""
+        task = self._parked
+        if task is not None:
+            self._parked = None
+            trio.lowlevel.reschedule(task)
+
     async def run(self) -> None:
         """The committer task: commit ready batches until cancelled."""
-        while True:
-            await self._wake.wait()
-            self._wake = trio.Event()
-            ready = await self._gather()
-            await self._commit(ready)
-            if self.dirty:
-                self._wake.set()
+        task = trio.lowlevel.current_task()
 
-    async def _gather(self) -> dict[ObjectKey, Batch]:
-        # A write's checkpoint resumes its task in the next scheduling round,
-        # so two rounds without a change mean the object stopped writing.
-        while self.dirty:
-            versions = {key: batch.version for key, batch in self.dirty.items()}
-            await trio.lowlevel.checkpoint()
-            await trio.lowlevel.checkpoint()
-            ready = {}
-            for key, batch in self.dirty.items():
-                batch.rounds += 1
-                if versions.get(key) == batch.version or batch.rounds >= MAX_COALESCE_ROUNDS:
-                    ready[key] = batch
+        def abort(_: object) -> trio.lowlevel.Abort:
+            self._parked = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        while True:
+            ready = self._take_ready()
             if ready:
-                for key in ready:
-                    del self.dirty[key]
-                return ready
-        return {}
+                await self._commit(ready)
+                continue
+            # Nothing to commit now: wait for a new batch, an opened gate or
+            # a waiter (each calls _kick).
+            self._parked = task
+            await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def _take_ready(self) -> dict[ObjectKey, Batch]:
+        # Runs only while every other task is stopped at an await: an open
+        # gate means the object's code left its storage calls, so the batch
+        # is complete.
+        ready = {}
+        for key, batch in self.dirty.items():
+            gate = batch.record.input_gate
+            if not gate.is_held or batch.commit.waited or batch.rounds >= MAX_COALESCE_ROUNDS:
+                ready[key] = batch
+            else:
+                batch.rounds += 1
+                gate.on_open = self._kick
+        for key in ready:
+            del self.dirty[key]
+        return ready
 
     async def settle(self, keys: Collection[ObjectKey]) -> None:
         """Wait until no write of these objects is buffered or being committed.
@@ -175,7 +212,9 @@ class StorageEngine:
         """
         wanted = set(keys)
         while wanted & (self.dirty.keys() | self.inflight.keys()):
-            self._wake.set()
+            for key in wanted & self.dirty.keys():
+                self.dirty[key].rounds = MAX_COALESCE_ROUNDS  # now, held gate or not
+            self._kick()
             await trio.sleep(0.001)
 
     async def flush(self) -> None:
@@ -221,8 +260,7 @@ class StorageEngine:
         self.commits += 1
         self.objects_committed += len(writes)
         for batch in ready.values():
-            for commit in batch.commits.values():
-                commit.resolve()
+            batch.commit.resolve()
         for listener in self.commit_listeners:
             listener(writes)
         if self.block_times is not None:
@@ -261,8 +299,8 @@ class StorageEngine:
                     dropped.sql.rollback()
                 except Exception:  # the database is already unusable; the reset suffices
                     logger.exception("SQL rollback failed")
-            for record, commit in dropped.commits.items():
-                commit.resolve(error)
+            dropped.commit.resolve(error)
+            for record in dropped.records():
                 record.reset(error, origin="commit")
 
 

@@ -36,6 +36,11 @@ import attrs
 import trio
 from websockets.exceptions import PayloadTooBig, ProtocolError
 from websockets.frames import Close, Frame, Opcode
+
+try:  # the C version, when websockets was built with its speedups
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover
+    from websockets.utils import apply_mask
 from websockets.streams import StreamReader
 
 from .._exceptions import LimitExceededError
@@ -52,6 +57,7 @@ __all__ = [
     "TextMessage",
     "WsEvent",
     "accept_key",
+    "parse_simple",
     "serialize_close",
     "serialize_message",
     "validate_close",
@@ -194,6 +200,7 @@ _PACK_16 = struct.Struct("!BBH").pack
 _PACK_64 = struct.Struct("!BBQ").pack
 _FIN_TEXT = 0x80 | 0x1
 _FIN_BINARY = 0x80 | 0x2
+_FIN_DATA = (_FIN_TEXT, _FIN_BINARY)
 
 # The last message serialized and its frame: a broadcast sends the same
 # object to every socket, so it is serialized once, not once per socket.
@@ -233,6 +240,58 @@ def serialize_message(data: str | bytes) -> bytes:
         frame = _PACK_64(first, 127, size) + payload
     _last_message, _last_frame = data, frame
     return frame
+
+
+def parse_simple(data: bytes, max_size: int) -> list[str | bytes] | None:
+    """The messages of ``data`` if it is nothing but whole single-frame messages; else ``None``.
+
+    The fast path of the common case (a client's small text or binary
+    messages, each in one masked frame, and a read that ends at a frame
+    boundary): no generator, no frame object, no event object per message.
+    Anything else, control frames, fragments, a frame cut by the read, a
+    frame over ``max_size``, an unmasked frame, reserved bits, invalid UTF-8,
+    gives ``None`` and nothing is consumed: the caller hands the same bytes
+    to an idle :class:`FrameCodec`, which decides (and reports failures)
+    exactly as always.
+
+    Args:
+        data: Bytes read from the client (not empty).
+        max_size: The largest message accepted.
+    """
+    messages: list[str | bytes] = []
+    end = len(data)
+    pos = 0
+    while pos < end:
+        if end - pos < 6:
+            return None
+        first = data[pos]
+        size = data[pos + 1]
+        # FIN, no reserved bits, text or binary; masked (as a client must).
+        if first not in _FIN_DATA or size < 0x80:
+            return None
+        size &= 0x7F
+        if size < 126:
+            head = pos + 2
+        elif size == 126:
+            size = (data[pos + 2] << 8) | data[pos + 3]
+            head = pos + 4
+        else:
+            return None
+        if size > max_size:
+            return None
+        stop = head + 4 + size
+        if stop > end:
+            return None
+        payload = apply_mask(data[head + 4 : stop], data[head : head + 4])
+        if first == _FIN_TEXT:
+            try:
+                messages.append(payload.decode("utf-8"))
+            except UnicodeDecodeError:
+                return None
+        else:
+            messages.append(payload)
+        pos = stop
+    return messages
 
 
 def serialize_close(code: int = 1000, reason: str = "") -> bytes:

@@ -14,6 +14,7 @@ from typing import Protocol
 import trio
 
 from .._limits import CLOSE_TIMEOUT, FRAME_TIMEOUT, MAX_MESSAGE_SIZE, PARK_AFTER, SEND_BUFFER_LIMIT
+from ._delivery import CodecPool
 from ._parking import SocketParking
 
 __all__ = ["ConnectionHome", "HomedConnection"]
@@ -48,6 +49,7 @@ class ConnectionHome:
     __slots__ = (
         "close_timeout",
         "connections",
+        "delivery",
         "frame_timeout",
         "max_message_size",
         "max_messages_per_second",
@@ -77,6 +79,8 @@ class ConnectionHome:
         self.close_timeout = close_timeout
         self.frame_timeout = frame_timeout
         self.max_messages_per_second = max_messages_per_second
+        #: Idle codecs, lent to the readers of woken connections.
+        self.delivery = CodecPool(max_message_size)
         #: Open connections (started, TCP not yet closed). A dict as an
         #: ordered set: it keeps parked connections, which no task holds,
         #: reachable for shutdown.

@@ -24,8 +24,11 @@ small ``__slots__`` object (a parked connection pays for every slot, so the
 state of a wake-up lives in its :class:`~trio_durable._websocket._reader.Reader`
 and unsent output in a :class:`~trio_durable._websocket._send_buffer.SendBuffer`,
 each made only when needed). When bytes arrive, the parking calls `_wake`,
-which starts a reader; the reader hands the connection back for parking once
-the codec is idle and nothing arrived for ``park_after`` seconds.
+which submits a reader's visit to the parking's workers; a worker reads
+and delivers what arrived and parks the socket again at once (one ``epoll_ctl``
+re-arms it). A connection that stays busy gets a reader task of its own,
+which hands it back for parking once the codec is idle and nothing arrived
+for ``park_after`` seconds.
 
 **Sends never block.** `NetworkTransport.send_message` serializes the frame
 and tries a direct non-blocking ``send``. What the kernel does not take goes
@@ -73,7 +76,7 @@ from .._limits import CloseCode
 from ._frames import serialize_close, serialize_message
 from ._home import ConnectionHome
 from ._rate import TokenBucket
-from ._reader import Reader
+from ._reader import RECV_SIZE, Reader
 from ._send_buffer import SendBuffer
 from ._tls import TlsState
 from ._transport import DISCONNECTED_REASON, MessageSink
@@ -85,7 +88,7 @@ logger: Final = logging.getLogger("trio_durable.websocket")
 #: The close reason sent to a client that does not read fast enough (code 1013).
 SLOW_CLIENT_REASON: Final = "slow client: send buffer full"
 
-_RECV_SIZE: Final = 65536
+_RECV_SIZE: Final = RECV_SIZE
 # A Close frame without a status code: the reply to one.
 _EMPTY_CLOSE: Final = b"\x88\x00"
 
@@ -98,6 +101,7 @@ _CLOSE_RECEIVED: Final = 1 << 3
 _CLOSE_WHEN_FLUSHED: Final = 1 << 4  # close TCP once the send buffer is empty
 _DELIVERED: Final = 1 << 5  # the terminal event went to the sink (or never will)
 _MOVED: Final = 1 << 6  # handed to another process: this object serves it no more
+_IN_EPOLL: Final = 1 << 7  # the parking's epoll knows the fd (re-arming is one modify)
 
 
 class NetworkTransport:
@@ -127,6 +131,7 @@ class NetworkTransport:
         "_sock",
         "_terminal",
         "_tls",
+        "_woke_at",
     )
 
     def __init__(
@@ -152,6 +157,9 @@ class NetworkTransport:
         self._deadline = math.inf
         # The message-rate token bucket; None while full (or no limit).
         self._bucket: TokenBucket | None = None
+        # When (Trio time) the parking last woke it: a connection woken again
+        # within park_after is busy and gets a reader task of its own.
+        self._woke_at = -math.inf
 
     def __repr__(self) -> str:
         state = "parked" if self._flags & _PARKED else "active"
@@ -217,7 +225,7 @@ class NetworkTransport:
         if self._flags & _PARKED:
             # Someone must watch for the reply and the timeout.
             self._unpark()
-            self._spawn_reader()
+            self._spawn_reader(own_task=True)
         elif self._reader is not None:
             self._reader.close_deadline_changed(self._deadline)
         if self._out is not None:
@@ -257,7 +265,9 @@ class NetworkTransport:
             self._schedule_terminal()
             return
         tls = self._tls
-        if initial or self._flags & _CLOSE_SENT or (tls is not None and not tls.is_empty):
+        if self._flags & _CLOSE_SENT:
+            self._spawn_reader(initial, own_task=True)
+        elif initial or (tls is not None and not tls.is_empty):
             self._spawn_reader(initial)
         else:
             self._park()
@@ -351,32 +361,43 @@ class NetworkTransport:
         if bucket is not None and (rate is None or bucket.is_full(rate, trio.current_time())):
             self._bucket = None  # a parked connection keeps no full bucket
         try:
-            self._home.parking.park(self._fd, self._wake)
+            self._home.parking.park(self._fd, self._wake, rearm=bool(self._flags & _IN_EPOLL))
         except trio.ClosedResourceError:  # the runtime is shutting down
             self._shutdown()
             return
-        self._flags |= _PARKED
+        self._flags |= _PARKED | _IN_EPOLL
 
     def _unpark(self) -> None:
         if self._flags & _PARKED:
-            self._flags &= ~_PARKED
+            self._flags &= ~(_PARKED | _IN_EPOLL)
             self._home.parking.unpark(self._fd)
 
     def _wake(self) -> None:
         """The parking's callback: bytes (or EOF) arrived on a parked socket."""
         self._flags &= ~_PARKED
         if self._sock is not None:
-            self._spawn_reader()
+            now = trio.current_time()
+            # Woken again soon after the last wake: a busy connection, whose
+            # own reader task waits for its next message at less cost than a
+            # wake-up through the parking (and answers it one scheduler pass
+            # sooner). A quiet one is served by a parking worker.
+            busy = now - self._woke_at < self._home.park_after
+            self._woke_at = now
+            self._spawn_reader(own_task=busy)
 
-    def _spawn_reader(self, initial: bytes = b"") -> None:
-        # At most one reader per connection, started on demand.
+    def _spawn_reader(self, initial: bytes = b"", *, own_task: bool = False) -> None:
+        # At most one reader per connection, started on demand: served by a
+        # parking worker, or (own_task) in a task of its own from the start.
         if self._reader is not None:
             return
         sink = self._sink
         assert sink is not None
         reader = self._reader = Reader(self, self._fd, self._home, sink, initial)
         try:
-            self._home.nursery.start_soon(reader.run)
+            if own_task:
+                self._home.nursery.start_soon(reader.run)
+            else:
+                self._home.parking.submit(reader.visit)
         except RuntimeError:  # the connection nursery is closed: shutting down
             self._reader = None
             self._shutdown()

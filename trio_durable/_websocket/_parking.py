@@ -2,12 +2,15 @@
 
 A hibernated connection should cost almost nothing: no Trio task of its own,
 no codec, no buffer. `SocketParking` watches all of them at once. On Linux it
-owns one ``epoll`` object and one Trio task that sleeps on the epoll fd with
-`trio.lowlevel.wait_readable`; when any parked socket becomes readable (bytes,
-EOF or a half-close) it calls that socket's callback, once. The callback is
-synchronous and should only hand the socket to a reader, typically with
-``nursery.start_soon``; the reader builds a fresh codec, handles the frames,
-and parks the socket again when it is idle.
+owns one ``epoll`` object and a few long-lived *worker* tasks, one of which at
+a time sleeps on the epoll fd with `trio.lowlevel.wait_readable`; when any
+parked socket becomes readable (bytes, EOF or a half-close) that worker calls
+the socket's callback, once, then serves the work the callbacks submitted
+(`SocketParking.submit`) while another worker takes over the watch. The callback is
+synchronous and should only hand the socket to a reader (the connections
+submit the reader's visit to the workers, see `SocketParking.submit`), which
+handles the frames and parks the socket again when it is idle: re-arming a socket that
+woke is one ``epoll_ctl`` (``park(..., rearm=True)``).
 
 Per parked socket we keep one dict entry (fd to callback) plus the kernel's
 epoll entry, which Python's allocator does not see.
@@ -33,7 +36,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import select
-from collections.abc import Callable
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 import trio
@@ -50,6 +55,10 @@ _EPOLL_MASK: Final = (
 )
 
 DEFAULT_BATCH_SIZE: Final = 256
+#: Seconds (of real time) a worker may serve connections before it lets others run.
+TURN: Final = 50e-6
+#: Idle workers kept waiting; more end.
+_KEEP_IDLE: Final = 4
 
 
 class SocketParking:
@@ -74,10 +83,15 @@ class SocketParking:
         "_batch_size",
         "_callbacks",
         "_closed",
+        "_coming",
         "_epoll",
+        "_idle",
         "_nursery",
+        "_queue",
         "_running",
         "_scopes",
+        "_watching",
+        "workers",
     )
 
     def __init__(
@@ -100,6 +114,15 @@ class SocketParking:
         self._nursery: trio.Nursery | None = None
         self._running = False
         self._closed = False
+        # Epoll mode: work given to `submit`, the idle workers, how many
+        # workers were called and have not run yet, and whether one of them
+        # waits on the epoll fd.
+        self._queue: deque[Callable[[], Awaitable[None]]] = deque()
+        self._idle: list[trio.lowlevel.Task] = []
+        self._coming = 0
+        self._watching = False
+        #: Worker tasks alive (epoll mode).
+        self.workers = 0
 
     @property
     def uses_epoll(self) -> bool:
@@ -110,7 +133,7 @@ class SocketParking:
         """Return the number of parked fds."""
         return len(self._callbacks)
 
-    def park(self, fd: int, callback: Callable[[], None]) -> None:
+    def park(self, fd: int, callback: Callable[[], None], *, rearm: bool = False) -> None:
         """Call ``callback()`` once, from the waiter task, when ``fd`` becomes readable.
 
         Readable includes EOF and a peer's half-close. After the call the fd
@@ -119,6 +142,9 @@ class SocketParking:
         Args:
             fd: A socket's file descriptor. It stays owned by the caller.
             callback: Synchronous and quick; exceptions are logged, not raised.
+            rearm: The fd was parked before and woke, without `unpark`
+                since: its spent one-shot registration is re-armed with one
+                ``epoll_ctl`` (a wrong guess costs one more, nothing else).
 
         Raises:
             ValueError: ``fd`` is already parked.
@@ -128,13 +154,20 @@ class SocketParking:
             raise trio.ClosedResourceError("the socket parking has stopped")
         if fd in self._callbacks:
             raise ValueError(f"fd {fd} is already parked")
-        if self._epoll is not None:
-            try:
-                self._epoll.register(fd, _EPOLL_MASK)
-            except FileExistsError:
-                # A one-shot registration stays in the kernel, disarmed,
-                # after it fired; re-arming it is a modify.
-                self._epoll.modify(fd, _EPOLL_MASK)
+        epoll = self._epoll
+        if epoll is not None:
+            # A one-shot registration stays in the kernel, disarmed, after it
+            # fired; re-arming it is a modify.
+            if rearm:
+                try:
+                    epoll.modify(fd, _EPOLL_MASK)
+                except FileNotFoundError:
+                    epoll.register(fd, _EPOLL_MASK)
+            else:
+                try:
+                    epoll.register(fd, _EPOLL_MASK)
+                except FileExistsError:
+                    epoll.modify(fd, _EPOLL_MASK)
             self._callbacks[fd] = callback
             return
         self._callbacks[fd] = callback
@@ -159,6 +192,42 @@ class SocketParking:
                 self._epoll.unregister(fd)
         else:
             self._scopes.pop(fd).cancel()
+
+    def submit(self, async_fn: Callable[[], Awaitable[None]]) -> None:
+        """Run ``async_fn()`` in a worker task, after the work submitted before it.
+
+        In epoll mode the same few workers take turns waiting on the epoll
+        fd: the one that wakes calls the callbacks of the ready fds (which
+        usually submit the connection's reader), calls another worker to
+        watch meanwhile, and serves the queue itself, in the same scheduler
+        pass as the wake-up. A worker about to start one piece of work while
+        more waits calls another worker first, so work that waits (a
+        handler on a commit) never holds up the rest. No task per wake-up.
+        In fallback mode each call is a task of its own.
+
+        Raises:
+            RuntimeError: `run` has finished (the runtime is shutting down);
+                nothing was queued.
+        """
+        if self._closed:
+            raise RuntimeError("the socket parking has stopped")
+        if self._epoll is None:
+            if self._nursery is None:
+                raise RuntimeError("the socket parking is not running")
+            self._nursery.start_soon(async_fn)
+            return
+        self._queue.append(async_fn)
+        if not self._coming and self._nursery is not None:
+            self._call_worker()
+
+    def _call_worker(self) -> None:
+        if self._idle:
+            trio.lowlevel.reschedule(self._idle.pop())
+        else:
+            assert self._nursery is not None
+            self._nursery.start_soon(self._work)
+            self.workers += 1
+        self._coming += 1
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Wait for parked fds and call their callbacks until cancelled.
@@ -189,18 +258,66 @@ class SocketParking:
                 self._epoll.close()
 
     async def _run_epoll(self, epoll: select.epoll, task_status: trio.TaskStatus[None]) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self._call_worker()  # the first watcher (and any work submitted before run)
+            task_status.started()
+            await trio.sleep_forever()
+
+    async def _work(self) -> None:
+        """A worker: serve the queue; watch the epoll fd when nobody does; else idle."""
+        epoll = self._epoll
+        assert epoll is not None
         epoll_fd = epoll.fileno()
         callbacks = self._callbacks
-        task_status.started()
-        while True:
-            await trio.lowlevel.wait_readable(epoll_fd)
-            # At most one batch per wake-up: if more fds are ready the epoll
-            # fd stays readable and wait_readable returns at once, after
-            # other tasks have had their turn.
-            for fd, _events in epoll.poll(0, self._batch_size):
-                callback = callbacks.pop(fd, None)
-                if callback is not None:  # None: unparked after the poll
-                    _call(fd, callback)
+        queue = self._queue
+        idle = self._idle
+        task = trio.lowlevel.current_task()
+        perf_counter = time.perf_counter
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            idle.remove(task)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        called = True  # woken or started by _call_worker, which counted us
+        try:
+            while True:
+                if called:
+                    self._coming -= 1
+                    called = False
+                turn_end = perf_counter() + TURN
+                while queue:
+                    async_fn = queue.popleft()
+                    if queue and not self._coming:
+                        self._call_worker()  # this one may wait: another takes the rest
+                    await async_fn()
+                    if perf_counter() >= turn_end:
+                        await trio.lowlevel.checkpoint()
+                        turn_end = perf_counter() + TURN
+                if self._watching:
+                    if len(idle) >= _KEEP_IDLE:
+                        return
+                    idle.append(task)
+                    await trio.lowlevel.wait_task_rescheduled(abort)
+                    called = True
+                    continue
+                self._watching = True
+                try:
+                    await trio.lowlevel.wait_readable(epoll_fd)
+                finally:
+                    self._watching = False
+                # At most one batch per wake-up: if more fds are ready the
+                # epoll fd stays readable for the next watcher.
+                for fd, _events in epoll.poll(0, self._batch_size):
+                    callback = callbacks.pop(fd, None)
+                    if callback is not None:  # None: unparked after the poll
+                        _call(fd, callback)
+                # Someone watches while this worker serves what woke up (in
+                # this same scheduler pass: no hop to another task).
+                if not self._coming:
+                    self._call_worker()
+        finally:
+            self.workers -= 1
 
     async def _run_fallback(self, task_status: trio.TaskStatus[None]) -> None:
         async with trio.open_nursery() as nursery:

@@ -1,15 +1,25 @@
 """The reader side of a connection: one wake-up, from the first byte until it parks again.
 
 A parked connection has no reader. When bytes arrive (the parking calls the
-connection back), the connection makes a :class:`Reader` and runs it as a
-task in the connection nursery. The reader builds a fresh
-:class:`~trio_durable._websocket._frames.FrameCodec`, reads with non-blocking
-``recv`` and `trio.lowlevel.wait_readable`, and hands each event to the
-right place: messages to the sink, one at a time and in order; Pings
-answered with Pongs; the peer's Close, protocol failures and a dropped
-stream to the connection, which owns the close handshake. Once the codec is
-idle and nothing arrived for ``park_after`` seconds, the reader ends and the
-connection parks the socket again.
+connection back), the connection makes a :class:`Reader` and submits its
+`Reader.visit` to the parking's workers (the one that woke serves it in the
+same scheduler pass). The *visit* is one non-blocking ``recv``, the
+events handed to the right place (messages to the sink, one at a time and in
+order; Pings answered with Pongs; the peer's Close, protocol failures and a
+dropped stream to the connection, which owns the close handshake), and, when
+the connection is idle again, the socket goes straight back to the parking.
+Whole small frames are parsed without a codec (`parse_simple`); anything
+else goes through a :class:`~trio_durable._websocket._frames.FrameCodec`
+borrowed from the home's pool of idle codecs.
+
+A connection that stays busy (woken again within ``park_after``, or a read
+that filled the buffer), stops in the middle of a frame, or waits for the
+reply to its Close gets a task of its own instead (`Reader.run`, in the
+connection nursery, also used for a connection that starts closing while
+parked): it reads with
+`trio.lowlevel.wait_readable`, enforces the frame timeout and the close
+deadline, and once the codec is idle and nothing arrived for ``park_after``
+seconds, it ends and the connection parks the socket again.
 
 **Fairness.** A flooding client fills each ``recv`` with thousands of small
 frames; parsing and delivering them all at once would hold the event loop
@@ -52,11 +62,13 @@ from ._frames import (
     ProtocolFailure,
     TextMessage,
     WsEvent,
+    parse_simple,
 )
 from ._home import ConnectionHome
+from ._parking import TURN
 from ._transport import MessageSink
 
-__all__ = ["Reader", "ReaderOwner"]
+__all__ = ["RECV_SIZE", "Reader", "ReaderOwner"]
 
 logger: Final = logging.getLogger("trio_durable.websocket")
 
@@ -66,7 +78,9 @@ _FEED_SIZE: Final = 512
 #: The largest bite, inside a big frame: what one ``recv`` returns.
 _MAX_FEED: Final = 65536
 #: Seconds (of real time) a reader may deliver before it lets others run.
-_TURN: Final = 50e-6
+_TURN: Final = TURN
+#: What one ``recv`` asks for: a read this big says the peer keeps sending.
+RECV_SIZE: Final = 65536
 
 
 class ReaderOwner(Protocol):
@@ -122,6 +136,9 @@ class ReaderOwner(Protocol):
     def _lost(self) -> None:
         """The stream ended without a Close frame: close TCP, report 1006."""
 
+    def _shutdown(self) -> None:
+        """The runtime is stopping: close without telling anyone."""
+
     async def _deliver_terminal(self) -> None:
         """Give the sink its terminal event (once)."""
 
@@ -139,6 +156,7 @@ class Reader:
     """
 
     __slots__ = (
+        "_busy",
         "_codec",
         "_detached",
         "_fd",
@@ -149,8 +167,8 @@ class Reader:
         "_scope",
         "_sink",
         "_stash",
-        "_turn_end",
         "_waiting",
+        "turn_end",
     )
 
     def __init__(
@@ -166,12 +184,14 @@ class Reader:
         self._home = home
         self._sink = sink
         self._pending = pending
+        self._busy = False
+        # Borrowed from the pool only when a frame needs it.
         self._codec: FrameCodec | None = None
         self._scope: trio.CancelScope | None = None
         self._last_rx = 0.0
         self._waiting = False
-        # perf_counter() time at which this turn is over.
-        self._turn_end = 0.0
+        #: perf_counter() time at which this turn is over.
+        self.turn_end = 0.0
         # While the connection is being handed to another process: the
         # messages read meanwhile (not delivered here), and the reader's end.
         self._stash: list[str | bytes] | None = None
@@ -194,13 +214,89 @@ class Reader:
         await self._detached.wait()
         return self._stash
 
-    def _stopping_here(self, codec: FrameCodec) -> bool:
-        return self._stash is not None and codec.is_idle and not self._pending
+    def _stopping_here(self) -> bool:
+        codec = self._codec
+        return self._stash is not None and (codec is None or codec.is_idle) and not self._pending
 
     def close_deadline_changed(self, deadline: float) -> None:
         """The connection sent a Close: stop waiting for bytes at ``deadline``."""
         if self._waiting and self._scope is not None:
             self._scope.deadline = deadline
+
+    def _end(self, park: bool) -> None:
+        """The reader's last act: give back the codec, hand the connection back."""
+        self._scope = None
+        self._waiting = False
+        codec = self._codec
+        if codec is not None:
+            self._codec = None
+            self._home.delivery.give_codec(codec)
+        self._owner._reader_done(park)
+        if self._detached is not None:
+            self._detached.set()
+
+    # ---------------------------------------------------- a worker's visit
+
+    async def visit(self) -> None:
+        """(A parking worker) read what arrived, deliver it, then park, end, or go on alone.
+
+        One ``recv``: a read that did not fill the buffer took what the peer
+        had sent, and a socket re-armed in the parking with bytes waiting is
+        reported again at once. A connection that keeps sending, or is left
+        in the middle of a frame or of its close handshake, goes on in a
+        reader task of its own (`run`). Like `run`, the visit ends with
+        ``owner._reader_done(park)`` and no checkpoint in between.
+        """
+        owner = self._owner
+        park = promoted = False
+        self.turn_end = time.perf_counter() + _TURN
+        try:
+            if await self._visit_once():
+                return
+            if owner._terminal is not None or self._stopping_here():
+                return
+            if not self._busy and self._can_park():
+                park = True
+                return
+            # Busy, half a frame, or closing: a task of its own from here on.
+            try:
+                self._home.nursery.start_soon(self.run)
+            except RuntimeError:  # the connection nursery is closed: shutting down
+                owner._shutdown()
+                return
+            promoted = True
+        finally:
+            if not promoted:
+                self._end(park)
+
+    async def _visit_once(self) -> bool:
+        """Handle the pending bytes and one read; True once the connection ended."""
+        owner = self._owner
+        if self._pending:
+            data, self._pending = self._pending, b""
+            if await self._feed(data):
+                await owner._deliver_terminal()
+                return True
+        if owner._terminal is not None:
+            await owner._deliver_terminal()
+            return True
+        if self._stopping_here():
+            return False
+        try:
+            data = owner._recv()
+        except BlockingIOError:
+            return False  # woken for bytes someone else read: park again
+        except OSError:
+            data = b""  # reset or TLS failure: the connection is lost
+        if await self._feed(data) or owner._terminal is not None:
+            await owner._deliver_terminal()
+            return True
+        # A full read: more is probably waiting. A reader task of its own
+        # serves such a connection, with the fairness rules.
+        self._busy = len(data) >= RECV_SIZE
+        return False
+
+    # ---------------------------------------------------- a task of its own
 
     async def run(self) -> None:
         """The reader task: read and deliver until the connection ends or should be parked.
@@ -211,9 +307,11 @@ class Reader:
         """
         owner = self._owner
         park = False
-        codec = self._codec = FrameCodec(max_message_size=self._home.max_message_size)
+        codec = self._codec
+        if codec is None:
+            codec = self._codec = self._home.delivery.take_codec()
         self._last_rx = trio.current_time()
-        self._turn_end = time.perf_counter() + _TURN
+        self.turn_end = time.perf_counter() + _TURN
         try:
             while True:
                 with trio.CancelScope() as scope:
@@ -221,13 +319,13 @@ class Reader:
                     if await self._pump(codec, scope):
                         return
                 self._scope = None
-                if self._stopping_here(codec):
+                if self._stopping_here():
                     return  # handed over: the adopting process reads from here on
                 # The wait's deadline passed: park, or give up on the peer.
                 if owner._closing:
                     if trio.current_time() >= owner._close_deadline and owner._terminal is None:
                         owner._lost()  # no Close reply in time
-                elif owner._terminal is None and self._can_park(codec):
+                elif owner._terminal is None and self._can_park():
                     park = True
                     return
                 elif owner._terminal is None and self._silent_mid_frame():
@@ -238,21 +336,17 @@ class Reader:
                         f"the frame timeout is {frame_timeout:g} s",
                     )
         finally:
-            self._scope = None
-            self._codec = None
-            self._waiting = False
-            owner._reader_done(park)
-            if self._detached is not None:
-                self._detached.set()
+            self._end(park)
 
-    def _can_park(self, codec: FrameCodec) -> bool:
-        return codec.is_idle and not self._pending and self._owner._may_park()
+    def _can_park(self) -> bool:
+        codec = self._codec
+        return (codec is None or codec.is_idle) and not self._pending and self._owner._may_park()
 
     def _wait_deadline(self, codec: FrameCodec) -> float:
         owner = self._owner
         if owner._closing:
             return owner._close_deadline
-        if self._can_park(codec):
+        if self._can_park():
             return self._last_rx + self._home.park_after
         return self._last_rx + self._home.frame_timeout
 
@@ -267,14 +361,14 @@ class Reader:
         owner = self._owner
         if self._pending:
             data, self._pending = self._pending, b""
-            if await self._take(codec, data):
+            if await self._feed(data):
                 await owner._deliver_terminal()
                 return True
         while True:
             if owner._terminal is not None:
                 await owner._deliver_terminal()
                 return True
-            if self._stopping_here(codec):
+            if self._stopping_here():
                 return False
             try:
                 data = owner._recv()
@@ -288,7 +382,7 @@ class Reader:
                 finally:
                     self._waiting = False
                 scope.deadline = math.inf
-                self._turn_end = time.perf_counter() + _TURN
+                self.turn_end = time.perf_counter() + _TURN
                 if scope.cancel_called:
                     # Bytes and the deadline arrived together; the scope is
                     # spent, so leave it before calling the sink again.
@@ -296,25 +390,36 @@ class Reader:
                 continue
             except OSError:
                 data = b""  # reset or TLS failure: the connection is lost
-            if data:
-                self._last_rx = trio.current_time()
-            if len(data) <= _FEED_SIZE:  # the common case: one small bite
-                await self._handle(codec, codec.receive(data))
-            else:
-                await self._take(codec, data)
+            self._last_rx = trio.current_time()
+            await self._feed(data)
             # Others run between two reads, however little this one held: it
             # is also cheaper. A busy peer's next message is usually there
             # when we come back, where an immediate recv() would find nothing
             # and pay for a failed read and two epoll_ctl() calls.
             await trio.lowlevel.checkpoint()
-            self._turn_end = time.perf_counter() + _TURN
+            self.turn_end = time.perf_counter() + _TURN
+
+    # ------------------------------------------------------------- parsing
+
+    async def _feed(self, data: bytes) -> bool:
+        """Parse and handle ``data`` (``b""``: EOF); True once the connection ended."""
+        codec = self._codec
+        if data and len(data) <= _FEED_SIZE and (codec is None or codec.is_idle):
+            messages = parse_simple(data, self._home.max_message_size)
+            if messages is not None:
+                return await self._deliver(messages)
+        if codec is None:
+            codec = self._codec = self._home.delivery.take_codec()
+        if len(data) <= _FEED_SIZE:  # one small bite
+            return await self._handle(codec, codec.receive(data))
+        return await self._take(codec, data)
 
     async def _take(self, codec: FrameCodec, data: bytes) -> bool:
         """Parse and handle ``data`` a bite at a time; True once the connection ended."""
         end = len(data)
         feed, pos = _FEED_SIZE, 0
         while pos < end:
-            if pos and time.perf_counter() >= self._turn_end:
+            if pos and time.perf_counter() >= self.turn_end:
                 await self._next_turn()
             events = codec.receive(data[pos : pos + feed])
             pos += feed
@@ -325,6 +430,32 @@ class Reader:
             feed = _FEED_SIZE if events else min(2 * feed, _MAX_FEED)
         return False
 
+    async def _deliver(self, messages: list[str | bytes]) -> bool:
+        """Hand whole messages to the sink in order; return True once the connection ended."""
+        owner = self._owner
+        rate = self._home.max_messages_per_second
+        sink = self._sink
+        first = True
+        for message in messages:
+            if first:
+                first = False
+            elif time.perf_counter() >= self.turn_end:
+                await self._next_turn()
+            if rate is not None and not owner._admit(rate):
+                owner._violate(f"over the limit of {rate:g} messages per second")
+                return True
+            if self._stash is not None:
+                self._stash.append(message)  # for the process adopting the connection
+                continue
+            try:
+                await sink.on_message(message)
+            except Exception:
+                logger.exception("a WebSocket sink failed on a message; dropped it")
+            if owner._terminal is not None:
+                return True
+            await cooperative_yield()
+        return False
+
     async def _handle(self, codec: FrameCodec, events: list[WsEvent]) -> bool:
         """Handle events in order; return True once the connection ended."""
         owner = self._owner
@@ -333,7 +464,7 @@ class Reader:
         for event in events:
             if first:
                 first = False
-            elif time.perf_counter() >= self._turn_end:
+            elif time.perf_counter() >= self.turn_end:
                 await self._next_turn()
             if isinstance(event, TextMessage | BinaryMessage):
                 if rate is not None and not owner._admit(rate):
@@ -366,4 +497,4 @@ class Reader:
     async def _next_turn(self) -> None:
         """This turn is over: let every other task run, then start a new one."""
         await trio.lowlevel.checkpoint()
-        self._turn_end = time.perf_counter() + _TURN
+        self.turn_end = time.perf_counter() + _TURN
