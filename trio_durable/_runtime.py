@@ -269,6 +269,7 @@ class Runtime:
         )
         member = ClusterMember(spec, _lease_store_for(self.backend), link_key(secret), shards)
         self.cluster = member
+        shards.holds = member.holds
         self.registry.admit = member.admit
         self.storage_engine.fence = member.fence
         app_roots = {cls.__module__.split(".")[0] for cls in self._object_classes.values()}

@@ -84,8 +84,33 @@ class Echo(td.DurableObject):
         await ws.send(f"{who}:{self.ctx.get_tags(ws)[0]}:{os.getpid()}:{message}")
 
 
+@attrs.define(eq=False)
+class Ledger(td.DurableObject):
+    """Entries in the object's SQL database: ``/ledger/NAME/add?amount=N`` and ``/ledger/NAME``."""
+
+    def __attrs_post_init__(self) -> None:
+        self.ctx.storage.sql.exec(
+            "CREATE TABLE IF NOT EXISTS entries "
+            "(id INTEGER PRIMARY KEY, amount INTEGER, pid INTEGER)"
+        )
+
+    async def fetch(self, request: td.Request) -> td.Response:
+        sql = self.ctx.storage.sql
+        if request.path.endswith("/add"):
+            sql.exec(
+                "INSERT INTO entries (amount, pid) VALUES (?, ?)",
+                int(request.query["amount"]),
+                os.getpid(),
+            )
+        rows = list(sql.exec("SELECT amount, pid FROM entries ORDER BY id"))
+        return td.Response.json({"owner": os.getpid(), "entries": rows})
+
+
 async def worker(request: td.Request, runtime: td.Runtime) -> td.Response:
     """``/NAME``: the counter NAME; every answer says which worker accepted it."""
+    if request.path.startswith("/ledger/"):
+        ledger = runtime.namespace("ledgers").get_by_name(request.path.split("/")[2])
+        return await ledger.fetch(request)  # type: ignore[no-any-return]
     if request.path.startswith("/echo/"):
         echo = runtime.namespace("echoes").get_by_name(request.path.split("/")[2])
         return await echo.fetch(request)  # type: ignore[no-any-return]
@@ -100,4 +125,7 @@ async def worker(request: td.Request, runtime: td.Runtime) -> td.Response:
     return td.Response(status=response.status, headers=headers, body=response.body)
 
 
-app = td.App(worker=worker, objects={"counters": Counter, "tickers": Ticker, "echoes": Echo})
+app = td.App(
+    worker=worker,
+    objects={"counters": Counter, "tickers": Ticker, "echoes": Echo, "ledgers": Ledger},
+)

@@ -83,6 +83,38 @@ def test_an_app_exception_keeps_its_type() -> None:
     assert type(_round_trip(AppError("boom"))) is AppError
 
 
+def test_the_cause_crosses_with_its_exception() -> None:
+    try:
+        try:
+            try:
+                raise td.StorageError("the database is unreachable")
+            except td.StorageError as storage:
+                raise td.CommitFailedError("a storage commit failed") from storage
+        except td.CommitFailedError as failed:
+            raise td.ObjectResetError("the object was reset") from failed
+    except td.ObjectResetError as raised:
+        data = _codec.decode(_codec.encode(encode_error(raised)))
+    back = rebuild_error(data, CLASSES)
+    assert type(back) is td.ObjectResetError
+    assert type(back.__cause__) is td.CommitFailedError
+    assert type(back.__cause__.__cause__) is td.StorageError
+    assert str(back.__cause__.__cause__) == "the database is unreachable"
+
+
+def test_a_long_chain_of_causes_is_cut() -> None:
+    error: BaseException = ValueError("0")
+    for n in range(1, 10):
+        try:
+            raise ValueError(str(n)) from error
+        except ValueError as raised:
+            error = raised
+    back = rebuild_error(encode_error(error), CLASSES)
+    depth = 0
+    while back.__cause__ is not None:
+        back, depth = back.__cause__, depth + 1
+    assert depth == 3
+
+
 def test_a_foreign_exception_arrives_as_remote_error_with_its_traceback() -> None:
     foreign = AppClasses(["elsewhere"])
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -65,24 +66,83 @@ class Cluster:
     def port(self) -> int:
         return int(self.url.rsplit(":", 1)[1])
 
+    def ready(self, workers: int, timeout: float = 60) -> None:
+        """Wait until it serves and each worker took its first shards."""
+        self.wait_for(_URL.pattern, timeout)
+        match = _URL.search(self.log)
+        assert match is not None
+        self.url = match[1]
+        self.wait_for(r"took \d+ shard", timeout, count=workers)
+
+    def kill_node(self) -> None:
+        """``kill -9`` the supervisor and every worker at once (a node in its own session)."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def signal_node(self, signum: int) -> None:
+        """Send ``signum`` to the supervisor and every worker (a node in its own session)."""
+        os.killpg(self.process.pid, signum)
+
+    def kill_strays(self) -> None:
+        """Kill workers left behind (their supervisor was killed with -9)."""
+        for pid in self.worker_pids().values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
 
 @contextmanager
 def cluster(data_dir: Path, workers: int = 2, *extra: str) -> Iterator[Cluster]:
     """``python -m trio_durable serve tests.cluster.app:app --workers N`` on a free port."""
+    with serving(["--data-dir", str(data_dir), *extra], workers) as running:
+        yield running
+
+
+@contextmanager
+def node(
+    database: str,
+    name: str,
+    workers: int = 1,
+    *extra: str,
+    app: str = "tests.cluster.app:app",
+    wait: bool = True,
+) -> Iterator[Cluster]:
+    """One node of a deployment on ``database``: ``serve --database URL --node NAME``.
+
+    It runs in a session of its own, so :meth:`Cluster.kill_node` can
+    ``kill -9`` the supervisor and its workers at once, as a machine dies.
+    """
+    with serving(
+        ["--database", database, "--node", name, *extra],
+        workers,
+        app=app,
+        new_session=True,
+        wait=wait,
+    ) as running:
+        yield running
+
+
+@contextmanager
+def serving(
+    args: list[str],
+    workers: int,
+    *,
+    app: str = "tests.cluster.app:app",
+    new_session: bool = False,
+    wait: bool = True,
+) -> Iterator[Cluster]:
+    """``python -m trio_durable serve APP --workers N --port 0 ARGS...``, stopped at the end."""
     process = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "trio_durable",
             "serve",
-            "tests.cluster.app:app",
+            app,
             "--workers",
             str(workers),
             "--port",
             "0",
-            "--data-dir",
-            str(data_dir),
-            *extra,
+            *args,
         ],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"},
@@ -90,14 +150,12 @@ def cluster(data_dir: Path, workers: int = 2, *extra: str) -> Iterator[Cluster]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=new_session,
     )
     running = Cluster(process)
     try:
-        running.wait_for(_URL.pattern)
-        match = _URL.search(running.log)
-        assert match is not None
-        running.url = match[1]
-        running.wait_for(r"took \d+ shard", count=workers)
+        if wait:
+            running.ready(workers)
         yield running
     finally:
         if process.poll() is None:
@@ -107,6 +165,7 @@ def cluster(data_dir: Path, workers: int = 2, *extra: str) -> Iterator[Cluster]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        running.kill_strays()
         running._reader.join(5)
         assert process.stderr is not None
         process.stderr.close()

@@ -31,7 +31,7 @@ import trio
 from .._ids import SHARD_COUNT
 from .._limits import check_seconds
 from .._storage._pg_schema import migrate
-from .._storage._postgres import check_database_url, storage_errors
+from .._storage._postgres import check_database_url, session_settings, storage_errors
 from ._leases import LeaseState, ShardLease, plan_round
 from ._placement import Member
 
@@ -70,11 +70,13 @@ class PgLeaseStore:
         if conn is None or conn.closed or conn.broken:
             if conn is not None:
                 conn.close()
+            settings = session_settings(self._url)
+            settings["application_name"] = "trio_durable leases"
             self._conn = conn = psycopg.connect(
                 self._url,
                 autocommit=True,
                 connect_timeout=max(2, round(self._timeout)),
-                application_name="trio_durable leases",
+                **settings,
             )
         return conn
 
@@ -83,6 +85,15 @@ class PgLeaseStore:
 
         def run() -> T:
             with storage_errors(self.where, self._timeout):
+                conn = self._connection()
+                try:
+                    return fn(conn)
+                except psycopg.OperationalError:
+                    if not conn.broken:
+                        raise
+                # The connection died since the last call (the server
+                # restarted): once more on a new one. Every operation here
+                # may run twice: a round taken again only moves the epoch on.
                 return fn(self._connection())
 
         async with self._lock:

@@ -122,20 +122,31 @@ def _classes_in_hints(function: Any) -> set[type]:
     return found
 
 
-def encode_error(exc: BaseException) -> list[Any]:
-    """An exception as data: ``[module, qualname, args or None, message, traceback]``."""
+#: Causes (``raise ... from``) that cross with an exception, at most.
+_MAX_CAUSES: Final = 3
+
+
+def encode_error(exc: BaseException, *, causes: int = _MAX_CAUSES) -> list[Any]:
+    """An exception as data: ``[module, qualname, args or None, message, traceback, cause]``.
+
+    The cause is encoded the same way (``None`` when there is none), so a
+    caller can tell, say, a reset caused by the storage from another one.
+    """
     kind = type(exc)
     try:
         args: bytes | None = _codec.encode_call(exc.args, where="exception arguments")
     except TypeError:
         args = None
     text = "".join(traceback.format_exception(exc))
-    return [kind.__module__, kind.__qualname__, args, str(exc), text]
+    cause = None
+    if exc.__cause__ is not None and causes > 0:
+        cause = encode_error(exc.__cause__, causes=causes - 1)
+    return [kind.__module__, kind.__qualname__, args, str(exc), text, cause]
 
 
-def rebuild_error(data: Any, classes: AppClasses) -> BaseException:
+def rebuild_error(data: Any, classes: AppClasses, *, note: bool = True) -> BaseException:
     """The exception that ``encode_error`` described, as close to the original as allowed."""
-    module, qualname, args, message, text = data
+    module, qualname, args, message, text, cause = data
     error: BaseException | None = None
     cls = classes.exception_class(module, qualname)
     if cls is not None:
@@ -151,5 +162,8 @@ def rebuild_error(data: Any, classes: AppClasses) -> BaseException:
     if error is None:
         name = qualname if module == "builtins" else f"{module}.{qualname}"
         error = _exceptions.RemoteError(name, message, text)
-    error.add_note(_REMOTE_NOTE + text.rstrip())
+    if cause is not None:
+        error.__cause__ = rebuild_error(cause, classes, note=False)
+    if note:
+        error.add_note(_REMOTE_NOTE + text.rstrip())
     return error

@@ -29,7 +29,7 @@ import trio
 
 from .._alarms import AlarmScheduler
 from .._core._registry import Registry
-from .._exceptions import ObjectResetError
+from .._exceptions import ObjectResetError, StorageError
 from .._ids import shard_of
 from .._limits import CloseCode
 from .._storage._engine import StorageEngine
@@ -41,6 +41,10 @@ from ._placement import Member
 __all__ = ["LocalShards"]
 
 logger: Final = logging.getLogger("trio_durable.cluster")
+
+#: Pauses between attempts to load alarms while the storage is out of reach.
+_FIRST_RETRY: Final = 0.5
+_MAX_RETRY: Final = 5.0
 
 Spawn = Callable[[Callable[[], Awaitable[None]]], None]
 #: Sends moved objects' sockets to a member: ``(member, [(object, sockets)])``.
@@ -73,6 +77,8 @@ class LocalShards:
         self._spawn = spawn
         #: Sends sockets to another member (set by the dispatcher, which owns the links).
         self.send_sockets: SendSockets | None = None
+        #: Whether this process holds a shard now (set by the runtime, from its member).
+        self.holds: Callable[[int], bool] = lambda shard: True
         # Sockets taken out of the hub, waiting to be sent, by shard.
         self._frozen: dict[int, list[tuple[MovedObject, list[socket.socket]]]] = {}
         # Adopted sockets waiting for their shard to be ours, by shard.
@@ -94,10 +100,27 @@ class LocalShards:
     def shards_gained(self, shards: Collection[int]) -> None:
         """This process holds these shards now: their alarms fire here, adopted sockets read."""
         frozen = frozenset(shards)
-        self._spawn(lambda: self._alarms.load(frozen))
+        self._spawn(lambda: self._load_alarms(frozen))
         for shard in shards:
             for start in self._adopted.pop(shard, ()):
                 start()
+
+    async def _load_alarms(self, shards: frozenset[int]) -> None:
+        """Load the shards' alarms, again and again while the storage is out of reach."""
+        pause = _FIRST_RETRY
+        while True:
+            try:
+                await self._alarms.load(shards)
+                return
+            except StorageError as exc:
+                logger.warning(
+                    "loading the alarms of %d shard(s) failed; retrying: %s", len(shards), exc
+                )
+            await trio.sleep(pause)
+            pause = min(pause * 2, _MAX_RETRY)
+            shards = frozenset(shard for shard in shards if self.holds(shard))
+            if not shards:
+                return
 
     def adopted(self, shard: int, starts: list[Callable[[], None]], held: bool) -> None:
         """Sockets of ``shard`` arrived from another member: read now if it is ours, else later."""

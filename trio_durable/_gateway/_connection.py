@@ -28,7 +28,7 @@ import attrs
 import h11
 import trio
 
-from .._exceptions import ObjectUnavailableError, StorageError
+from .._exceptions import ObjectResetError, ObjectUnavailableError, StorageError
 from .._http import Request, Response
 from .._websocket._socket import abandon_pair
 from .._websocket._tls import TlsState
@@ -203,6 +203,13 @@ class _Connection:
             # the client may retry, and nothing acknowledged is lost.
             logger.warning("%s %s: %s: %s", request.method, request.url, type(exc).__name__, exc)
             return _unavailable(exc)
+        except ObjectResetError as exc:
+            if not isinstance(_root_cause(exc), StorageError):
+                logger.exception("worker failed on %s %s", request.method, request.url)
+                return error_response(500)
+            # Reset because a commit could not reach the storage: same as above.
+            logger.warning("%s %s: %s", request.method, request.url, exc)
+            return _unavailable(_root_cause(exc))
         except Exception:
             logger.exception("worker failed on %s %s", request.method, request.url)
             return error_response(500)
@@ -251,7 +258,14 @@ class _Connection:
             logger.debug("%s: could not answer 500: %r", self.peer, exc)
 
 
-def _unavailable(exc: Exception) -> Response:
+def _root_cause(exc: BaseException) -> BaseException:
+    """The first StorageError in ``exc``'s chain of causes, else its last cause."""
+    while exc.__cause__ is not None and not isinstance(exc, StorageError):
+        exc = exc.__cause__
+    return exc
+
+
+def _unavailable(exc: BaseException) -> Response:
     """503 with ``retry-after``: the storage or the object's process is out of reach."""
     what = "the storage" if isinstance(exc, StorageError) else "the object"
     return Response.text(

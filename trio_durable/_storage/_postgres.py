@@ -100,6 +100,29 @@ _CONNECTION_DEFAULTS: Final = {
     "application_name": "trio_durable",
 }
 
+#: Milliseconds a session may sit in a transaction without sending anything
+#: before the server ends it. A process paused or partitioned inside a
+#: commit or a lease round would otherwise hold its row locks, and with them
+#: every other node's lease rounds, for as long as it stays paused.
+IDLE_IN_TRANSACTION_MS: Final = 1000
+
+
+def session_settings(url: str) -> dict[str, Any]:
+    """``psycopg.connect`` keyword arguments every session of ``url`` gets.
+
+    The defaults above unless the URL sets them, and always the
+    idle-in-transaction timeout (added to the URL's own ``options``).
+    """
+    given = conninfo.conninfo_to_dict(url)
+    settings: dict[str, Any] = {
+        key: value for key, value in _CONNECTION_DEFAULTS.items() if key not in given
+    }
+    options = str(given.get("options") or "")
+    settings["options"] = (
+        f"{options} -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}".strip()
+    )
+    return settings
+
 #: The name of every directory of local SQL copies starts with this.
 _COPIES_PREFIX: Final = "trio-durable-sql-"
 #: Seconds between two checks that the owner lock's session is alive.
@@ -255,9 +278,7 @@ class PostgresBackend:
         # that commits do not upsert their rows again.
         self._recorded_objects: dict[tuple[str, str], bool] = {}
         given = conninfo.conninfo_to_dict(url)
-        self._connect_kwargs: dict[str, Any] = {
-            key: value for key, value in _CONNECTION_DEFAULTS.items() if key not in given
-        }
+        self._connect_kwargs = session_settings(url)
         if "connect_timeout" not in given:
             # libpq counts whole seconds, and at least 2.
             self._connect_kwargs["connect_timeout"] = str(max(2, math.ceil(self.timeout)))

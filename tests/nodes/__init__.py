@@ -1,0 +1,1 @@
+"""Several nodes (servers) of one deployment on a real PostgreSQL."""
