@@ -90,13 +90,21 @@ static long frame_length(const unsigned char *b, long n, int *opcode) {
     return head + len;
 }
 
+/* The upgrade request of client i: a "%d" in the path becomes i (one object per client). */
+static int upgrade_request(char *request, size_t room, const char *path, int port, int i) {
+    char target[512];
+    if (strstr(path, "%d")) snprintf(target, sizeof target, path, i);
+    else snprintf(target, sizeof target, "%s", path);
+    return snprintf(request, room,
+                    "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+                    "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    "Sec-WebSocket-Version: 13\r\n\r\n",
+                    target, port);
+}
+
 static int run_echo(int port, const char *path, int clients, double seconds, int size) {
     char request[1024];
-    int rlen = snprintf(request, sizeof request,
-                        "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
-                        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                        "Sec-WebSocket-Version: 13\r\n\r\n",
-                        path, port);
+    int rlen;
     unsigned char *message = malloc((size_t)size + 14);
     long mlen;
     message[0] = 0x81;
@@ -125,6 +133,7 @@ static int run_echo(int port, const char *path, int clients, double seconds, int
         if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) die("connect");
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        rlen = upgrade_request(request, sizeof request, path, port, i);
         send_all(fd, (unsigned char *)request, (size_t)rlen);
         conn_t *c = &conns[i];
         c->fd = fd;

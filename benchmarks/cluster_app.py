@@ -1,7 +1,7 @@
 """The app ``bench_cluster`` serves with ``trio-durable serve --workers N``.
 
 * ``/echo/N``: a WebSocket to echo object ``N`` (hibernatable; answers each
-  message to its sender);
+  message to its sender); ``/echo-where/N``: the pid of the process running it;
 * ``/hit/NAME``: one storage write by counter ``NAME``, answered with its
   count and the pid of the process that runs it;
 * ``/rpc/A/B/COUNT``: object ``A`` calls object ``B`` ``COUNT`` times and
@@ -28,6 +28,9 @@ class Echo(td.DurableObject):
 
     async def websocket_message(self, ws: td.WebSocket, message: str | bytes) -> None:
         await ws.send(message)
+
+    async def where(self) -> int:
+        return os.getpid()
 
 
 @attrs.define(eq=False)
@@ -66,6 +69,8 @@ async def worker(request: td.Request, runtime: td.Runtime) -> td.Response:
     parts = request.path.strip("/").split("/")
     if parts[0] == "echo":
         return await runtime.namespace("echoes").get_by_name(parts[1]).fetch(request)  # type: ignore[no-any-return]
+    if parts[0] == "echo-where":
+        return td.Response.json(await runtime.namespace("echoes").get_by_name(parts[1]).where())
     counters = runtime.namespace("counters")
     if parts[0] == "hit":
         return td.Response.json(await counters.get_by_name(parts[1]).hit())
