@@ -25,7 +25,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
-from typing import Final, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 import attrs
 import trio
@@ -114,6 +114,38 @@ class LeaseState:
     hand_over: frozenset[int]
     owners: tuple[str | None, ...]
     members: Mapping[str, Member]
+
+
+#: The columns of ``_td_members``, in :class:`Member`'s order (both stores select them so).
+MEMBER_COLUMNS: Final = "member, slot, address, started, heartbeat, node, link"
+
+
+def member_row(me: Member, now: float) -> tuple[Any, ...]:
+    """``me``'s row of ``_td_members`` (in :data:`MEMBER_COLUMNS` order), renewed at ``now``."""
+    return (me.member_id, me.slot, me.address, me.started, now, me.node, me.link)
+
+
+def state_after_round(
+    me: str,
+    now: float,
+    plan: RoundPlan,
+    rows: Iterable[tuple[int, str | None, int]],
+    live: Collection[Member],
+) -> LeaseState:
+    """The member's view once its round is applied: ``rows`` are ``(shard, owner, epoch)``."""
+    owners: list[str | None] = [None] * SHARD_COUNT
+    held: dict[int, int] = {}
+    for shard, owner, epoch in rows:
+        owners[shard] = owner
+        if owner == me:
+            held[shard] = epoch
+    return LeaseState(
+        now=now,
+        held=held,
+        hand_over=plan.hand_over,
+        owners=tuple(owners),
+        members={member.member_id: member for member in live},
+    )
 
 
 class LeaseStore(Protocol):
@@ -215,21 +247,19 @@ class SqliteLeaseStore:
         def body(db: sqlite3.Connection) -> LeaseState:
             now = time.time()
             db.execute(
-                "INSERT INTO _td_members (member, slot, address, started, heartbeat, node, link) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (member) DO UPDATE SET "
-                "heartbeat = excluded.heartbeat, address = excluded.address, "
-                "link = excluded.link",
-                (me.member_id, me.slot, me.address, me.started, now, me.node, me.link),
+                f"INSERT INTO _td_members ({MEMBER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (member) DO UPDATE SET "
+                "heartbeat = excluded.heartbeat, address = excluded.address, link = excluded.link",
+                member_row(me, now),
             )
             db.execute(
                 "DELETE FROM _td_members WHERE heartbeat < ?",
                 (now - _FORGET_AFTER_LEASES * lease_seconds,),
             )
             live = [
-                Member(member, slot, address, started, heartbeat, node, link)
-                for member, slot, address, started, heartbeat, node, link in db.execute(
-                    "SELECT member, slot, address, started, heartbeat, node, link FROM _td_members "
-                    "WHERE heartbeat >= ?",
+                Member(*row)
+                for row in db.execute(
+                    f"SELECT {MEMBER_COLUMNS} FROM _td_members WHERE heartbeat >= ?",
                     (now - lease_seconds,),
                 )
             ]
@@ -254,19 +284,7 @@ class SqliteLeaseStore:
                     [(me.member_id, expires, shard) for shard in plan.take],
                 )
             rows = db.execute("SELECT shard, owner, epoch FROM _td_shards").fetchall()
-            owners: list[str | None] = [None] * SHARD_COUNT
-            held: dict[int, int] = {}
-            for shard, owner, epoch in rows:
-                owners[shard] = owner
-                if owner == me.member_id:
-                    held[shard] = epoch
-            return LeaseState(
-                now=now,
-                held=held,
-                hand_over=plan.hand_over,
-                owners=tuple(owners),
-                members={member.member_id: member for member in live},
-            )
+            return state_after_round(me.member_id, now, plan, rows, live)
 
         return await self._transaction(body)
 

@@ -28,11 +28,17 @@ from typing import Any, Final, TypeVar
 import psycopg
 import trio
 
-from .._ids import SHARD_COUNT
 from .._limits import check_seconds
 from .._storage._pg_schema import migrate
 from .._storage._postgres import check_database_url, session_settings, storage_errors
-from ._leases import LeaseState, ShardLease, plan_round
+from ._leases import (
+    MEMBER_COLUMNS,
+    LeaseState,
+    ShardLease,
+    member_row,
+    plan_round,
+    state_after_round,
+)
 from ._placement import Member
 
 __all__ = ["PgLeaseStore"]
@@ -128,21 +134,19 @@ class PgLeaseStore:
             assert now_row is not None
             now = float(now_row[0])
             cursor.execute(
-                "INSERT INTO _td_members (member, slot, address, started, heartbeat, node, link) "
+                f"INSERT INTO _td_members ({MEMBER_COLUMNS}) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (member) DO UPDATE SET "
-                "heartbeat = excluded.heartbeat, address = excluded.address, "
-                "link = excluded.link",
-                (me.member_id, me.slot, me.address, me.started, now, me.node, me.link),
+                "heartbeat = excluded.heartbeat, address = excluded.address, link = excluded.link",
+                member_row(me, now),
             )
             cursor.execute(
                 "DELETE FROM _td_members WHERE heartbeat < %s",
                 (now - _FORGET_AFTER_LEASES * lease_seconds,),
             )
             live = [
-                Member(member, slot, address, started, heartbeat, node, link)
-                for member, slot, address, started, heartbeat, node, link in cursor.execute(
-                    "SELECT member, slot, address, started, heartbeat, node, link FROM _td_members "
-                    "WHERE heartbeat >= %s",
+                Member(*row)
+                for row in cursor.execute(
+                    f"SELECT {MEMBER_COLUMNS} FROM _td_members WHERE heartbeat >= %s",
                     (now - lease_seconds,),
                 ).fetchall()
             ]
@@ -163,21 +167,8 @@ class PgLeaseStore:
                     "WHERE shard = ANY(%s)",
                     (me.member_id, expires, sorted(plan.take)),
                 )
-            owners: list[str | None] = [None] * SHARD_COUNT
-            held: dict[int, int] = {}
-            for shard, owner, epoch in cursor.execute(
-                "SELECT shard, owner, epoch FROM _td_shards"
-            ).fetchall():
-                owners[shard] = owner
-                if owner == me.member_id:
-                    held[shard] = epoch
-            return LeaseState(
-                now=now,
-                held=held,
-                hand_over=plan.hand_over,
-                owners=tuple(owners),
-                members={member.member_id: member for member in live},
-            )
+            rows = cursor.execute("SELECT shard, owner, epoch FROM _td_shards").fetchall()
+            return state_after_round(me.member_id, now, plan, rows, live)
 
         return await self._transaction(body)
 
