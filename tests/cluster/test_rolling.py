@@ -7,6 +7,7 @@ import json
 import signal
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,47 @@ def test_a_rolling_restart_under_traffic_closes_nothing_and_loses_nothing(
         for chatter in chatters:
             with contextlib.suppress(Exception):
                 chatter.ws.close()
+
+
+class Browser(threading.Thread):
+    """HTTP requests one after another, each on a new connection, counting every outcome."""
+
+    def __init__(self, port: int, name: str) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.name = name
+        self.answers: list[int] = []
+        self.failures: list[str] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{self.port}/{self.name}", timeout=30
+                ) as response:
+                    self.answers.append(json.loads(response.read())["stored"])
+            except Exception as exc:  # refused, reset, 5xx: all count
+                self.failures.append(repr(exc))
+
+
+def test_a_rolling_restart_answers_every_http_request(tmp_path: Path) -> None:
+    with cluster(tmp_path / "data") as running:
+        browsers = [Browser(running.port, f"page{n}") for n in range(4)]
+        for browser in browsers:
+            browser.start()
+        time.sleep(1)
+        running.process.send_signal(signal.SIGHUP)
+        running.wait_for(r"rolling restart done", timeout=120)
+        time.sleep(1)
+        for browser in browsers:
+            browser.stop.set()
+        for browser in browsers:
+            browser.join(60)
+        failures = {b.name: b.failures[:3] for b in browsers if b.failures}
+        assert failures == {}, failures
+        for browser in browsers:
+            assert len(browser.answers) > 10
+            assert browser.answers == list(range(1, len(browser.answers) + 1)), (
+                f"{browser.name}: every acknowledged write counted once, in order"
+            )

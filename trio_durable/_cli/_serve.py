@@ -19,7 +19,7 @@ import trio
 from .._app import App
 from .._cluster._supervisor import ClusterOptions, run_cluster
 from .._exceptions import StorageError
-from .._gateway._serve import Worker, serve
+from .._gateway._serve import Worker, drain, serve
 from .._http import Request, Response
 from .._runtime import Runtime, open_runtime
 from ._common import Commands, UsageError, configure_logging, load_app, prepare_data_dir, url
@@ -40,6 +40,9 @@ __all__ = [
 
 logger = logging.getLogger("trio_durable.cli")
 access_logger = logging.getLogger("trio_durable.access")
+
+#: Seconds a stopping server gives the HTTP requests in flight to be answered.
+DRAIN_SECONDS = 10.0
 
 
 def add_parser(commands: Commands) -> None:
@@ -220,6 +223,12 @@ async def serve_app(
                 async for signum in signals:
                     logger.debug("got %s", signal.Signals(signum).name)
                     break
+                # Requests in flight are answered; a second signal stops at once.
+                with trio.move_on_after(DRAIN_SECONDS):
+                    async with trio.open_nursery() as draining:
+                        draining.start_soon(_cancel_on_signal, signals, draining.cancel_scope)
+                        await drain(runtime)
+                        draining.cancel_scope.cancel()
             nursery.cancel_scope.cancel()
     if listen_error is not None:
         raise UsageError(_listen_error(*listen_error))
@@ -290,6 +299,12 @@ def _check_database(database: str) -> None:
         check_database_url(database)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+async def _cancel_on_signal(signals: Any, scope: trio.CancelScope) -> None:
+    async for _ in signals:
+        scope.cancel()
+        return
 
 
 def _listen_error(host: str, port: int, exc: OSError) -> str:

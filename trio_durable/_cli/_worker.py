@@ -26,7 +26,7 @@ from .._app import App
 from .._cluster._control import ControlChannel
 from .._cluster._member import ClusterSpec
 from .._cluster._supervisor import DATABASE_VARIABLE
-from .._gateway._serve import serve
+from .._gateway._serve import drain, serve
 from .._runtime import open_runtime
 from .._storage._sqlite import SqliteBackend
 from ._common import LOG_LEVELS, Commands, load_app
@@ -35,6 +35,9 @@ from ._serve import WORKER_OPTIONS_FLAG, logged_worker, worker_options
 __all__ = ["add_parser", "run", "run_worker"]
 
 logger = logging.getLogger("trio_durable.cli")
+
+#: Seconds a stopping worker gives the HTTP requests in flight to be answered.
+DRAIN_SECONDS = 10.0
 
 
 def add_parser(commands: Commands) -> None:
@@ -153,13 +156,21 @@ async def run_worker(
                         stop.set()
                         return
                     if "drain" in message:
-                        serving.cancel()  # new connections go to the other workers
+                        # New connections go to the other workers; the
+                        # requests in flight here are answered first.
+                        await finish_requests()
                         await member.drain()
                         stop.set()
                         return
 
+            async def finish_requests() -> None:
+                with trio.move_on_after(DRAIN_SECONDS):
+                    await drain(runtime)
+                serving.cancel()
+
             nursery.start_soon(on_signal)
             nursery.start_soon(on_control)
             await stop.wait()
+            await finish_requests()
             nursery.cancel_scope.cancel()
     await control.aclose()

@@ -50,15 +50,39 @@ __all__ = ["Site", "serve_connection"]
 
 logger: Final = logging.getLogger("trio_durable.gateway")
 
+#: Seconds a connection accepted just before a drain has to send its first request.
+FIRST_REQUEST_GRACE: Final = 1.0
+
 
 @attrs.frozen
 class Site:
-    """What every connection of one ``serve()`` call shares."""
+    """What every connection of one ``serve()`` call shares.
+
+    Attributes:
+        draining: Set when the server stops taking requests: each connection
+            finishes the request it is serving (answered with
+            ``connection: close``) and closes; one waiting for its next
+            request closes at once, and a new one gets a moment for its
+            first request (its client sent it with the connection).
+        waiting: The cancel scopes of connections waiting for a request,
+            each with whether it is the connection's first.
+    """
 
     runtime: ServedRuntime
     worker: Worker
     options: ServeOptions
     upgrades: Upgrades
+    draining: trio.Event = attrs.field(factory=trio.Event)
+    waiting: dict[trio.CancelScope, bool] = attrs.field(factory=dict)
+
+    def drain(self) -> None:
+        """Take no more requests: close the connections that wait for one."""
+        self.draining.set()
+        for scope, first in self.waiting.items():
+            if first:
+                scope.deadline = min(scope.deadline, trio.current_time() + FIRST_REQUEST_GRACE)
+            else:
+                scope.cancel()
 
 
 class _Outcome(enum.Enum):
@@ -112,7 +136,7 @@ async def serve_connection(site: Site, sock: socket.socket, peer: tuple[str, int
 class _Connection:
     """The state of one connection while it speaks HTTP/1.1."""
 
-    __slots__ = ("conn", "handed_over", "options", "peer", "scheme", "site", "wire")
+    __slots__ = ("conn", "handed_over", "options", "peer", "scheme", "served", "site", "wire")
 
     def __init__(self, site: Site, sock: socket.socket, peer: tuple[str, int]) -> None:
         self.site = site
@@ -126,6 +150,7 @@ class _Connection:
             h11.SERVER, max_incomplete_event_size=self.options.max_header_bytes
         )
         self.handed_over = False
+        self.served = 0
 
     def close(self) -> None:
         if not self.handed_over:
@@ -141,7 +166,7 @@ class _Connection:
         conn = self.conn
         while True:
             outcome = await self.exchange()
-            if outcome is not _Outcome.KEEP:
+            if outcome is not _Outcome.KEEP or self.site.draining.is_set():
                 return
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return
@@ -150,8 +175,19 @@ class _Connection:
     async def exchange(self) -> _Outcome:
         """Read one request, call the worker, answer; say what happens next."""
         try:
-            got = await read_request(self.wire, self.conn, self.options)
-            if got is None:
+            if self.site.draining.is_set():
+                return _Outcome.CLOSE
+            # Waiting for a request may end when the server drains (the
+            # rare request whose first bytes are in flight then is cut, as
+            # when the server stops).
+            with trio.CancelScope() as waiting:
+                self.site.waiting[waiting] = self.served == 0
+                try:
+                    got = await read_request(self.wire, self.conn, self.options)
+                finally:
+                    del self.site.waiting[waiting]
+            self.served += 1
+            if waiting.cancelled_caught or got is None:
                 return _Outcome.CLOSE
             event, body = got
             request = build_request(
@@ -228,6 +264,9 @@ class _Connection:
         if response.web_socket is not None:
             # Not sent as a 101: the object must not keep the server end.
             abandon_pair(response.web_socket)
+        if self.site.draining.is_set():
+            headers = [*response.headers.items_raw(), ("connection", "close")]
+            response = attrs.evolve(response, headers=headers, web_socket=None)
         try:
             data = encode_response(self.conn, response, method=request.method)
         except InvalidResponseError as exc:

@@ -31,8 +31,9 @@ import math
 import os
 import socket
 import ssl
+import weakref
 from collections.abc import Collection
-from typing import Final, NoReturn
+from typing import Any, Final, NoReturn
 
 import trio
 
@@ -72,6 +73,7 @@ _LOG_INTERVAL: Final = 60.0
 # are closed without an answer, since answering costs a task each.
 _MAX_REFUSING: Final = 64
 _REFUSE_TIMEOUT: Final = 1.0
+
 _BUSY_BODY: Final = b"Service Unavailable: too many open connections\n"
 _BUSY_ANSWER: Final = (
     b"HTTP/1.1 503 Service Unavailable\r\n"
@@ -190,6 +192,7 @@ async def serve(
     upgrades = Upgrades(runtime, options)
     register_upgrades(runtime, upgrades)
     gateway = _Gateway(Site(runtime, worker, options, upgrades))
+    _gateways[runtime] = gateway
     if sock is not None:
         # Already bound and listening (a cluster's workers share one socket):
         # each serve() accepts on its own descriptor of it.
@@ -200,17 +203,39 @@ async def serve(
     try:
         async with trio.open_nursery() as nursery:
             for listener in listeners:
-                nursery.start_soon(gateway.accept_loop, listener, nursery)
+                nursery.start_soon(gateway.accept_until_drained, listener, nursery)
             bound = listeners[0].socket.getsockname()
             scheme = "https" if options.ssl_context is not None else "http"
             logger.info("serving on %s://%s", scheme, bound)
             task_status.started(bound[1])
             await trio.sleep_forever()
     finally:
+        if _gateways.get(runtime) is gateway:
+            del _gateways[runtime]
         gateway.close()
         for listener in listeners:
             await trio.aclose_forcefully(listener)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+# The gateway of the serve() call serving each runtime (for drain()).
+_gateways: Final[weakref.WeakKeyDictionary[Any, _Gateway]] = weakref.WeakKeyDictionary()
+
+
+async def drain(runtime: Any) -> None:
+    """Stop taking requests on the ``serve()`` serving ``runtime``; wait for those in flight.
+
+    The listening sockets are closed (with a socket shared by a cluster's
+    workers, only this process's descriptor of it: the others go on
+    accepting), connections waiting for a request close, and each request
+    being served is answered (with ``connection: close``). WebSockets are
+    not touched. Returns once no HTTP connection is left (bound the wait
+    with ``trio.move_on_after``), then cancel the ``serve()`` call. Returns
+    at once when nothing serves ``runtime``.
+    """
+    gateway = _gateways.get(runtime)
+    if gateway is not None:
+        await gateway.drain()
 
 
 class _Gateway:
@@ -218,6 +243,7 @@ class _Gateway:
 
     def __init__(self, site: Site) -> None:
         self.site = site
+        self.accepting: list[trio.CancelScope] = []
         self.http_connections = 0
         self.refusing = 0
         # One descriptor held back so that, at the cap, a waiting client can
@@ -238,6 +264,24 @@ class _Gateway:
     @property
     def open_connections(self) -> int:
         return self.http_connections + len(self.site.upgrades)
+
+    async def accept_until_drained(
+        self, listener: trio.SocketListener, nursery: trio.Nursery
+    ) -> None:
+        scope = trio.CancelScope()
+        self.accepting.append(scope)
+        if self.site.draining.is_set():
+            scope.cancel()
+        with scope:
+            await self.accept_loop(listener, nursery)
+        listener.socket.close()  # this process takes no new connection
+
+    async def drain(self) -> None:
+        for scope in self.accepting:
+            scope.cancel()
+        self.site.drain()
+        while self.http_connections:
+            await self.released.wait()
 
     def close(self) -> None:
         if self.spare is not None:
