@@ -10,6 +10,16 @@ this machine cannot fail the check. Then: ``GET /`` must answer 200 (within a
 generous bound: the command installs the package first), SIGINT must stop
 the server, and the command must exit 0.
 
+``python`` on the command's ``PATH`` is a small shell script that execs the
+venv's interpreter. A symlink would not do: Python looks for ``pyvenv.cfg``
+next to the path it was started by, so a symlink outside the venv starts the
+*base* interpreter, and ``pip install -e .`` would then re-point the CI
+interpreter's own install at the temporary copy. Two guards make that
+mistake loud: ``python`` on that ``PATH`` must report a ``sys.prefix`` that
+is the venv (and differs from ``sys.base_prefix``), and the interpreter
+running this script must import ``trio_durable`` from the same place
+afterwards as before.
+
 Usage: ``python .ci/quick_start.py`` from anywhere (only the standard library).
 """
 
@@ -17,6 +27,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -69,6 +80,65 @@ def copy_checkout(destination: Path) -> None:
             shutil.copy2(source, target)
 
 
+def newcomer_environment(shims: Path, venv_dir: Path) -> dict[str, str]:
+    """This process's environment, with ``python`` the venv's and no venv ``bin/`` on PATH.
+
+    ``shims/python`` execs the venv's interpreter by its own path (a symlink
+    would start the base interpreter: see the module's docstring).
+    """
+    shims.mkdir(parents=True, exist_ok=True)
+    shim = shims / "python"
+    interpreter = shlex.quote(str(venv_dir / "bin" / "python"))
+    shim.write_text(f'#!/bin/sh\nexec {interpreter} "$@"\n')
+    shim.chmod(0o755)
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE")
+        and not key.startswith("PIP_")  # e.g. PIP_TARGET or PIP_PREFIX would install elsewhere
+    }
+    env["PATH"] = os.pathsep.join([str(shims), "/usr/bin", "/bin"])
+    return env
+
+
+def check_python_is_the_venv(env: dict[str, str], venv_dir: Path) -> None:
+    """Fail unless ``python`` found on ``env``'s PATH runs inside ``venv_dir``."""
+    probe = subprocess.run(
+        ["sh", "-c", 'python -c "import sys; print(sys.prefix); print(sys.base_prefix)"'],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = probe.stdout.splitlines()
+    if probe.returncode != 0 or len(lines) != 2:
+        raise SystemExit(
+            f"quick start: `python` on the test PATH does not run: {probe.stderr.strip()}"
+        )
+    prefix, base_prefix = lines
+    if prefix == base_prefix or Path(prefix).resolve() != venv_dir.resolve():
+        raise SystemExit(
+            f"quick start: `python` on the test PATH is not the fresh virtualenv"
+            f" (sys.prefix {prefix}, sys.base_prefix {base_prefix}, venv {venv_dir}):"
+            " the command would install into another interpreter"
+        )
+
+
+def installed_location(python: str, env: dict[str, str] | None = None) -> str:
+    """Where ``python`` imports trio_durable from, or why it cannot (compared, not parsed)."""
+    probe = subprocess.run(
+        [python, "-c", "import trio_durable; print(trio_durable.__file__)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tempfile.gettempdir(),  # not a checkout: the current directory is on sys.path
+    )
+    if probe.returncode != 0:
+        return "(no trio_durable: " + (probe.stderr.strip().splitlines() or ["?"])[-1] + ")"
+    return probe.stdout.strip()
+
+
 def answers_200(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
@@ -78,6 +148,24 @@ def answers_200(url: str) -> bool:
 
 
 def main() -> int:
+    # Where this interpreter (CI's) imports trio_durable from: the run must not move it.
+    before = installed_location(sys.executable)
+    try:
+        run_quick_start()
+    finally:
+        after = installed_location(sys.executable)
+        if after != before:
+            raise SystemExit(
+                f"quick start: {sys.executable} imported trio_durable from {before},"
+                f" and after the run from {after}: the command installed into it, not"
+                " into the fresh virtualenv"
+            )
+    print(f"quick start: {sys.executable} still imports trio_durable from {after}")
+    return 0
+
+
+def run_quick_start() -> None:
+    """Run the README's first command in a fresh venv; raise SystemExit on any failure."""
     command = first_command((ROOT / "README.md").read_text())
     if README_PORT not in command:
         raise SystemExit(f"quick start: the README's first command has no {README_PORT!r}")
@@ -88,17 +176,10 @@ def main() -> int:
         work = Path(temporary)
         source = work / "trio_durable"
         copy_checkout(source)
-        venv.create(work / "venv", with_pip=True)
-        # `python` is the venv's; its bin/ (and any other Python's) is not on PATH.
-        shims = work / "shims"
-        shims.mkdir()
-        (shims / "python").symlink_to(work / "venv" / "bin" / "python")
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if key not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")
-        }
-        env["PATH"] = os.pathsep.join([str(shims), "/usr/bin", "/bin"])
+        venv_dir = work / "venv"
+        venv.create(venv_dir, with_pip=True)
+        env = newcomer_environment(work / "shims", venv_dir)
+        check_python_is_the_venv(env, venv_dir)
         if shutil.which("trio-durable", path=env["PATH"]):  # pragma: no cover
             raise SystemExit(
                 "quick start: trio-durable is on the test PATH: the check proves nothing"
@@ -135,8 +216,14 @@ def main() -> int:
         if code != 0:
             print(log_path.read_text()[-4000:])
             raise SystemExit(f"quick start: after SIGINT the command exited with {code}, not 0")
-    print("quick start: stopped with SIGINT, exit status 0", flush=True)
-    return 0
+        print("quick start: stopped with SIGINT, exit status 0", flush=True)
+        location = installed_location("python", env=env)
+        if not location.startswith(str(source)):
+            raise SystemExit(
+                f"quick start: the venv's python imports trio_durable from {location},"
+                f" not from the copy in {source}"
+            )
+        print(f"quick start: the venv's python imports trio_durable from {location}")
 
 
 if __name__ == "__main__":
