@@ -243,3 +243,19 @@ async def test_the_ip_limit_still_holds_across_connections(
 
             nursery.start_soon(flood)
     assert errors == [RATE_LIMITED] * 5, "25 messages at once: the IP's 20 pass, 5 do not"
+
+
+async def test_message_timestamps_follow_the_runtimes_clock(
+    default_runtime: td.Runtime, autojump_clock: trio.testing.MockClock
+) -> None:
+    # The room reads ctx.now(), which moves with Trio's (here virtual) clock;
+    # time.time() would put the two messages a few real milliseconds apart.
+    stub = default_runtime.namespace("rooms").get_by_name("lobby")
+    async with open_websocket(stub, headers={"x-chat-client-ip": "192.0.2.70"}) as ws:
+        await join(ws, "ada")
+        await ws.send('{"message": "before"}')
+        first = json.loads(await ws.receive())["timestamp"]
+        await trio.sleep(3600)
+        await ws.send('{"message": "an hour later"}')
+        second = json.loads(await ws.receive())["timestamp"]
+    assert 3_600_000 <= second - first < 3_601_000, (first, second)
