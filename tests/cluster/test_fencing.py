@@ -88,3 +88,41 @@ async def test_without_a_fence_nothing_is_checked(tmp_path: Path) -> None:
     assert await backend.commit([_write(1, "k", b"v")]) == frozenset()
     assert await _read(backend, 1, "k") == b"v"
     await backend.aclose()
+
+
+async def test_sql_commits_run_only_for_writes_the_fence_still_holds(
+    setup: tuple[SqliteBackend, SqliteLeaseStore],
+) -> None:
+    backend, store = setup
+    a_state = await store.round(Member("a", 0, "", 1.0), LEASE)
+    stale = Fence("a", dict(a_state.held))
+    await store.revoke("a")
+    await store.round(Member("b", 1, "", 1.0), LEASE)
+    asked: list[str] = []
+
+    def commit_sql(write: ObjectWrite) -> bool:
+        asked.append(write.hex_id)
+        return True
+
+    refused = backend.commit_with_sql([_write(7, "k", b"too late")], stale, commit_sql)
+    assert refused == {7}
+    assert asked == [], "the SQL file of an object whose shard moved is never committed"
+    assert await _read(backend, 7, "k") is None
+    await store.aclose()
+    await backend.aclose()
+
+
+async def test_a_failed_sql_commit_leaves_out_that_object_only(
+    setup: tuple[SqliteBackend, SqliteLeaseStore],
+) -> None:
+    backend, store = setup
+    state = await store.round(Member("a", 0, "", 1.0), LEASE)
+    writes = [_write(7, "k", b"sql failed"), _write(9, "k", b"fine")]
+    refused = backend.commit_with_sql(
+        writes, Fence("a", state.held), lambda write: write.hex_id.startswith("09")
+    )
+    assert refused == frozenset()
+    assert await _read(backend, 7, "k") is None, "its key-value writes are left out too"
+    assert await _read(backend, 9, "k") == b"fine"
+    await store.aclose()
+    await backend.aclose()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -20,8 +21,9 @@ import pytest
 import trio
 
 import trio_durable as td
+from trio_durable._cluster import _member
 from trio_durable._cluster._leases import SqliteLeaseStore
-from trio_durable._cluster._member import ClusterSpec
+from trio_durable._cluster._member import ClusterMember, ClusterSpec
 from trio_durable._ids import shard_of
 from trio_durable._storage._lock import DataDirLock
 
@@ -70,7 +72,25 @@ class Counter(td.DurableObject):
         return os.getpid()
 
 
-OBJECTS = {"counters": Counter}
+@attrs.define(eq=False)
+class Ledger(td.DurableObject):
+    """Rows in the object's SQL database, and a count in its key-value storage."""
+
+    def __attrs_post_init__(self) -> None:
+        self.ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS entries (amount INTEGER)")
+
+    async def add(self, amount: int) -> None:
+        self.ctx.storage.sql.exec("INSERT INTO entries (amount) VALUES (?)", amount)
+        await self.ctx.storage.put("count", int(await self.ctx.storage.get("count") or 0) + 1)
+
+    async def entries(self) -> list[int]:
+        return [row["amount"] for row in self.ctx.storage.sql.exec("SELECT amount FROM entries")]
+
+    async def count(self) -> int:
+        return int(await self.ctx.storage.get("count") or 0)
+
+
+OBJECTS = {"counters": Counter, "ledgers": Ledger}
 
 
 @pytest.fixture
@@ -288,3 +308,77 @@ async def test_a_member_that_lost_its_shard_unknowingly_cannot_commit_for_it(
             assert await via_b.stored() == 1, "the stale member's write never reached the disk"
     finally:
         lock.release()
+
+
+async def test_a_member_that_lost_its_shard_unknowingly_cannot_commit_sql_for_it(
+    tmp_path: Path, run_dir: str
+) -> None:
+    """The fence covers the object's SQL database too, not only its key-value writes."""
+    lock = DataDirLock.acquire(tmp_path)
+    slow = 60.0  # rounds every 15 s: the stale member will not notice by itself in time
+    try:
+        async with AsyncExitStack() as stack:
+            a, b = [
+                await stack.enter_async_context(
+                    td.open_runtime(
+                        OBJECTS,
+                        backend=td.SqliteBackend(tmp_path, lock_fd=os.dup(lock.fd)),
+                        cluster=ClusterSpec(slot=slot, run_dir=run_dir, lease_seconds=slow),
+                    )
+                )
+                for slot in (0, 1)
+            ]
+            assert a.cluster is not None and b.cluster is not None
+            held = _held(a)
+            name = next(
+                f"ledger-{n}"
+                for n in range(10_000)
+                if shard_of(a.namespace("ledgers").id_from_name(f"ledger-{n}").hex) in held
+            )
+            via_a = a.namespace("ledgers").get_by_name(name)
+            await via_a.add(1)
+            store = SqliteLeaseStore(tmp_path / "trio_durable.sqlite3")
+            await store.revoke(a.cluster.member.member_id)
+            await store.aclose()
+            await b.cluster.wait_for_round()
+            assert shard_of(via_a.id.hex) in _held(b)
+            assert shard_of(via_a.id.hex) in _held(a), "a has not noticed: it still runs the object"
+            with pytest.raises(td.ObjectResetError):
+                await via_a.add(2)  # an INSERT and a put, in a, whose commit is fenced off
+            via_b = b.namespace("ledgers").get_by_name(name)
+            assert await via_b.count() == 1, "the stale member's put never reached the disk"
+            assert await via_b.entries() == [1], "nor did its INSERT"
+    finally:
+        lock.release()
+
+
+class _NoEvents:
+    def shards_lost(self, shards: Any) -> None:
+        pass
+
+    def shards_gained(self, shards: Any) -> None:
+        pass
+
+    async def freeze(self, shards: Any) -> None:
+        pass
+
+    async def hand_over(self, shards: Any, successor: Any) -> None:
+        pass
+
+
+async def test_the_fence_leaves_out_shards_whose_lease_lapsed_locally(
+    tmp_path: Path, run_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process paused past its lease does not even try to commit for those shards."""
+    store = SqliteLeaseStore(tmp_path / "trio_durable.sqlite3")
+    await store.setup()
+    spec = ClusterSpec(slot=0, run_dir=run_dir, lease_seconds=30)
+    member = ClusterMember(spec, store, b"k" * 32, _NoEvents())
+    await member._round()  # one lease round, without running the member
+    assert set(member.fence().epochs) == set(range(256)), "a fresh lease: every shard"
+    paused_until = time.monotonic() + 30  # past the local share of a 30 s lease
+    with monkeypatch.context() as patched:
+        patched.setattr(_member.time, "monotonic", lambda: paused_until)
+        fence = member.fence()
+    assert dict(fence.epochs) == {}, "every lease lapsed by the member's clock"
+    await store.aclose()

@@ -176,8 +176,16 @@ class ClusterMember:
         return frozenset(shard for shard in self._held if self.holds(shard))
 
     def fence(self) -> Fence:
-        """The epochs this process's commits prove (checked by the backend)."""
-        return Fence(self.member.member_id, {shard: e for shard, (e, _) in self._held.items()})
+        """The epochs this process's commits prove (checked by the backend).
+
+        Only shards whose lease has not lapsed by this process's clock: a
+        process paused past its lease does not even try to commit for them.
+        Shards being handed over are included: their objects' last writes
+        are committed before the shards are released.
+        """
+        now = time.monotonic()
+        epochs = {shard: epoch for shard, (epoch, until) in self._held.items() if now < until}
+        return Fence(self.member.member_id, epochs)
 
     def owner_of(self, shard: int) -> Member | None:
         """The member the last round saw holding ``shard`` (``None``: nobody)."""

@@ -23,6 +23,11 @@ one commit and no polling.
 A failed commit resolves the held commits with the error (their messages are
 dropped), resets every object in the batch and drops their later buffered
 writes too. Committed data is never touched.
+
+An object's SQL changes are committed with its batch. In a cluster on a
+backend that keeps them in local files (:class:`FencedSqlCommits`), the SQL
+commits run inside the backend's fenced transaction, so a process that lost
+the object's shard cannot commit its SQL either.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Collection, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import attrs
 import trio
@@ -45,7 +50,7 @@ if TYPE_CHECKING:
     from .._core._live import LiveObject
     from ._sqldb import ObjectDatabase
 
-__all__ = ["MISSING", "Batch", "StorageEngine"]
+__all__ = ["MISSING", "Batch", "FencedSqlCommits", "StorageEngine"]
 
 logger = logging.getLogger("trio_durable")
 
@@ -78,12 +83,31 @@ class Batch:
         return [*(self.earlier or ()), self.record]
 
 
+@runtime_checkable
+class FencedSqlCommits(Protocol):
+    """A backend whose objects' SQL databases are local files, committed in place.
+
+    Such a commit cannot be part of the backend's transaction, so the
+    backend runs it inside that transaction, after the fence check (see
+    ``SqliteBackend.commit_with_sql``).
+    """
+
+    def commit_with_sql(
+        self,
+        writes: Sequence[ObjectWrite],
+        fence: Fence,
+        commit_sql: Callable[[ObjectWrite], bool],
+    ) -> frozenset[int]:
+        """Commit ``writes`` under ``fence``, calling ``commit_sql`` for each one still held."""
+
+
 class StorageEngine:
     """Buffers every object's writes and commits them in batches (one per runtime)."""
 
     def __init__(self, backend: Backend, *, max_value_bytes: int) -> None:
         self.backend = backend
         self.max_value_bytes = max_value_bytes
+        self._fences_sql = isinstance(backend, FencedSqlCommits)
         self.dirty: dict[ObjectKey, Batch] = {}
         self.inflight: dict[ObjectKey, Batch] = {}
         # The committer task while it waits for work (see _kick).
@@ -226,6 +250,13 @@ class StorageEngine:
     async def _commit(self, ready: dict[ObjectKey, Batch]) -> None:
         started = time.perf_counter()
         fence = self.current_fence()
+        # In a cluster, local SQL files are committed inside the fenced
+        # transaction (see commit_with_sql), not before it.
+        sql_in_transaction = (
+            fence is not None
+            and self._fences_sql
+            and any(batch.sql is not None for batch in ready.values())
+        )
         writes = []
         for key, batch in list(ready.items()):
             if fence is not None and shard_of(key[1]) not in fence.epochs:
@@ -234,15 +265,20 @@ class StorageEngine:
                 del ready[key]
                 self._fail(batch, _not_held(key))
                 continue
-            if batch.sql is not None and not self._commit_sql(batch):
+            if batch.sql is not None and not sql_in_transaction and not self._commit_sql(batch):
                 del ready[key]
                 continue
             writes.append(batch.write)
             self.inflight[key] = batch
         blocked = time.perf_counter() - started
         begun = time.perf_counter()
+        sql_failed: dict[ObjectKey, Exception] = {}
         try:
-            refused = await self.backend.commit(writes, fence)
+            if sql_in_transaction:
+                assert fence is not None
+                refused = self._commit_with_sql(ready, writes, fence, sql_failed)
+            else:
+                refused = await self.backend.commit(writes, fence)
         except Exception as exc:
             logger.error("storage commit of %d object(s) failed", len(writes), exc_info=exc)
             for batch in ready.values():
@@ -251,6 +287,11 @@ class StorageEngine:
         finally:
             for key in ready:
                 self.inflight.pop(key, None)
+        for key, error in sql_failed.items():
+            logger.error("SQL commit of %s failed", key[1], exc_info=error)
+            self._fail(ready.pop(key), error)
+        if sql_failed:
+            writes = [w for w in writes if (w.namespace, w.hex_id) not in sql_failed]
         if refused:
             for key in [key for key in ready if shard_of(key[1]) in refused]:
                 self._fail(ready.pop(key), _not_held(key))
@@ -269,6 +310,38 @@ class StorageEngine:
     def current_fence(self) -> Fence | None:
         """The shards (and epochs) this process holds now; ``None`` in a single process."""
         return self.fence() if self.fence is not None else None
+
+    def _commit_with_sql(
+        self,
+        ready: dict[ObjectKey, Batch],
+        writes: list[ObjectWrite],
+        fence: Fence,
+        failed: dict[ObjectKey, Exception],
+    ) -> frozenset[int]:
+        """Commit on the loop's thread, SQL files inside the fenced transaction.
+
+        Synchronous from the batches' capture to their SQL commit: no
+        statement of the objects' next events can slip into this commit.
+        The objects whose SQL commit failed are put in ``failed`` (failed by
+        the caller, once the transaction is over).
+        """
+        backend = self.backend
+        assert isinstance(backend, FencedSqlCommits)
+
+        def commit_sql(write: ObjectWrite) -> bool:
+            key = (write.namespace, write.hex_id)
+            db = ready[key].sql
+            if db is None:
+                return True
+            try:
+                db.commit()
+                write.sql = self.backend.sql_changes(write.namespace, write.hex_id, db.connection)
+            except Exception as exc:
+                failed[key] = exc
+                return False
+            return True
+
+        return backend.commit_with_sql(writes, fence, commit_sql)
 
     def _commit_sql(self, batch: Batch) -> bool:
         db = batch.sql

@@ -156,6 +156,8 @@ class SqliteBackend:
         self._lock: DataDirLock | None = None
         self._db: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
+        # Commits that carry SQL changes in a cluster (see commit_with_sql).
+        self._fenced: sqlite3.Connection | None = None
         self._write_lock = trio.Lock()
         self._sql: collections.OrderedDict[tuple[str, str], sqlite3.Connection] = (
             collections.OrderedDict()
@@ -253,6 +255,9 @@ class SqliteBackend:
         for db in self._sql.values():
             db.close()
         self._sql.clear()
+        if self._fenced is not None:
+            self._fenced.close()
+            self._fenced = None
         if self._reader is not None and self._reader is not self._db:
             self._reader.close()
         self._reader = None
@@ -367,6 +372,56 @@ class SqliteBackend:
         )
         await self._run_write(lambda: self._transaction(apply), small=small)
         return refused
+
+    def commit_with_sql(
+        self,
+        writes: Sequence[ObjectWrite],
+        fence: Fence,
+        commit_sql: Callable[[ObjectWrite], bool],
+    ) -> frozenset[int]:
+        """Commit a fenced batch and its objects' SQL databases, now, on the calling thread.
+
+        In a cluster an object's SQL database is a file of its own, so its
+        commit cannot join the key-value transaction. It is fenced by
+        running inside it instead: this takes the shared database's write
+        lock (``BEGIN IMMEDIATE``), which every lease round must take to
+        change an epoch, and checks the fence; then, with the epochs frozen,
+        it commits the SQL databases of the writes whose shard is still
+        held (``commit_sql(write)``, which reports a failure by returning
+        ``False``), applies the key-value writes of the objects whose SQL
+        committed, and commits. A process that lost a shard never reaches
+        the SQL commit of its objects.
+
+        It runs synchronously (the object's SQL connection belongs to the
+        event loop's thread, where its next statements run), on a connection
+        of its own, so that it never waits for the threaded commit path.
+
+        Returns:
+            The refused shards, as :meth:`commit` does.
+
+        Raises:
+            sqlite3.Error: the shared database could not be written; SQL
+                databases committed before the failure stay committed (as
+                after a crash at that point: the batch was not acknowledged).
+        """
+        db = self._fenced_connection()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            refused = _refused_shards(db, writes, fence)
+            accepted = [w for w in writes if shard_of(w.hex_id) not in refused and commit_sql(w)]
+            _apply(db, accepted)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return refused
+
+    def _fenced_connection(self) -> sqlite3.Connection:
+        if self._fenced is None:
+            if self.data_dir is None:
+                return self.db  # in memory: one connection, never used by a thread
+            self._fenced = self._connect(str(self.data_dir / DATABASE_NAME))
+        return self._fenced
 
     # ------------------------------------------------------------------ reads
 
