@@ -7,12 +7,22 @@ What a stopping or restarting server does before it goes (``serve`` and
 from __future__ import annotations
 
 import functools
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import attrs
 import trio
 
 import trio_durable as td
+from trio_durable._gateway._connection import Site, serve_connection
+from trio_durable._gateway._options import ServeOptions
 from trio_durable._gateway._serve import drain
+from trio_durable._gateway._upgrade import Upgrades
+
+from .helpers import PATIENCE
+
+Worker = Callable[[td.Request, td.Runtime], Awaitable[td.Response]]
 
 
 @attrs.define(eq=False)
@@ -105,3 +115,191 @@ async def test_drain_of_a_runtime_nothing_serves_returns_at_once() -> None:
     async with td.open_runtime({"nothing": Nothing}) as runtime:
         with trio.fail_after(5):
             await drain(runtime)
+
+
+# ------------------------------------------------ connections accepted around the drain
+
+
+async def _echo_path(request: td.Request, runtime: td.Runtime) -> td.Response:
+    return td.Response.text(request.path)
+
+
+@asynccontextmanager
+async def _serving(worker: Worker = _echo_path) -> AsyncIterator[tuple[td.Runtime, int]]:
+    async with td.open_runtime({"nothing": Nothing}) as runtime, trio.open_nursery() as nursery:
+        port = await nursery.start(
+            functools.partial(td.serve, runtime, worker, host="127.0.0.1", port=0)
+        )
+        yield runtime, port
+        nursery.cancel_scope.cancel()
+
+
+def _connect_and_send(port: int, data: bytes) -> socket.socket:
+    """A blocking connect and send, with no checkpoint: the server cannot accept meanwhile."""
+    client = socket.create_connection(("127.0.0.1", port))
+    client.sendall(data)
+    client.setblocking(False)
+    return client
+
+
+async def _read_to_end(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes (a reset counts as a close)."""
+    data = b""
+    with trio.fail_after(PATIENCE):
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(sock)
+                continue
+            except ConnectionResetError:
+                return data + b"<reset>"
+            if not chunk:
+                return data
+            data += chunk
+
+
+async def _drain_while_reading(runtime: td.Runtime, client: socket.socket) -> bytes:
+    """Drain ``runtime`` (begun before any checkpoint) while reading what ``client`` gets."""
+    answer: list[bytes] = []
+
+    async def read() -> None:
+        answer.append(await _read_to_end(client))
+        client.close()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read)
+        with trio.fail_after(PATIENCE):
+            await drain(runtime)  # runs up to its first checkpoint before read() starts
+    return answer[0]
+
+
+def _status_and_headers(answer: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    head = answer.partition(b"\r\n\r\n")[0]
+    status, *lines = head.split(b"\r\n")
+    headers = [
+        (name.strip().lower(), value.strip())
+        for name, _, value in (line.partition(b":") for line in lines)
+    ]
+    return status, headers
+
+
+async def test_a_connection_waiting_in_the_backlog_when_the_drain_begins_is_answered() -> None:
+    async with _serving() as (runtime, port):
+        await trio.testing.wait_all_tasks_blocked()  # the accept loop waits
+        # Connected and sent, but not accepted: the drain begins before the
+        # accept loop runs again.
+        client = _connect_and_send(port, b"GET /queued HTTP/1.1\r\nHost: h\r\n\r\n")
+        answer = await _drain_while_reading(runtime, client)
+    status, headers = _status_and_headers(answer)
+    assert status == b"HTTP/1.1 200 OK", f"answered, not reset: {answer!r}"
+    assert (b"connection", b"close") in headers, answer
+    assert answer.endswith(b"/queued"), answer
+
+
+async def test_a_connection_whose_task_starts_after_the_drain_answers_its_first_request() -> None:
+    async with td.open_runtime({"nothing": Nothing}) as runtime:
+        options = ServeOptions(host="127.0.0.1", port=0)
+        site = Site(runtime, _echo_path, options, Upgrades(runtime, options))
+        with socket.create_server(("127.0.0.1", 0)) as listening:
+            client = _connect_and_send(
+                listening.getsockname()[1], b"GET /first HTTP/1.1\r\nHost: h\r\n\r\n"
+            )
+            accepted, peer = listening.accept()
+        accepted.setblocking(False)
+        site.drain()  # the drain begins between the accept and the connection's task
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve_connection, site, accepted, peer)
+            answer = await _read_to_end(client)
+            client.close()
+    status, headers = _status_and_headers(answer)
+    assert status == b"HTTP/1.1 200 OK", f"answered, not reset: {answer!r}"
+    assert (b"connection", b"close") in headers, answer
+    assert answer.endswith(b"/first"), answer
+
+
+async def test_a_keep_alive_request_begun_before_the_drain_is_answered() -> None:
+    async with _serving() as (runtime, port):
+        client = _connect_and_send(port, b"GET /one HTTP/1.1\r\nHost: h\r\n\r\n")
+        first = b""
+        with trio.fail_after(PATIENCE):
+            while not first.endswith(b"/one"):
+                await trio.lowlevel.wait_readable(client)
+                first += client.recv(65536)
+        await trio.testing.wait_all_tasks_blocked()  # waiting for the next request
+        # Half of the next request is in the server's kernel buffer.
+        client.send(b"GET /two HTTP/1.1\r\nHo")
+
+        async def rest() -> None:
+            await trio.lowlevel.checkpoint()  # runs once the drain has begun
+            client.send(b"st: h\r\n\r\n")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(rest)
+            answer = await _drain_while_reading(runtime, client)
+    status, headers = _status_and_headers(answer)
+    assert status == b"HTTP/1.1 200 OK", answer
+    assert (b"connection", b"close") in headers, answer
+    assert answer.endswith(b"/two"), answer
+
+
+async def test_a_request_still_arriving_when_the_grace_ends_is_answered_503() -> None:
+    async with _serving() as (runtime, port):
+        client = _connect_and_send(port, b"GET /never-finished HTTP/1.1\r\nHo")
+        answer = await _drain_while_reading(runtime, client)
+    status, headers = _status_and_headers(answer)
+    assert status == b"HTTP/1.1 503 Service Unavailable", answer
+    assert (b"connection", b"close") in headers, answer
+
+
+async def test_an_idle_keep_alive_connection_closes_without_an_answer() -> None:
+    async with _serving() as (runtime, port):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        assert b"200 OK" in await _request(stream, "/one")
+        await trio.testing.wait_all_tasks_blocked()  # waiting for a next request
+        with trio.fail_after(PATIENCE):
+            await drain(runtime)
+        assert await stream.receive_some() == b"", "closed, with nothing sent"
+        await stream.aclose()
+
+
+async def test_the_answer_during_a_drain_has_one_connection_header() -> None:
+    async def keep_alive(request: td.Request, runtime: td.Runtime) -> td.Response:
+        return td.Response.text("x", headers={"Connection": "keep-alive"})
+
+    async with _serving(keep_alive) as (runtime, port):
+        await trio.testing.wait_all_tasks_blocked()
+        client = _connect_and_send(port, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        answer = await _drain_while_reading(runtime, client)
+    _status, headers = _status_and_headers(answer)
+    connection = [value for name, value in headers if name == b"connection"]
+    assert connection == [b"close"], f"one Connection header, saying close: {answer!r}"
+
+
+async def test_drain_stops_every_serve_of_the_runtime() -> None:
+    async with td.open_runtime({"nothing": Nothing}) as runtime, trio.open_nursery() as nursery:
+        ports = [
+            await nursery.start(
+                functools.partial(td.serve, runtime, _echo_path, host="127.0.0.1", port=0)
+            )
+            for _ in range(2)
+        ]
+        idle = []
+        for port in ports:
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            assert b"200 OK" in await _request(stream, "/one")
+            idle.append(stream)
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.fail_after(PATIENCE):
+            await drain(runtime)
+        for port, stream in zip(ports, idle, strict=True):
+            assert await stream.receive_some() == b"", f"the connection to {port} is closed"
+            await stream.aclose()
+            try:
+                late = await trio.open_tcp_stream("127.0.0.1", port)
+            except OSError:
+                continue
+            with trio.fail_after(PATIENCE):
+                assert await late.receive_some() == b"", f"{port} takes no new connection"
+            await late.aclose()
+        nursery.cancel_scope.cancel()

@@ -22,7 +22,7 @@ from __future__ import annotations
 import enum
 import logging
 import socket
-from typing import Final
+from typing import Final, Protocol
 
 import attrs
 import h11
@@ -37,6 +37,7 @@ from ._http1 import (
     HttpError,
     InvalidResponseError,
     build_request,
+    closing,
     encode_error,
     encode_response,
     error_response,
@@ -50,8 +51,14 @@ __all__ = ["Site", "serve_connection"]
 
 logger: Final = logging.getLogger("trio_durable.gateway")
 
-#: Seconds a connection accepted just before a drain has to send its first request.
+#: Seconds a connection gets, once the server drains, to deliver the request
+#: it has begun: its first (its client sent it with the connection), or one
+#: whose first bytes have arrived.
 FIRST_REQUEST_GRACE: Final = 1.0
+
+
+class _Waiting(Protocol):
+    def request_begun(self) -> bool: ...
 
 
 @attrs.frozen
@@ -61,11 +68,12 @@ class Site:
     Attributes:
         draining: Set when the server stops taking requests: each connection
             finishes the request it is serving (answered with
-            ``connection: close``) and closes; one waiting for its next
-            request closes at once, and a new one gets a moment for its
-            first request (its client sent it with the connection).
+            ``connection: close``) and closes. One waiting for its next
+            request with nothing received closes at once; one whose request
+            has begun (a new connection's first, or bytes already received)
+            gets :data:`FIRST_REQUEST_GRACE` to deliver it, and is answered.
         waiting: The cancel scopes of connections waiting for a request,
-            each with whether it is the connection's first.
+            each with its connection.
     """
 
     runtime: ServedRuntime
@@ -73,14 +81,15 @@ class Site:
     options: ServeOptions
     upgrades: Upgrades
     draining: trio.Event = attrs.field(factory=trio.Event)
-    waiting: dict[trio.CancelScope, bool] = attrs.field(factory=dict)
+    waiting: dict[trio.CancelScope, _Waiting] = attrs.field(factory=dict)
 
     def drain(self) -> None:
         """Take no more requests: close the connections that wait for one."""
         self.draining.set()
-        for scope, first in self.waiting.items():
-            if first:
-                scope.deadline = min(scope.deadline, trio.current_time() + FIRST_REQUEST_GRACE)
+        grace = trio.current_time() + FIRST_REQUEST_GRACE
+        for scope, connection in self.waiting.items():
+            if connection.request_begun():
+                scope.deadline = min(scope.deadline, grace)
             else:
                 scope.cancel()
 
@@ -175,19 +184,8 @@ class _Connection:
     async def exchange(self) -> _Outcome:
         """Read one request, call the worker, answer; say what happens next."""
         try:
-            if self.site.draining.is_set():
-                return _Outcome.CLOSE
-            # Waiting for a request may end when the server drains (the
-            # rare request whose first bytes are in flight then is cut, as
-            # when the server stops).
-            with trio.CancelScope() as waiting:
-                self.site.waiting[waiting] = self.served == 0
-                try:
-                    got = await read_request(self.wire, self.conn, self.options)
-                finally:
-                    del self.site.waiting[waiting]
-            self.served += 1
-            if waiting.cancelled_caught or got is None:
+            got = await self._read()
+            if got is None:
                 return _Outcome.CLOSE
             event, body = got
             request = build_request(
@@ -217,6 +215,53 @@ class _Connection:
                 return _Outcome.HANDED_OVER
             response = error
         return await self.respond(request, response)
+
+    async def _read(self) -> tuple[h11.Request, bytes] | None:
+        """The next request, or None when the connection is to close without an answer.
+
+        Raises:
+            HttpError: The request is refused (503 when the server began
+                draining while the request was still arriving).
+        """
+        site = self.site
+        got = None
+        with trio.CancelScope() as waiting:
+            if site.draining.is_set():
+                # Accepted just before the drain, or with its request already
+                # begun: it gets the grace (the drain closes the others).
+                waiting.deadline = trio.current_time() + FIRST_REQUEST_GRACE
+            site.waiting[waiting] = self
+            try:
+                got = await read_request(self.wire, self.conn, self.options)
+            finally:
+                del site.waiting[waiting]
+        self.served += 1
+        if waiting.cancelled_caught and self._received_part():
+            # Cut by the drain in the middle of a request: say so, rather than
+            # leave the client to guess whether it was processed.
+            raise HttpError(503, "the server is restarting; retry the request")
+        return got
+
+    def request_begun(self) -> bool:
+        """Whether a request is on its way: the first, or bytes of one received."""
+        if self.served == 0 or self._received_part():
+            return True
+        try:
+            return bool(self.wire.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True  # let the read find out what happened
+
+    def _received_part(self) -> bool:
+        """Whether part of the next request (but not all of it) was read."""
+        conn = self.conn
+        if conn.their_state is h11.SEND_BODY:
+            return True
+        if conn.their_state is not h11.IDLE:
+            return False
+        pending_tls = self.wire.tls is not None and self.wire.tls.incoming.pending > 0
+        return bool(conn.trailing_data[0]) or pending_tls
 
     def _offer(self, request: Request) -> UpgradeHandoff | None:
         """This connection, on offer to the process that owns the upgrade's object."""
@@ -260,20 +305,35 @@ class _Connection:
         return response
 
     async def respond(self, request: Request, response: Response) -> _Outcome:
-        """Write ``response``; keep the connection unless HTTP says otherwise."""
+        """Write ``response``; keep the connection unless there is a reason to close it.
+
+        The connection closes (``connection: close``, after the client has
+        read the answer) when the server is draining, and after any answer
+        but 101 to a request that asked for an upgrade: a proxy in front may
+        treat the connection as a tunnel from the upgrade request on, so a
+        request that follows on it must never reach us as a new request.
+        """
         if response.web_socket is not None:
             # Not sent as a 101: the object must not keep the server end.
             abandon_pair(response.web_socket)
-        if self.site.draining.is_set():
-            headers = [*response.headers.items_raw(), ("connection", "close")]
-            response = attrs.evolve(response, headers=headers, web_socket=None)
+        close = self.site.draining.is_set() or "upgrade" in request.headers
+        if close:
+            response = closing(response)
         try:
             data = encode_response(self.conn, response, method=request.method)
         except InvalidResponseError as exc:
             logger.error("worker returned an invalid response for %s: %s", request.url, exc)
-            data = encode_response(self.conn, error_response(500), method=request.method)
+            answer = closing(error_response(500)) if close else error_response(500)
+            data = encode_response(self.conn, answer, method=request.method)
         await self.wire.send_all(data)
-        return _Outcome.KEEP
+        if self.conn.our_state is not h11.MUST_CLOSE:
+            return _Outcome.KEEP
+        if not _client_closes(request):
+            # The client may have sent more (pipelined requests, an upgrade's
+            # first frames): closing with unread input would reset the
+            # connection and could destroy the answer before it is read.
+            await self.wire.linger()
+        return _Outcome.CLOSE
 
     async def fail(self, status: int, message: str) -> _Outcome:
         """Answer a refused request and close the connection."""
@@ -295,6 +355,12 @@ class _Connection:
                 await self.wire.linger()
         except Exception as exc:  # the connection is broken too; closing is all that is left
             logger.debug("%s: could not answer 500: %r", self.peer, exc)
+
+
+def _client_closes(request: Request) -> bool:
+    """Whether the client said it sends nothing after this request (``connection: close``)."""
+    tokens = request.headers.get("connection", "").lower().split(",")
+    return "close" in (token.strip() for token in tokens)
 
 
 def _root_cause(exc: BaseException) -> BaseException:

@@ -31,7 +31,7 @@ import trio
 
 from .._http import Request, Response
 from .._websocket._socket import abandon_pair
-from ._http1 import InvalidResponseError, encode_response, error_response
+from ._http1 import InvalidResponseError, closing, encode_response, error_response
 from ._upgrade import Upgrades
 from ._wire import Wire
 
@@ -111,8 +111,7 @@ async def answer_on(
         response = error
     if response.web_socket is not None:
         abandon_pair(response.web_socket)  # not sent as a 101: the object keeps no socket
-    headers = [*response.headers.items_raw(), ("connection", "close")]
-    answer = attrs.evolve(response, headers=headers, web_socket=None)
+    answer = closing(response)
     try:
         data = encode_response(conn, answer, method=request.method)
     except InvalidResponseError as exc:

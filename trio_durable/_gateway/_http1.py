@@ -30,6 +30,7 @@ import http
 import logging
 from typing import Final
 
+import attrs
 import h11
 import trio
 
@@ -44,6 +45,7 @@ __all__ = [
     "InvalidResponseError",
     "build_request",
     "check_head",
+    "closing",
     "encode_error",
     "encode_response",
     "error_response",
@@ -371,6 +373,22 @@ def encode_response(conn: h11.Connection, response: Response, *, method: str) ->
         data += conn.send(h11.Data(data=bytes(body))) or b""
     data += conn.send(h11.EndOfMessage()) or b""
     return data
+
+
+def closing(response: Response) -> Response:
+    """``response`` with ``connection: close`` as its only Connection header.
+
+    The app's own Connection headers are dropped rather than kept beside
+    ours: two of them (``keep-alive`` and ``close``) would leave the client
+    to guess which one holds.
+    """
+    headers = [
+        (name, value)
+        for name, value in response.headers.items_raw()
+        if name.lower() != "connection"
+    ]
+    headers.append(("connection", "close"))
+    return attrs.evolve(response, headers=headers, web_socket=None)
 
 
 def encode_error(conn: h11.Connection, status: int, message: str) -> bytes:

@@ -73,6 +73,8 @@ _LOG_INTERVAL: Final = 60.0
 # are closed without an answer, since answering costs a task each.
 _MAX_REFUSING: Final = 64
 _REFUSE_TIMEOUT: Final = 1.0
+# At most this many connections waiting in the backlog are taken when draining.
+_MAX_BACKLOG: Final = 1024
 
 _BUSY_BODY: Final = b"Service Unavailable: too many open connections\n"
 _BUSY_ANSWER: Final = (
@@ -192,7 +194,7 @@ async def serve(
     upgrades = Upgrades(runtime, options)
     register_upgrades(runtime, upgrades)
     gateway = _Gateway(Site(runtime, worker, options, upgrades))
-    _gateways[runtime] = gateway
+    _gateways.setdefault(runtime, set()).add(gateway)
     if sock is not None:
         # Already bound and listening (a cluster's workers share one socket):
         # each serve() accepts on its own descriptor of it.
@@ -202,6 +204,7 @@ async def serve(
         listeners = await trio.open_tcp_listeners(options.port, host=options.host)
     try:
         async with trio.open_nursery() as nursery:
+            gateway.listening = len(listeners)
             for listener in listeners:
                 nursery.start_soon(gateway.accept_until_drained, listener, nursery)
             bound = listeners[0].socket.getsockname()
@@ -210,32 +213,38 @@ async def serve(
             task_status.started(bound[1])
             await trio.sleep_forever()
     finally:
-        if _gateways.get(runtime) is gateway:
-            del _gateways[runtime]
+        _gateways.get(runtime, set()).discard(gateway)
         gateway.close()
         for listener in listeners:
             await trio.aclose_forcefully(listener)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-# The gateway of the serve() call serving each runtime (for drain()).
-_gateways: Final[weakref.WeakKeyDictionary[Any, _Gateway]] = weakref.WeakKeyDictionary()
+# The gateways of the serve() calls serving each runtime (for drain()).
+_gateways: Final[weakref.WeakKeyDictionary[Any, set[_Gateway]]] = weakref.WeakKeyDictionary()
 
 
 async def drain(runtime: Any) -> None:
-    """Stop taking requests on the ``serve()`` serving ``runtime``; wait for those in flight.
+    """Stop taking requests on every ``serve()`` serving ``runtime``; wait for those in flight.
 
     The listening sockets are closed (with a socket shared by a cluster's
     workers, only this process's descriptor of it: the others go on
-    accepting), connections waiting for a request close, and each request
-    being served is answered (with ``connection: close``). WebSockets are
-    not touched. Returns once no HTTP connection is left (bound the wait
-    with ``trio.move_on_after``), then cancel the ``serve()`` call. Returns
-    at once when nothing serves ``runtime``.
+    accepting). Connections that completed their TCP handshake before that
+    are still accepted and get a moment (one second) to
+    send their request; connections waiting for a next request close; each
+    request being served is answered (with ``connection: close``). A
+    request cut by the end of that moment while it was arriving is answered
+    503. WebSockets are not touched. Returns once no HTTP connection is left
+    (bound the wait with ``trio.move_on_after``), then cancel the
+    ``serve()`` calls. Returns at once when nothing serves ``runtime``.
     """
-    gateway = _gateways.get(runtime)
-    if gateway is not None:
-        await gateway.drain()
+    gateways = list(_gateways.get(runtime, ()))
+    # Before any checkpoint: no connection is accepted after this call began.
+    for gateway in gateways:
+        gateway.stop_accepting()
+    async with trio.open_nursery() as nursery:
+        for gateway in gateways:
+            nursery.start_soon(gateway.wait_drained)
 
 
 class _Gateway:
@@ -244,6 +253,7 @@ class _Gateway:
     def __init__(self, site: Site) -> None:
         self.site = site
         self.accepting: list[trio.CancelScope] = []
+        self.listening = 0  # accept loops still running (drain waits for them)
         self.http_connections = 0
         self.refusing = 0
         # One descriptor held back so that, at the cap, a waiting client can
@@ -268,19 +278,30 @@ class _Gateway:
     async def accept_until_drained(
         self, listener: trio.SocketListener, nursery: trio.Nursery
     ) -> None:
+        """Accept until drained (``listening`` counts this loop already)."""
         scope = trio.CancelScope()
         self.accepting.append(scope)
-        if self.site.draining.is_set():
-            scope.cancel()
-        with scope:
-            await self.accept_loop(listener, nursery)
-        listener.socket.close()  # this process takes no new connection
+        try:
+            if self.site.draining.is_set():
+                scope.cancel()
+            with scope:
+                await self.accept_loop(listener, nursery)
+            if scope.cancelled_caught:
+                self._accept_backlog(listener.socket.fileno(), nursery)
+            listener.socket.close()  # this process takes no new connection
+        finally:
+            self.listening -= 1
+            self._release()
 
-    async def drain(self) -> None:
+    def stop_accepting(self) -> None:
+        """Begin the drain: stop the accept loops, close connections waiting for a request."""
         for scope in self.accepting:
             scope.cancel()
         self.site.drain()
-        while self.http_connections:
+
+    async def wait_drained(self) -> None:
+        """Wait until the listeners are closed and no HTTP connection is left."""
+        while self.listening or self.http_connections:
             await self.released.wait()
 
     def close(self) -> None:
@@ -291,6 +312,24 @@ class _Gateway:
     def _release(self) -> None:
         self.released.set()
         self.released = trio.Event()
+
+    def _accept_backlog(self, listening_fd: int, nursery: trio.Nursery) -> None:
+        """Take the connections already waiting in the kernel, before the listener closes.
+
+        Closing a listening socket resets the connections in its backlog:
+        their clients connected before the drain, and may have sent their
+        request already. Served like any other, they get the grace of a
+        first request. Bounded, so that a stream of new connections on a
+        socket shared with other processes cannot keep this going.
+        """
+        for _ in range(_MAX_BACKLOG):
+            try:
+                accepted = _accept_now(listening_fd)
+            except OSError:
+                return  # out of descriptors, or the connection is gone: stop here
+            if accepted is None:
+                return
+            self._start(accepted[0], accepted[1], nursery)
 
     # ----------------------------------------------------------- accepting
 
@@ -315,20 +354,24 @@ class _Gateway:
                 self.spare = _open_spare()
             sock = socket.socket(fileno=accepted.detach())
             sock.setblocking(False)
-            if sock.family in (socket.AF_INET, socket.AF_INET6):
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            peer = (str(address[0]), int(address[1]))
-            if self.open_connections >= self.site.options.max_connections:
-                if self.refusing < _MAX_REFUSING:
-                    self.refusing += 1
-                    nursery.start_soon(self.refuse, sock)
-                else:
-                    sock.close()
-                    self._release()
-                continue
-            self.http_connections += 1
-            nursery.start_soon(self.handle, sock, peer)
+            self._start(sock, address, nursery)
+
+    def _start(self, sock: socket.socket, address: Any, nursery: trio.Nursery) -> None:
+        """Serve an accepted connection in its own task, or refuse it (503) when over capacity."""
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = (str(address[0]), int(address[1]))
+        if self.open_connections >= self.site.options.max_connections:
+            if self.refusing < _MAX_REFUSING:
+                self.refusing += 1
+                nursery.start_soon(self.refuse, sock)
+            else:
+                sock.close()
+                self._release()
+            return
+        self.http_connections += 1
+        nursery.start_soon(self.handle, sock, peer)
 
     async def handle(self, sock: socket.socket, peer: tuple[str, int]) -> None:
         try:
@@ -395,9 +438,10 @@ class _Gateway:
         os.close(self.spare)
         self.spare = None
         try:
-            client = _accept_now(listening_fd)
+            accepted = _accept_now(listening_fd)
         except OSError:
-            client = None
+            accepted = None
+        client = accepted[0] if accepted is not None else None
         if client is not None:
             with client:
                 if self.site.options.ssl_context is None:
@@ -448,21 +492,21 @@ def _open_spare() -> int | None:
         return None
 
 
-def _accept_now(listening_fd: int) -> socket.socket | None:
-    """``accept()`` on the listening descriptor without a checkpoint.
+def _accept_now(listening_fd: int) -> tuple[socket.socket, Any] | None:
+    """``accept()`` on the listening descriptor without a checkpoint: the socket and its peer.
 
     Returns None when no connection is waiting.
     """
     # A view of the listening socket's descriptor: detach() leaves it open.
     view = socket.socket(fileno=listening_fd)
     try:
-        client, _address = view.accept()
+        client, address = view.accept()
     except BlockingIOError:
         return None
     finally:
         view.detach()
     client.setblocking(False)
-    return client
+    return client, address
 
 
 def _answer_now(client: socket.socket, answer: bytes) -> None:
