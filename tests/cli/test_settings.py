@@ -1,4 +1,4 @@
-"""The command's settings are generated from ``ServeOptions`` and ``RuntimeOptions``.
+"""The command's settings come from ``ServeOptions``, ``RuntimeOptions`` and ``SqliteBackend``.
 
 No process here: these tests read the tables the command line is built from.
 """
@@ -6,6 +6,8 @@ No process here: these tests read the tables the command line is built from.
 from __future__ import annotations
 
 import argparse
+import inspect
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from trio_durable._cli import _build_parser, _options
 from trio_durable._cli._options import SETTINGS, docstring_args, settings_of
 from trio_durable._gateway._options import ServeOptions
 from trio_durable._runtime import RuntimeOptions
+from trio_durable._storage._sqlite import SqliteBackend
 
 ROOT = Path(__file__).resolve().parents[2]
 ADAPTED = {"ssl_context": ["ssl_certfile", "ssl_keyfile"], "authenticate": ["authenticate"]}
@@ -126,3 +129,36 @@ def test_https_is_for_dev_and_workers_for_serve() -> None:
         "workers: serve only"
     )
     assert [s.name for s in settings_of("inspect")] == ["data_dir"], "inspect reads data_dir"
+
+
+# ------------------------------------------------- the embedded storage's options
+
+
+def backend_parameters() -> dict[str, inspect.Parameter]:
+    """``SqliteBackend``'s keyword parameters (``data_dir`` is the command's ``--data-dir``)."""
+    return {
+        name: parameter
+        for name, parameter in inspect.signature(SqliteBackend).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+
+
+@pytest.mark.parametrize("name", sorted(backend_parameters()))
+def test_every_storage_option_is_a_setting_or_says_why_not(name: str) -> None:
+    by_name = {s.name: s for s in SETTINGS}
+    if name in _options._BACKEND_INTERNAL:
+        assert name not in by_name, f"{name} is internal, yet a setting"
+        return
+    setting = by_name.get(name)
+    assert setting is not None, f"SqliteBackend's {name} is no setting of the command"
+    assert setting.target == "backend", setting
+    assert setting.default == backend_parameters()[name].default, "the backend's own default"
+    for command in ("serve", "dev"):
+        assert setting.flag in flags_of(command), f"{command} lacks {setting.flag}"
+
+
+def test_durability_choices_are_the_backends() -> None:
+    (durability,) = [s for s in SETTINGS if s.name == "durability"]
+    hint = typing.get_type_hints(SqliteBackend.__init__)["durability"]
+    assert (durability.kind, durability.choices) == ("choice", typing.get_args(hint))
+    assert durability.help.startswith('"process" survives a process crash'), durability.help

@@ -10,6 +10,12 @@ Only a field whose type has no text form needs an adapter (``_ADAPTED``):
 ``ssl_context`` is given as certificate and key files, ``authenticate`` as
 ``module:function``; a test fails naming any other.
 
+The embedded storage's options (``durability``, ``max_open_sql``) are read
+the same way from :class:`~trio_durable.SqliteBackend`'s keyword
+parameters and its docstring; :meth:`Config.backend_kwargs` gives them to
+whoever builds the backend of ``--data-dir``. With ``--database`` they do
+not apply and are refused.
+
 A command's settings come from, in rising precedence: the defaults, the
 config file (``trio-durable.toml`` in the current directory, else the
 ``[tool.trio-durable]`` table of ``pyproject.toml``, or ``--config PATH``),
@@ -46,7 +52,9 @@ import attrs
 
 from .._gateway._options import ServeOptions
 from .._gateway._serve import serve
+from .._limits import check_positive_int
 from .._runtime import RuntimeOptions, open_runtime
+from .._storage._sqlite import SqliteBackend
 from ._common import LOG_LEVELS, UsageError, import_object
 
 __all__ = [
@@ -56,6 +64,7 @@ __all__ = [
     "Config",
     "Setting",
     "add_settings",
+    "backend_options",
     "load_config_file",
     "resolve",
 ]
@@ -68,7 +77,7 @@ PYPROJECT_TABLE: Final = "trio-durable"
 NONE: Final = "none"
 
 Kind = Literal["int", "float", "int?", "float?", "bool", "str", "str?", "list", "choice"]
-Target = Literal["command", "runtime", "serve", "tls", "import"]
+Target = Literal["command", "runtime", "serve", "tls", "import", "backend"]
 
 
 @attrs.frozen
@@ -81,7 +90,8 @@ class Setting:
         default: Its value when neither the file nor the command line sets it.
         help: One sentence for ``--help``.
         target: Where it goes: the command itself, ``open_runtime``,
-            ``serve``, ``serve``'s TLS context, or an imported function.
+            ``serve``, ``serve``'s TLS context, an imported function, or
+            the ``SqliteBackend`` of ``--data-dir``.
         commands: The commands that take it.
         choices: The allowed values of a ``choice``.
         path: A file or directory: relative to its config file when set there.
@@ -136,7 +146,7 @@ def _first_sentence(text: str) -> str:
     text = re.sub(r":\w+:`~?([^`]+)`", r"\1", text).replace("``", "")
     match = re.search(r"(?<=[a-z)0-9\]])\.(\s|$)", text)
     sentence = text[: match.start() + 1] if match else text
-    sentence = re.sub(r"\s*\((default|see) [^)]*\)", "", sentence)
+    sentence = re.sub(r"\s*\((default|see)( [^)]*)?\)", "", sentence)
     first_word = sentence.split(" ", 1)[0]
     if first_word[1:].islower():  # "Seconds ..." but not "WebSocket ..."
         sentence = sentence[0].lower() + sentence[1:]
@@ -235,6 +245,50 @@ def _record_settings(record: type, documented: Callable[..., Any], target: Targe
     return settings
 
 
+#: Keyword parameters of ``SqliteBackend`` that are no setting, and why.
+_BACKEND_INTERNAL: Final[Mapping[str, str]] = {
+    # The command's own business: a cluster's worker shares its supervisor's lock.
+    "lock_fd": "the data directory's lock, passed by a cluster's supervisor",
+    # Its default is the right one for a server (commits in a thread); the
+    # other value exists for tests under autojump_clock.
+    "commit_in_thread": "automatic: in a thread, except under Trio's MockClock",
+}
+
+
+def _backend_settings() -> list[Setting]:
+    """The settings of ``SqliteBackend``: its keyword parameters, less ``_BACKEND_INTERNAL``.
+
+    Raises:
+        TypeError: a new parameter's type has no command-line form.
+    """
+    hints = typing.get_type_hints(SqliteBackend.__init__)
+    helps = docstring_args(SqliteBackend)
+    settings: list[Setting] = []
+    for parameter in inspect.signature(SqliteBackend).parameters.values():
+        if parameter.kind is not inspect.Parameter.KEYWORD_ONLY:
+            continue  # data_dir: the command's --data-dir
+        if parameter.name in _BACKEND_INTERNAL:
+            continue
+        hint = hints[parameter.name]
+        choices: tuple[str, ...] = ()
+        if typing.get_origin(hint) is Literal:
+            kind: Kind = "choice"
+            choices = tuple(str(arg) for arg in typing.get_args(hint))
+        else:
+            kind = _kind_of(parameter.name, hint)
+        settings.append(
+            Setting(
+                parameter.name,
+                kind,
+                parameter.default,
+                _first_sentence(helps.get(parameter.name, "")),
+                "backend",
+                choices=choices,
+            )
+        )
+    return settings
+
+
 _COMMAND_SETTINGS: Final = (
     Setting("app", "str?", None, "the app, MODULE:ATTRIBUTE (a trio_durable.App).", "command"),
     Setting(
@@ -324,11 +378,13 @@ _COMMAND_SETTINGS: Final = (
     ),
 )
 
-#: Every setting, in the order of ``--help``: the command's, serve()'s, open_runtime()'s.
+#: Every setting, in the order of ``--help``: the command's, serve()'s,
+#: open_runtime()'s, the embedded storage's.
 SETTINGS: Final[tuple[Setting, ...]] = (
     *_COMMAND_SETTINGS,
     *_record_settings(ServeOptions, serve, "serve"),
     *_record_settings(RuntimeOptions, open_runtime, "runtime"),
+    *_backend_settings(),
 )
 _BY_NAME: Final = {setting.name: setting for setting in SETTINGS}
 _GROUPS: Final = {
@@ -337,6 +393,7 @@ _GROUPS: Final = {
     "tls": "serve() options",
     "import": "serve() options",
     "runtime": "open_runtime() options",
+    "backend": "storage options (SqliteBackend, for --data-dir)",
 }
 
 
@@ -593,6 +650,17 @@ class Config:
         """Keyword arguments for ``open_runtime``: every option of ``RuntimeOptions``."""
         return {s.name: self.values[s.name] for s in SETTINGS if s.target == "runtime"}
 
+    def backend_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``SqliteBackend(data_dir, ...)``: ``durability``, ``max_open_sql``.
+
+        Every storage setting, set or not (the defaults are the backend's own).
+        """
+        return {
+            s.name: self.values[s.name]
+            for s in SETTINGS
+            if s.target == "backend" and s.name in self.values
+        }
+
     def serve_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``serve`` except ``host`` and ``port``.
 
@@ -646,6 +714,19 @@ class Config:
         return import_object(spec, what="authenticate")
 
 
+def backend_options(config_json: str | None) -> dict[str, Any]:
+    """Keyword arguments for ``SqliteBackend`` from a child's resolved settings.
+
+    Args:
+        config_json: What :meth:`Config.to_json` wrote (a cluster worker's
+            ``--options``), or ``None`` when nothing was passed: then the
+            backend's defaults (an empty dict).
+    """
+    if config_json is None:
+        return {}
+    return Config.from_json(config_json).backend_kwargs()
+
+
 def resolve(command: str, args: argparse.Namespace) -> Config:
     """``command``'s settings from its parsed ``args``, the config file and the defaults.
 
@@ -677,6 +758,13 @@ def resolve(command: str, args: argparse.Namespace) -> Config:
             sources[name] = f"from {flagged.flag}" if name != "app" else "on the command line"
     for name, source in sources.items():
         _check(_BY_NAME[name], values[name], source)
+    if values.get("database") is not None:
+        for name in sources:
+            if _BY_NAME[name].target == "backend":
+                raise UsageError(
+                    f"{name} is an option of the SQLite storage of --data-dir, not of "
+                    f"--database ({sources[name]})"
+                )
     return Config(command, values, frozenset(sources))
 
 
@@ -702,10 +790,27 @@ def _check(setting: Setting, value: Any, source: str) -> None:
             RuntimeOptions(**{setting.name: value})
         elif setting.target == "serve":
             ServeOptions(**{"host": "127.0.0.1", "port": 0, setting.name: value})
+        elif setting.target == "backend":
+            _check_backend(setting, value)
         else:
             _check_plain(setting, value)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"{_one_line(exc)} ({source})") from None
+
+
+def _check_backend(setting: Setting, value: Any) -> None:
+    """The checks of a storage setting: its choices, a positive count, then the backend's own.
+
+    Raises:
+        TypeError: the value has the wrong type.
+        ValueError: it has a bad value.
+    """
+    if setting.kind == "choice" and value not in setting.choices:
+        choices = " or ".join(repr(choice) for choice in setting.choices)
+        raise ValueError(f"{setting.name} must be {choices}, got {value!r}")
+    if setting.kind == "int":
+        check_positive_int(setting.name, value)  # a count of things kept open
+    SqliteBackend(None, **{setting.name: value})  # builds nothing: no file, no thread
 
 
 def _check_plain(setting: Setting, value: Any) -> None:
