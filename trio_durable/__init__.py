@@ -35,11 +35,13 @@ from ._storage._sqlite import SqliteBackend as SqliteBackend
 from ._storage._transaction import Transaction as Transaction
 from ._stubs import Namespace as Namespace
 from ._stubs import Stub as Stub
+from ._websocket._auto_response import (
+    WebSocketRequestResponsePair as WebSocketRequestResponsePair,
+)
 from ._websocket._interop import connect_websocket as connect_websocket
 from ._websocket._interop import hand_over_websocket as hand_over_websocket
 from ._websocket._socket import WebSocket as WebSocket
 from ._websocket._socket import WebSocketPair as WebSocketPair
-from ._websocket._socket import WebSocketRequestResponsePair as WebSocketRequestResponsePair
 
 __version__ = "0.1.0"
 

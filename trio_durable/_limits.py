@@ -38,7 +38,9 @@ __all__ = [
     "MAX_WEBSOCKETS_PER_OBJECT",
     "PARK_AFTER",
     "SEND_BUFFER_LIMIT",
+    "SENDABLE_CLOSE_CODES",
     "STORAGE_CACHE_BYTES",
+    "UNSENDABLE_CLOSE_CODES",
     "WATCHDOG_RESET_AFTER",
     "WATCHDOG_WARN_AFTER",
     "WRITE_TIMEOUT",
@@ -127,12 +129,13 @@ WATCHDOG_RESET_AFTER: Final = 30.0
 
 
 class CloseCode(enum.IntEnum):
-    """WebSocket close codes (RFC 6455 §7.4.1) that the runtime uses itself."""
+    """WebSocket close codes (RFC 6455 §7.4.1) that the runtime uses or must refuse."""
 
     NORMAL = 1000
     GOING_AWAY = 1001
     PROTOCOL_ERROR = 1002
     UNSUPPORTED_DATA = 1003
+    RESERVED = 1004  #: never sent: reserved by RFC 6455
     NO_STATUS = 1005  #: received only: a Close frame without a code
     ABNORMAL = 1006  #: received only: the connection dropped without a Close frame
     INVALID_DATA = 1007
@@ -141,6 +144,15 @@ class CloseCode(enum.IntEnum):
     INTERNAL_ERROR = 1011
     SERVICE_RESTART = 1012
     TRY_AGAIN_LATER = 1013
+    TLS_HANDSHAKE = 1015  #: received only: the TLS handshake failed
+
+
+#: The close codes an endpoint may send: 1000-4999 except `UNSENDABLE_CLOSE_CODES`.
+SENDABLE_CLOSE_CODES: Final = range(1000, 5000)
+#: Codes inside `SENDABLE_CLOSE_CODES` that must never be put on the wire.
+UNSENDABLE_CLOSE_CODES: Final = frozenset(
+    {CloseCode.RESERVED, CloseCode.NO_STATUS, CloseCode.ABNORMAL, CloseCode.TLS_HANDSHAKE}
+)
 
 
 def check_seconds(name: str, value: object, *, allow_zero: bool = False) -> float:

@@ -23,8 +23,10 @@ from ._ids import DurableObjectId
 from ._storage._facade import Storage
 from ._storage._service import StorageService
 from ._stubs import Namespace, ObjectT, typed_namespace
+from ._websocket._auto_response import WebSocketRequestResponsePair
+from ._websocket._checks import check_message
 from ._websocket._hub import SocketHub
-from ._websocket._socket import WebSocket, WebSocketRequestResponsePair, check_message
+from ._websocket._socket import WebSocket
 
 __all__ = ["DurableObject", "ObjectContext", "ObjectServices"]
 

@@ -44,9 +44,15 @@ except ImportError:  # pragma: no cover
 from websockets.streams import StreamReader
 
 from .._exceptions import LimitExceededError
+from .._limits import (
+    MAX_CLOSE_REASON_BYTES,
+    MAX_MESSAGE_SIZE,
+    SENDABLE_CLOSE_CODES,
+    UNSENDABLE_CLOSE_CODES,
+    CloseCode,
+)
 
 __all__ = [
-    "DEFAULT_MAX_MESSAGE_SIZE",
     "BinaryMessage",
     "CloseReceived",
     "ConnectionLost",
@@ -63,27 +69,12 @@ __all__ = [
     "validate_close",
 ]
 
-#: Received messages bigger than this close the socket with 1009 (SPEC section 7).
-DEFAULT_MAX_MESSAGE_SIZE: Final = 32 * 1024 * 1024
-
-#: A close frame's payload is at most 125 bytes, two of which hold the code.
-MAX_CLOSE_REASON_BYTES: Final = 123
-
 # RFC 6455 section 1.3.
 _ACCEPT_GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
-# Codes an endpoint must never put on the wire (RFC 6455 section 7.4.1);
-# SPEC section 4 refuses exactly these inside 1000-4999.
-_FORBIDDEN_CLOSE_CODES: Final = frozenset({1004, 1005, 1006, 1015})
 
 # Control frames carry at most 125 bytes; a ping in the middle of a nearly
 # full fragmented message must not be mistaken for an oversized message.
 _MAX_CONTROL_PAYLOAD: Final = 125
-
-_CLOSE_PROTOCOL_ERROR: Final = 1002
-_CLOSE_INVALID_DATA: Final = 1007
-_CLOSE_TOO_BIG: Final = 1009
-_CLOSE_NO_STATUS: Final = 1005
 
 
 # --- events -----------------------------------------------------------------
@@ -172,8 +163,9 @@ def accept_key(sec_websocket_key: str) -> str:
 def validate_close(code: int, reason: str) -> None:
     """Check a close code and reason that we are about to send.
 
-    Follows SPEC section 4: codes 1000-4999 except 1004, 1005, 1006 and 1015,
-    and a reason of at most 123 UTF-8 bytes.
+    Allowed: codes 1000-4999 except 1004, 1005, 1006 and 1015 (RFC 6455
+    section 7.4.1 forbids sending those), and a reason of at most 123 UTF-8
+    bytes.
 
     Args:
         code: The close code.
@@ -183,9 +175,10 @@ def validate_close(code: int, reason: str) -> None:
         ValueError: The code is not allowed.
         LimitExceededError: The reason is over 123 bytes (a ``ValueError`` too).
     """
-    if not 1000 <= code <= 4999:
-        raise ValueError(f"close code {code} is outside the allowed range 1000-4999")
-    if code in _FORBIDDEN_CLOSE_CODES:
+    if code not in SENDABLE_CLOSE_CODES:
+        low, high = SENDABLE_CLOSE_CODES[0], SENDABLE_CLOSE_CODES[-1]
+        raise ValueError(f"close code {code} is outside the allowed range {low}-{high}")
+    if code in UNSENDABLE_CLOSE_CODES:
         raise ValueError(
             f"close code {code} is reserved and may not be sent (1004, 1005, 1006 and 1015 are)"
         )
@@ -294,7 +287,7 @@ def parse_simple(data: bytes, max_size: int) -> list[str | bytes] | None:
     return messages
 
 
-def serialize_close(code: int = 1000, reason: str = "") -> bytes:
+def serialize_close(code: int = CloseCode.NORMAL, reason: str = "") -> bytes:
     """Build a Close frame after checking it with `validate_close`.
 
     Args:
@@ -309,7 +302,7 @@ def serialize_close(code: int = 1000, reason: str = "") -> bytes:
     """
     validate_close(code, reason)
     # Packed by hand: websockets' Close.serialize refuses 1016-2999, which
-    # SPEC section 4 allows.
+    # `validate_close` lets an object send.
     payload = struct.pack("!H", code) + reason.encode("utf-8")
     return Frame(Opcode.CLOSE, payload).serialize(mask=False)
 
@@ -370,7 +363,7 @@ class FrameCodec:
         "_text_parts",
     )
 
-    def __init__(self, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+    def __init__(self, *, max_message_size: int = MAX_MESSAGE_SIZE) -> None:
         if max_message_size < 1:
             raise ValueError(f"max_message_size must be positive, not {max_message_size}")
         self._max_message_size = max_message_size
@@ -447,13 +440,13 @@ class FrameCodec:
         except StopIteration:
             pass
         except ProtocolError as exc:
-            self._fail(_CLOSE_PROTOCOL_ERROR, str(exc))
+            self._fail(CloseCode.PROTOCOL_ERROR, str(exc))
         except UnicodeDecodeError as exc:
-            self._fail(_CLOSE_INVALID_DATA, f"invalid UTF-8: {exc.reason} at byte {exc.start}")
+            self._fail(CloseCode.INVALID_DATA, f"invalid UTF-8: {exc.reason} at byte {exc.start}")
         except PayloadTooBig as exc:
             size = self._message_size + (getattr(exc, "size", None) or 0)
             self._fail(
-                _CLOSE_TOO_BIG,
+                CloseCode.MESSAGE_TOO_BIG,
                 f"message is at least {size:,} bytes; the limit is {self._max_message_size:,}",
             )
         except EOFError:
@@ -598,7 +591,7 @@ class FrameCodec:
         """
         return _control_frame(Opcode.PONG, payload)
 
-    def send_close(self, code: int = 1000, reason: str = "") -> bytes:
+    def send_close(self, code: int = CloseCode.NORMAL, reason: str = "") -> bytes:
         """Return a Close frame and mark the Close as sent.
 
         Args:

@@ -23,7 +23,7 @@ __all__ = ["ConnectionHome", "HomedConnection"]
 class HomedConnection(Protocol):
     """What the home needs from each of its open connections."""
 
-    def _shutdown(self) -> None:
+    def shutdown(self) -> None:
         """The runtime is stopping: send Close 1001 where it fits, close, tell nobody."""
 
 
@@ -101,4 +101,4 @@ class ConnectionHome:
             await trio.sleep_forever()
         finally:
             for connection in list(self.connections):
-                connection._shutdown()
+                connection.shutdown()

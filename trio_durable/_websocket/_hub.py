@@ -17,7 +17,6 @@ object.
 from __future__ import annotations
 
 import logging
-import math
 import socket
 from collections.abc import Callable, Collection, Iterator
 from typing import Any
@@ -38,17 +37,33 @@ from .._limits import (
     MAX_TAGS,
     MAX_WEBSOCKETS_PER_OBJECT,
     CloseCode,
+    check_seconds,
 )
+from ._auto_response import WebSocketRequestResponsePair
+from ._checks import check_tags
+from ._fetch_watch import watch_fetch
 from ._home import ConnectionHome
 from ._network import NetworkTransport, client_frames
 from ._parking import SocketParking
 from ._socket import (
     WebSocket,
-    WebSocketRequestResponsePair,
-    bind_home,
-    register_home,
-    watch_fetch,
+    abort_socket_connection,
+    adopt_socket,
+    auto_response_time,
+    belongs_to,
+    check_acceptable,
+    drop_socket,
+    hand_over_state,
+    has_tag,
+    join_group,
+    moved_away,
+    send_auto_response,
+    send_to_each,
+    settle_after_fetch,
+    socket_tags,
+    socket_transport,
 )
+from ._socket_home import bind_home, register_home
 
 __all__ = ["LOST_WRITES_REASON", "ObjectSockets", "SocketHub", "SocketLimits"]
 
@@ -143,7 +158,7 @@ class ObjectSockets:
         self.hub.messages_received += 1
         pair = self.auto_response
         if pair is not None and isinstance(message, str) and message == pair.request:
-            ws._auto_respond(pair.response, self.hub.clock.now())
+            send_auto_response(ws, pair.response, self.hub.clock.now())
             self.hub.auto_responses += 1
             return
         await self._dispatch("websocket_message", ws, message)
@@ -269,7 +284,7 @@ class SocketHub:
             self._nursery = None
             for group in list(self._groups.values()):
                 for ws in group:
-                    ws._abort_connection()
+                    abort_socket_connection(ws)
 
     def watch_fetch(self) -> Callable[[Response | None], None]:
         """Settle the sockets a fetch accepts when it returns (a ``FetchWatcher``).
@@ -277,7 +292,7 @@ class SocketHub:
         Given to the dispatcher: a socket accepted by a fetch that raised, or
         whose response does not carry its client end, is dropped at once.
         """
-        return watch_fetch()
+        return watch_fetch(settle_after_fetch)
 
     def bind_to_current_task(self) -> None:
         """Make this hub the socket home of the calling task (see ``current_home``)."""
@@ -319,13 +334,13 @@ class SocketHub:
         moved: list[MovedSocket] = []
         socks: list[socket.socket] = []
         for ws in list(group.sockets):
-            transport = ws._transport
+            transport = socket_transport(ws)
             detached = await transport.detach() if isinstance(transport, NetworkTransport) else None
             if detached is None:
                 if ws.ready_state < WebSocket.CLOSING:
                     await ws.close(CloseCode.SERVICE_RESTART, "service restart; reconnect")
                 continue
-            tags, attachment, auto_response_at = ws._hand_over_state()
+            tags, attachment, auto_response_at = hand_over_state(ws)
             moved.append(
                 MovedSocket(
                     tags,
@@ -338,7 +353,7 @@ class SocketHub:
                 )
             )
             socks.append(detached.sock)
-            ws._moved_away()
+            moved_away(ws)
         pair = group.auto_response
         exported = MovedObject(
             group.object_id.namespace,
@@ -376,7 +391,7 @@ class SocketHub:
         for state, sock in zip(moved.sockets, socks, strict=True):
             sock.setblocking(False)
             transport = NetworkTransport(sock, home)
-            ws = WebSocket._adopted(
+            ws = adopt_socket(
                 group,
                 transport,
                 tags=tuple(state.tags),
@@ -438,18 +453,8 @@ class SocketHub:
         group = self._groups.get(key)
         if group is None:
             return 0
-        sent = 0
-        closing = WebSocket.CLOSING
-        for ws in list(group.sockets):
-            if ws._state >= closing or ws in exclude or (tag is not None and not ws._has_tag(tag)):
-                continue
-            try:
-                ws._send_now(message)
-            except (trio.ClosedResourceError, LimitExceededError):
-                # Closed meanwhile, or a socket whose peer never connected
-                # with its early queue full: the others still get it.
-                continue
-            sent += 1
+        # A copy: a send may close a socket, which leaves the group.
+        sent = send_to_each(list(group.sockets), message, tag, exclude)
         self.messages_sent += sent
         return sent
 
@@ -457,12 +462,9 @@ class SocketHub:
 
     def accept(self, record: LiveObject, ws: WebSocket, tags: Any) -> None:
         """``ctx.accept_websocket``: make ``ws`` a hibernatable socket of ``record``."""
-        if not isinstance(ws, WebSocket):
-            raise TypeError(
-                f"accept_websocket() takes the server end of a WebSocketPair, got {ws!r}"
-            )
-        ws._check_acceptable()
-        clean_tags = self._check_tags(tags)
+        ws = check_acceptable(ws)
+        limits = self.limits
+        clean_tags = check_tags(tags, max_tags=limits.max_tags, max_tag_bytes=limits.max_tag_bytes)
         group = self.group_for(record)
         limit = self.limits.max_sockets_per_object
         if len(group.sockets) >= limit:
@@ -470,34 +472,8 @@ class SocketHub:
                 f"object {record.object_id} already has {len(group.sockets):,} "
                 f"hibernatable WebSockets; the limit is {limit:,}"
             )
-        ws._join_group(group, clean_tags)
+        join_group(ws, group, clean_tags)
         group.sockets[ws] = None
-
-    def _check_tags(self, tags: Any) -> tuple[str, ...]:
-        if isinstance(tags, str):
-            raise TypeError("tags must be a list of str, not a single str")
-        try:
-            items = list(tags)
-        except TypeError:
-            raise TypeError(f"tags must be a list of str, got {type(tags).__name__}") from None
-        unique: dict[str, None] = {}
-        for tag in items:
-            if not isinstance(tag, str):
-                raise TypeError(f"each tag must be a str, got {type(tag).__name__}")
-            size = len(tag.encode("utf-8"))
-            if size > self.limits.max_tag_bytes:
-                raise LimitExceededError(
-                    f"tag {tag[:20]!r}… is {size:,} bytes; the limit is "
-                    f"{self.limits.max_tag_bytes:,}"
-                )
-            if not tag:
-                raise ValueError("a tag must not be empty")
-            unique[tag] = None
-        if len(unique) > self.limits.max_tags:
-            raise LimitExceededError(
-                f"{len(unique)} tags given; the limit is {self.limits.max_tags} per WebSocket"
-            )
-        return tuple(unique)
 
     def get_websockets(self, record: LiveObject, tag: str | None) -> list[WebSocket]:
         """``ctx.get_websockets``: open hibernatable sockets, optionally by tag."""
@@ -509,17 +485,17 @@ class SocketHub:
         if not isinstance(tag, str):
             raise TypeError(f"tag must be a str, got {type(tag).__name__}")
         return [
-            ws for ws in group.sockets if ws.ready_state < WebSocket.CLOSED and ws._has_tag(tag)
+            ws for ws in group.sockets if ws.ready_state < WebSocket.CLOSED and has_tag(ws, tag)
         ]
 
     def get_tags(self, record: LiveObject, ws: WebSocket) -> list[str]:
         """``ctx.get_tags``."""
-        return list(self._check_own(record, ws)._tags)
+        return list(socket_tags(self._check_own(record, ws)))
 
     def _check_own(self, record: LiveObject, ws: WebSocket) -> WebSocket:
         if not isinstance(ws, WebSocket):
             raise TypeError(f"expected a WebSocket, got {type(ws).__name__}")
-        if ws._group is None or ws._group.key != record.key:
+        if not belongs_to(ws, record.key):
             raise ValueError("this WebSocket is not a hibernatable socket of this object")
         return ws
 
@@ -543,16 +519,12 @@ class SocketHub:
 
     def get_auto_response_timestamp(self, record: LiveObject, ws: WebSocket) -> float | None:
         """``ctx.get_websocket_auto_response_timestamp`` (epoch seconds or None)."""
-        return self._check_own(record, ws)._auto_response_at
+        return auto_response_time(self._check_own(record, ws))
 
     def set_event_timeout(self, record: LiveObject, seconds: float | None) -> None:
         """``ctx.set_hibernatable_websocket_event_timeout``."""
         if seconds is not None:
-            if not isinstance(seconds, int | float) or isinstance(seconds, bool):
-                raise TypeError(f"the event timeout is a number of seconds, got {seconds!r}")
-            if not (seconds > 0 and math.isfinite(seconds)):
-                raise ValueError(f"the event timeout must be positive and finite, got {seconds!r}")
-            seconds = float(seconds)
+            seconds = check_seconds("the event timeout", seconds)
         group = self.group_for(record)
         group.event_timeout = seconds
         self._forget_if_empty(group)
@@ -573,20 +545,23 @@ class SocketHub:
         if group is None:
             return
         for ws in group:
-            ws._drop(1006, "the object was aborted")
+            drop_socket(ws, CloseCode.ABNORMAL, "the object was aborted")
 
     def _on_object_closed(self, record: LiveObject) -> None:
         # Standard and outbound sockets live and die with their instance.
         for ws in list(self._pinned.pop(record, ())):
-            ws._drop(1001, "the object was evicted")
+            drop_socket(ws, CloseCode.GOING_AWAY, "the object was evicted")
 
     # ------------------------------------------------- standard sockets
 
     def pin(self, record: LiveObject, ws: WebSocket) -> None:
-        """Keep ``record`` awake while ``ws`` (a standard or outbound socket) is open."""
+        """Keep ``record`` awake while ``ws`` (a standard or outbound socket) is open.
+
+        Called by `pin_socket`, which also tells the handle, so that it
+        unpins when it closes.
+        """
         record.pin(socket=True)
         self._pinned.setdefault(record, set()).add(ws)
-        ws._pin_to(self, record)
 
     def unpin(self, record: LiveObject, ws: WebSocket) -> None:
         """``ws`` closed: it no longer keeps ``record`` awake."""
@@ -598,7 +573,11 @@ class SocketHub:
                 del self._pinned[record]
 
     async def close_object_sockets(
-        self, namespace: str, hex_id: str, code: int = 1001, reason: str = "going away"
+        self,
+        namespace: str,
+        hex_id: str,
+        code: int = CloseCode.GOING_AWAY,
+        reason: str = "going away",
     ) -> None:
         """Close every hibernatable socket of one object (1001 going away by default)."""
         group = self._groups.get((namespace, hex_id))

@@ -30,10 +30,11 @@ import trio_websocket
 
 from .._core._live import current_object
 from .._http import Request, Response
-from .._limits import MAX_MESSAGE_SIZE, SEND_BUFFER_LIMIT
+from .._limits import MAX_MESSAGE_SIZE, SEND_BUFFER_LIMIT, CloseCode
 from .._stubs import Stub
-from ._socket import WebSocket, bind_client_end, current_home
-from ._transport import DISCONNECTED_REASON, MessageSink
+from ._socket import WebSocket, bind_client_end, outbound_socket, pin_socket
+from ._socket_home import current_home
+from ._transport import DISCONNECTED_REASON, SLOW_CLIENT_REASON, MessageSink
 
 __all__ = ["TrioWebSocketTransport", "connect_websocket", "hand_over_websocket"]
 
@@ -76,7 +77,7 @@ class TrioWebSocketTransport:
         self._buffered = 0
         self._writing = False
         self._closing = False
-        self._close_args: tuple[int, str] = (1000, "")
+        self._close_args: tuple[int, str] = (CloseCode.NORMAL, "")
 
     @property
     def is_open(self) -> bool:
@@ -88,7 +89,7 @@ class TrioWebSocketTransport:
         size = len(message)
         if self._buffered + size > self._send_buffer:
             logger.warning("dropping a slow WebSocket peer: %d bytes queued", self._buffered)
-            self.send_close(1013, "slow client: send buffer full")
+            self.send_close(CloseCode.TRY_AGAIN_LATER, SLOW_CLIENT_REASON)
             return
         self._buffered += size
         self._queue.append(message)
@@ -105,7 +106,7 @@ class TrioWebSocketTransport:
     def abort(self) -> None:
         self._queue.clear()
         self._buffered = 0
-        self.send_close(1001, "going away")
+        self.send_close(CloseCode.GOING_AWAY, "going away")
 
     def _start_writer(self) -> None:
         if not self._writing:
@@ -135,11 +136,11 @@ class TrioWebSocketTransport:
                 await sink.on_message(message)
         except trio_websocket.ConnectionClosed as closed:
             reason = closed.reason
-            code = reason.code if reason is not None else 1006
+            code = reason.code if reason is not None else CloseCode.ABNORMAL
             text = (reason.reason or "") if reason is not None else DISCONNECTED_REASON
-            if code == 1006:
+            if code == CloseCode.ABNORMAL:
                 text = DISCONNECTED_REASON
-            await sink.on_close(code, text, code != 1006)
+            await sink.on_close(code, text, code != CloseCode.ABNORMAL)
         finally:
             self._closing = True
 
@@ -171,7 +172,7 @@ async def connect_websocket(
         _own_outbound_connection, nursery, url, subprotocols, extra, max_message_size
     )
     if record is not None:
-        home.pin(record, ws)
+        pin_socket(ws, home, record)
     return ws
 
 
@@ -211,7 +212,7 @@ async def _own_outbound_connection(
                 max_message_size=max_message_size,
             )
             transport = TrioWebSocketTransport(connection, nursery)
-            ws = WebSocket._outbound(transport, url=url, protocol=connection.subprotocol)
+            ws = outbound_socket(transport, url=url, protocol=connection.subprotocol)
             task_status.started(ws)
             await transport.run_reader(ws)
             own.cancel_scope.cancel()
@@ -265,7 +266,9 @@ async def hand_over_websocket(
     protocol = response.headers.get("sec-websocket-protocol")
     if isinstance(connection, trio_websocket.WebSocketConnection):
         if response.status != 101 or client is None:
-            await connection.aclose(1008, f"refused by the object: HTTP {response.status}")
+            await connection.aclose(
+                CloseCode.POLICY_VIOLATION, f"refused by the object: HTTP {response.status}"
+            )
             return
         accepted = connection
         protocol = connection.subprotocol
@@ -280,6 +283,6 @@ async def hand_over_websocket(
             sink = bind_client_end(client, transport, url=request.url, protocol=protocol)
         except (TypeError, RuntimeError):
             logger.exception("the object's 101 response could not be used")
-            await accepted.aclose(1011, "server error")
+            await accepted.aclose(CloseCode.INTERNAL_ERROR, "server error")
             return
         await transport.run_reader(sink)

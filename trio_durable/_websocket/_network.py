@@ -79,14 +79,11 @@ from ._rate import TokenBucket
 from ._reader import RECV_SIZE, Reader
 from ._send_buffer import SendBuffer
 from ._tls import TlsState
-from ._transport import DISCONNECTED_REASON, MessageSink
+from ._transport import DISCONNECTED_REASON, SLOW_CLIENT_REASON, MessageSink
 
-__all__ = ["SLOW_CLIENT_REASON", "Detached", "NetworkTransport", "client_frames"]
+__all__ = ["Detached", "NetworkTransport", "client_frames"]
 
 logger: Final = logging.getLogger("trio_durable.websocket")
-
-#: The close reason sent to a client that does not read fast enough (code 1013).
-SLOW_CLIENT_REASON: Final = "slow client: send buffer full"
 
 _RECV_SIZE: Final = RECV_SIZE
 # A Close frame without a status code: the reply to one.
@@ -117,6 +114,11 @@ class NetworkTransport:
             started.
         home: Settings and nursery shared by the gateway's connections.
         tls: The TLS session when the connection is TLS.
+
+    Attributes:
+        terminal: The connection's end once it has one (``None`` before):
+            ``(code, reason, was_clean)`` or the protocol error. Set only here;
+            the reader reads it to know when to stop.
     """
 
     __slots__ = (
@@ -129,9 +131,9 @@ class NetworkTransport:
         "_reader",
         "_sink",
         "_sock",
-        "_terminal",
         "_tls",
         "_woke_at",
+        "terminal",
     )
 
     def __init__(
@@ -152,7 +154,7 @@ class NetworkTransport:
         self._out: SendBuffer | None = None
         # The reader of the current wake-up; None while parked or ended.
         self._reader: Reader | None = None
-        self._terminal: tuple[int, str, bool] | BaseException | None = None
+        self.terminal: tuple[int, str, bool] | BaseException | None = None
         # Close handshake deadline (Trio time); inf while no Close was sent.
         self._deadline = math.inf
         # The message-rate token bucket; None while full (or no limit).
@@ -174,7 +176,7 @@ class NetworkTransport:
         """True until a Close was sent or received, or the connection dropped."""
         return (
             self._sock is not None
-            and self._terminal is None
+            and self.terminal is None
             and not self._flags & (_CLOSE_SENT | _CLOSE_RECEIVED)
         )
 
@@ -203,7 +205,7 @@ class NetworkTransport:
         """
         if not self.is_open:
             raise trio.ClosedResourceError("the WebSocket connection is closing or closed")
-        self._send_frame(serialize_message(message))
+        self.send_frame(serialize_message(message))
 
     def send_close(self, code: int, reason: str) -> None:
         """Send a Close frame (once) and wait in the background for the peer's reply.
@@ -214,13 +216,13 @@ class NetworkTransport:
         Raises:
             ValueError: ``code`` or ``reason`` cannot be sent (nothing is sent).
         """
-        if self._flags & _CLOSE_SENT or self._terminal is not None or self._sock is None:
+        if self._flags & _CLOSE_SENT or self.terminal is not None or self._sock is None:
             return
         frame = serialize_close(code, reason)
         self._flags |= _CLOSE_SENT
         self._deadline = trio.current_time() + self._home.close_timeout
-        self._send_frame(frame)
-        if self._terminal is not None or self._flags & _HOLD:
+        self.send_frame(frame)
+        if self.terminal is not None or self._flags & _HOLD:
             return
         if self._flags & _PARKED:
             # Someone must watch for the reply and the timeout.
@@ -237,7 +239,7 @@ class NetworkTransport:
         The sink gets ``on_close(1006, DISCONNECTED_REASON, False)`` unless it
         already got its terminal event.
         """
-        self._lost()
+        self.connection_lost()
 
     # --------------------------------------------------------------- start
 
@@ -258,10 +260,10 @@ class NetworkTransport:
         self._flags &= ~_HOLD
         held, self._out = self._out, None
         if preamble:
-            self._send_frame(preamble)
+            self.send_frame(preamble)
         for frame in held.pop_all() if held is not None else ():
-            self._send_frame(frame)
-        if self._terminal is not None:
+            self.send_frame(frame)
+        if self.terminal is not None:
             self._schedule_terminal()
             return
         tls = self._tls
@@ -274,7 +276,7 @@ class NetworkTransport:
 
     # ---------------------------------------------------------- the writer
 
-    def _send_frame(self, frame: bytes) -> None:
+    def send_frame(self, frame: bytes) -> None:
         """Queue or send one frame, in order (TLS: encrypted now, never reordered)."""
         if self._flags & _HOLD:
             if self._out is None:
@@ -287,7 +289,7 @@ class NetworkTransport:
             try:
                 frame = self._tls.encrypt(frame)
             except ssl.SSLError:
-                self._lost()
+                self.connection_lost()
                 return
         self._send_raw(frame)
 
@@ -308,7 +310,7 @@ class NetworkTransport:
         except BlockingIOError:
             sent = 0
         except OSError:
-            self._lost()
+            self.connection_lost()
             return
         if sent == len(data):
             return
@@ -319,13 +321,14 @@ class NetworkTransport:
         try:
             self._home.nursery.start_soon(out.drain, sock, self)
         except RuntimeError:  # the connection nursery is closed: shutting down
-            self._shutdown()
+            self.shutdown()
 
     @property
-    def _close_deadline(self) -> float:
+    def close_deadline(self) -> float:
+        """When (Trio time) a closing connection gives up on its peer; ``inf`` if not closing."""
         return self._deadline
 
-    def _flushed(self, buffer: SendBuffer) -> None:
+    def flushed(self, buffer: SendBuffer) -> None:
         """(Writer) ``buffer`` is empty: send directly again, or finish closing."""
         if self._out is not buffer:
             return  # closed meanwhile
@@ -350,7 +353,7 @@ class NetworkTransport:
             with contextlib.suppress(OSError):
                 sock.sendmsg([rest, close] if rest is not None else [close])
             self._flags |= _CLOSE_SENT
-        self._lost()
+        self.connection_lost()
 
     # ------------------------------------------------- parking and reading
 
@@ -363,7 +366,7 @@ class NetworkTransport:
         try:
             self._home.parking.park(self._fd, self._wake, rearm=bool(self._flags & _IN_EPOLL))
         except trio.ClosedResourceError:  # the runtime is shutting down
-            self._shutdown()
+            self.shutdown()
             return
         self._flags |= _PARKED | _IN_EPOLL
 
@@ -400,20 +403,29 @@ class NetworkTransport:
                 self._home.parking.submit(reader.visit)
         except RuntimeError:  # the connection nursery is closed: shutting down
             self._reader = None
-            self._shutdown()
+            self.shutdown()
 
-    # The rest of this section is what the reader asks of its connection.
+    # The rest of this section is what the reader asks of its connection
+    # (the `ReaderOwner` protocol of _reader.py).
 
-    def _reader_done(self, park: bool) -> None:
+    def reader_done(self, park: bool) -> None:
+        """(Reader) The reader ends, its last act; ``park``: the socket is idle, park it."""
         self._reader = None
         if park:
             self._park()
 
     @property
-    def _closing(self) -> bool:
+    def close_sent(self) -> bool:
+        """True once a Close was sent (or is owed): the reader waits for the reply."""
         return bool(self._flags & _CLOSE_SENT)
 
-    def _recv(self) -> bytes:
+    def recv(self) -> bytes:
+        """(Reader) What the socket has (``b""``: EOF), decrypted when TLS.
+
+        Raises:
+            BlockingIOError: Nothing to read now.
+            OSError: The connection failed (or is closed here).
+        """
         sock = self._sock
         if sock is None:
             raise ConnectionResetError("the connection is closed")
@@ -428,7 +440,8 @@ class NetworkTransport:
             self._send_raw(to_send)
         return data
 
-    def _has_input(self) -> bool:
+    def has_input(self) -> bool:
+        """(Reader) True when bytes (or EOF) wait in the kernel; nothing is read."""
         sock = self._sock
         if sock is None:
             return True  # the next read reports it
@@ -440,42 +453,47 @@ class NetworkTransport:
             return True  # the next read reports it
         return True  # bytes or EOF
 
-    def _may_park(self) -> bool:
+    def may_park(self) -> bool:
+        """(Reader) True unless closing, or the TLS layer holds bytes parking would lose."""
         tls = self._tls
         return not self._flags & _CLOSE_SENT and (tls is None or tls.is_empty)
 
-    def _admit(self, rate: float) -> bool:
+    def admit_message(self, rate: float) -> bool:
+        """(Reader) Count one message against ``rate`` per second; False when over it."""
         now = trio.current_time()
         bucket = self._bucket
         if bucket is None:
             bucket = self._bucket = TokenBucket(rate, now)
         return bucket.take(rate, now)
 
-    def _close_received(self, code: int, reason: str) -> None:
+    def close_received(self, code: int, reason: str) -> None:
+        """(Reader) The peer sent a Close: answer it, end cleanly once the output is out."""
         self._flags |= _CLOSE_RECEIVED
         if not self._flags & _CLOSE_SENT:
             self._flags |= _CLOSE_SENT
             # Echo the code (RFC 6455 section 5.5.1); an empty Close gets an empty one.
-            self._send_frame(_EMPTY_CLOSE if code == CloseCode.NO_STATUS else _close_reply(code))
+            self.send_frame(_EMPTY_CLOSE if code == CloseCode.NO_STATUS else _close_reply(code))
         self._set_terminal((code, reason, True))
         self._close_after_flush()
 
-    def _fail(self, code: int, reason: str) -> None:
+    def fail(self, code: int, reason: str) -> None:
+        """(Reader) The peer broke the protocol or a limit: close with ``code``, report it."""
         if not self._flags & _CLOSE_SENT:
             self._flags |= _CLOSE_SENT
-            self._send_frame(serialize_close(code, reason))
+            self.send_frame(serialize_close(code, reason))
         self._set_terminal(WebSocketProtocolError(code, reason))
         self._close_after_flush()
 
-    def _violate(self, reason: str) -> None:
+    def violate_policy(self, reason: str) -> None:
+        """(Reader) The peer broke a policy of ours (rate, frame timeout): close with 1008."""
         logger.info("closing a WebSocket connection with 1008: %s", reason)
-        self._fail(CloseCode.POLICY_VIOLATION, reason)
+        self.fail(CloseCode.POLICY_VIOLATION, reason)
 
     # ------------------------------------------------------------- endings
 
     def _set_terminal(self, terminal: tuple[int, str, bool] | BaseException) -> None:
-        if self._terminal is None:
-            self._terminal = terminal
+        if self.terminal is None:
+            self.terminal = terminal
             self._schedule_terminal()
 
     def _schedule_terminal(self) -> None:
@@ -484,12 +502,13 @@ class NetworkTransport:
         if self._reader is not None or self._flags & (_HOLD | _DELIVERED) or self._sink is None:
             return
         try:
-            self._home.nursery.start_soon(self._deliver_terminal)
+            self._home.nursery.start_soon(self.deliver_terminal)
         except RuntimeError:  # the connection nursery is closed: nobody to tell
             self._flags |= _DELIVERED
 
-    async def _deliver_terminal(self) -> None:
-        terminal, sink = self._terminal, self._sink
+    async def deliver_terminal(self) -> None:
+        """Give the sink its terminal event, once (the reader calls it after its last event)."""
+        terminal, sink = self.terminal, self._sink
         if self._flags & _DELIVERED or terminal is None or sink is None:
             return
         self._flags |= _DELIVERED
@@ -502,7 +521,7 @@ class NetworkTransport:
         except Exception:
             logger.exception("a WebSocket sink failed on the connection's end")
 
-    def _lost(self) -> None:
+    def connection_lost(self) -> None:
         """The connection is gone (or we dropped it): close TCP, report 1006."""
         self._close_tcp()
         self._set_terminal((int(CloseCode.ABNORMAL), DISCONNECTED_REASON, False))
@@ -550,7 +569,7 @@ class NetworkTransport:
         if (
             self._tls is not None
             or self._sock is None
-            or self._terminal is not None
+            or self.terminal is not None
             or self._flags & (_CLOSE_SENT | _CLOSE_RECEIVED | _HOLD | _MOVED)
         ):
             return None
@@ -562,7 +581,7 @@ class NetworkTransport:
             undelivered = await reader.stop_for_hand_over()
             self._unpark()  # in case it parked the socket on its way out
         sock = self._sock
-        if sock is None or self._terminal is not None:
+        if sock is None or self.terminal is not None:
             return None  # it ended while the reader finished
         unsent = b""
         if self._out is not None:
@@ -576,7 +595,7 @@ class NetworkTransport:
         trio.lowlevel.notify_closing(sock)
         return Detached(sock, unsent, undelivered)
 
-    def _shutdown(self) -> None:
+    def shutdown(self) -> None:
         """The runtime is stopping: say 1001 where it fits, close, tell nobody."""
         self._flags |= _DELIVERED
         sock = self._sock

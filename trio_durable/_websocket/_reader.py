@@ -86,25 +86,22 @@ RECV_SIZE: Final = 65536
 class ReaderOwner(Protocol):
     """What a reader needs from its connection."""
 
-    def _reader_done(self, park: bool) -> None:
+    def reader_done(self, park: bool) -> None:
         """The reader ends (its last act); ``park``: park the socket, it is idle."""
 
     @property
-    def _terminal(self) -> object:
-        """The connection's terminal event once it has one (``None`` before).
-
-        (An attribute of the connection, read here, never assigned.)
-        """
+    def terminal(self) -> object:
+        """The connection's terminal event once it has one (``None`` before); read only."""
 
     @property
-    def _closing(self) -> bool:
+    def close_sent(self) -> bool:
         """True once a Close was sent: the reader waits for the reply, never parks."""
 
     @property
-    def _close_deadline(self) -> float:
+    def close_deadline(self) -> float:
         """When (Trio time) to give up waiting for the peer's Close reply."""
 
-    def _recv(self) -> bytes:
+    def recv(self) -> bytes:
         """Read what is there (``b""``: EOF), through TLS if any.
 
         Raises:
@@ -112,34 +109,34 @@ class ReaderOwner(Protocol):
             OSError: The connection failed.
         """
 
-    def _has_input(self) -> bool:
+    def has_input(self) -> bool:
         """True when bytes (or EOF) wait in the kernel, without reading them."""
 
-    def _may_park(self) -> bool:
+    def may_park(self) -> bool:
         """True when the connection itself keeps nothing that parking would lose."""
 
-    def _admit(self, rate: float) -> bool:
+    def admit_message(self, rate: float) -> bool:
         """Count one message against the rate limit; False when over it."""
 
-    def _send_frame(self, frame: bytes) -> None:
+    def send_frame(self, frame: bytes) -> None:
         """Send one frame (a Pong), in order with everything else."""
 
-    def _close_received(self, code: int, reason: str) -> None:
+    def close_received(self, code: int, reason: str) -> None:
         """The peer sent a Close frame: answer it, end the connection cleanly."""
 
-    def _fail(self, code: int, reason: str) -> None:
+    def fail(self, code: int, reason: str) -> None:
         """The peer broke the protocol (or a policy of ours): close with ``code``."""
 
-    def _violate(self, reason: str) -> None:
+    def violate_policy(self, reason: str) -> None:
         """The peer broke a policy of ours (rate, frame timeout): close with 1008."""
 
-    def _lost(self) -> None:
+    def connection_lost(self) -> None:
         """The stream ended without a Close frame: close TCP, report 1006."""
 
-    def _shutdown(self) -> None:
+    def shutdown(self) -> None:
         """The runtime is stopping: close without telling anyone."""
 
-    async def _deliver_terminal(self) -> None:
+    async def deliver_terminal(self) -> None:
         """Give the sink its terminal event (once)."""
 
 
@@ -231,7 +228,7 @@ class Reader:
         if codec is not None:
             self._codec = None
             self._home.delivery.give_codec(codec)
-        self._owner._reader_done(park)
+        self._owner.reader_done(park)
         if self._detached is not None:
             self._detached.set()
 
@@ -245,7 +242,7 @@ class Reader:
         reported again at once. A connection that keeps sending, or is left
         in the middle of a frame or of its close handshake, goes on in a
         reader task of its own (`run`). Like `run`, the visit ends with
-        ``owner._reader_done(park)`` and no checkpoint in between.
+        ``owner.reader_done(park)`` and no checkpoint in between.
         """
         owner = self._owner
         park = promoted = False
@@ -253,7 +250,7 @@ class Reader:
         try:
             if await self._visit_once():
                 return
-            if owner._terminal is not None or self._stopping_here():
+            if owner.terminal is not None or self._stopping_here():
                 return
             if not self._busy and self._can_park():
                 park = True
@@ -262,7 +259,7 @@ class Reader:
             try:
                 self._home.nursery.start_soon(self.run)
             except RuntimeError:  # the connection nursery is closed: shutting down
-                owner._shutdown()
+                owner.shutdown()
                 return
             promoted = True
         finally:
@@ -275,21 +272,21 @@ class Reader:
         if self._pending:
             data, self._pending = self._pending, b""
             if await self._feed(data):
-                await owner._deliver_terminal()
+                await owner.deliver_terminal()
                 return True
-        if owner._terminal is not None:
-            await owner._deliver_terminal()
+        if owner.terminal is not None:
+            await owner.deliver_terminal()
             return True
         if self._stopping_here():
             return False
         try:
-            data = owner._recv()
+            data = owner.recv()
         except BlockingIOError:
             return False  # woken for bytes someone else read: park again
         except OSError:
             data = b""  # reset or TLS failure: the connection is lost
-        if await self._feed(data) or owner._terminal is not None:
-            await owner._deliver_terminal()
+        if await self._feed(data) or owner.terminal is not None:
+            await owner.deliver_terminal()
             return True
         # A full read: more is probably waiting. A reader task of its own
         # serves such a connection, with the fairness rules.
@@ -301,7 +298,7 @@ class Reader:
     async def run(self) -> None:
         """The reader task: read and deliver until the connection ends or should be parked.
 
-        Either way it ends with ``owner._reader_done(park)``, with no
+        Either way it ends with ``owner.reader_done(park)``, with no
         checkpoint in between, so nothing runs while the socket is neither
         read nor parked.
         """
@@ -322,16 +319,16 @@ class Reader:
                 if self._stopping_here():
                     return  # handed over: the adopting process reads from here on
                 # The wait's deadline passed: park, or give up on the peer.
-                if owner._closing:
-                    if trio.current_time() >= owner._close_deadline and owner._terminal is None:
-                        owner._lost()  # no Close reply in time
-                elif owner._terminal is None and self._can_park():
+                if owner.close_sent:
+                    if trio.current_time() >= owner.close_deadline and owner.terminal is None:
+                        owner.connection_lost()  # no Close reply in time
+                elif owner.terminal is None and self._can_park():
                     park = True
                     return
-                elif owner._terminal is None and self._silent_mid_frame():
+                elif owner.terminal is None and self._silent_mid_frame():
                     # Slowloris: half a frame, then silence.
                     frame_timeout = self._home.frame_timeout
-                    owner._violate(
+                    owner.violate_policy(
                         f"no data for {frame_timeout:g} s in the middle of a frame; "
                         f"the frame timeout is {frame_timeout:g} s",
                     )
@@ -340,12 +337,12 @@ class Reader:
 
     def _can_park(self) -> bool:
         codec = self._codec
-        return (codec is None or codec.is_idle) and not self._pending and self._owner._may_park()
+        return (codec is None or codec.is_idle) and not self._pending and self._owner.may_park()
 
     def _wait_deadline(self, codec: FrameCodec) -> float:
         owner = self._owner
-        if owner._closing:
-            return owner._close_deadline
+        if owner.close_sent:
+            return owner.close_deadline
         if self._can_park():
             return self._last_rx + self._home.park_after
         return self._last_rx + self._home.frame_timeout
@@ -354,7 +351,7 @@ class Reader:
         """True when the frame timeout passed and no byte is waiting to be read."""
         if trio.current_time() < self._last_rx + self._home.frame_timeout:
             return False
-        return not self._owner._has_input()
+        return not self._owner.has_input()
 
     async def _pump(self, codec: FrameCodec, scope: trio.CancelScope) -> bool:
         """Read and deliver until the connection ends (True) or the wait's deadline passed."""
@@ -362,16 +359,16 @@ class Reader:
         if self._pending:
             data, self._pending = self._pending, b""
             if await self._feed(data):
-                await owner._deliver_terminal()
+                await owner.deliver_terminal()
                 return True
         while True:
-            if owner._terminal is not None:
-                await owner._deliver_terminal()
+            if owner.terminal is not None:
+                await owner.deliver_terminal()
                 return True
             if self._stopping_here():
                 return False
             try:
-                data = owner._recv()
+                data = owner.recv()
             except BlockingIOError:
                 scope.deadline = self._wait_deadline(codec)
                 self._waiting = True
@@ -441,8 +438,8 @@ class Reader:
                 first = False
             elif time.perf_counter() >= self.turn_end:
                 await self._next_turn()
-            if rate is not None and not owner._admit(rate):
-                owner._violate(f"over the limit of {rate:g} messages per second")
+            if rate is not None and not owner.admit_message(rate):
+                owner.violate_policy(f"over the limit of {rate:g} messages per second")
                 return True
             if self._stash is not None:
                 self._stash.append(message)  # for the process adopting the connection
@@ -451,7 +448,7 @@ class Reader:
                 await sink.on_message(message)
             except Exception:
                 logger.exception("a WebSocket sink failed on a message; dropped it")
-            if owner._terminal is not None:
+            if owner.terminal is not None:
                 return True
             await cooperative_yield()
         return False
@@ -467,8 +464,8 @@ class Reader:
             elif time.perf_counter() >= self.turn_end:
                 await self._next_turn()
             if isinstance(event, TextMessage | BinaryMessage):
-                if rate is not None and not owner._admit(rate):
-                    owner._violate(f"over the limit of {rate:g} messages per second")
+                if rate is not None and not owner.admit_message(rate):
+                    owner.violate_policy(f"over the limit of {rate:g} messages per second")
                     return True
                 if self._stash is not None:
                     self._stash.append(event.data)  # for the process adopting the connection
@@ -478,18 +475,18 @@ class Reader:
                 except Exception:
                     logger.exception("a WebSocket sink failed on a message; dropped it")
             elif isinstance(event, Ping | Pong):
-                if rate is not None and not owner._admit(rate):
-                    owner._violate(f"over the limit of {rate:g} messages per second")
+                if rate is not None and not owner.admit_message(rate):
+                    owner.violate_policy(f"over the limit of {rate:g} messages per second")
                     return True
                 if isinstance(event, Ping):
-                    owner._send_frame(codec.send_pong(event.payload))
+                    owner.send_frame(codec.send_pong(event.payload))
             elif isinstance(event, CloseReceived):
-                owner._close_received(event.code, event.reason)
+                owner.close_received(event.code, event.reason)
             elif isinstance(event, ProtocolFailure):
-                owner._fail(event.code, event.reason)
+                owner.fail(event.code, event.reason)
             else:  # ConnectionLost
-                owner._lost()
-            if owner._terminal is not None:
+                owner.connection_lost()
+            if owner.terminal is not None:
                 return True
             await cooperative_yield()
         return False

@@ -34,13 +34,13 @@ class WriterOwner(Protocol):
     """What a buffer's writer task needs from its connection."""
 
     @property
-    def _close_deadline(self) -> float:
+    def close_deadline(self) -> float:
         """When (Trio time) a closing connection gives up on its peer; ``inf`` if not closing."""
 
-    def _flushed(self, buffer: SendBuffer) -> None:
+    def flushed(self, buffer: SendBuffer) -> None:
         """``buffer`` is empty: new output may go straight to the socket again."""
 
-    def _lost(self) -> None:
+    def connection_lost(self) -> None:
         """The socket failed, or the peer did not take our last bytes in time."""
 
 
@@ -135,7 +135,7 @@ class SendBuffer:
         connection's shutdown closes the socket.
         """
         try:
-            with trio.CancelScope(deadline=owner._close_deadline) as scope:
+            with trio.CancelScope(deadline=owner.close_deadline) as scope:
                 self._scope = scope
                 while self._frames:
                     try:
@@ -145,12 +145,12 @@ class SendBuffer:
                     try:
                         self.flush(sock)
                     except OSError:
-                        owner._lost()
+                        owner.connection_lost()
                         return
         finally:
             self._scope = None
         if scope.cancelled_caught:
             if self._frames:  # out of time; an emptied buffer was taken away instead
-                owner._lost()
+                owner.connection_lost()
         else:
-            owner._flushed(self)
+            owner.flushed(self)

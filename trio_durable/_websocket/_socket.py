@@ -1,4 +1,4 @@
-"""WebSocket handles: :class:`WebSocket`, :class:`WebSocketPair` and friends.
+"""WebSocket handles: :class:`WebSocket`, :class:`WebSocketPair`, and the runtime's side of them.
 
 A :class:`WebSocketPair` is two linked ends. An object keeps the *server*
 end and returns the *client* end in ``Response.websocket(client)``; the
@@ -19,41 +19,64 @@ A server end is used in one of two ways:
 
 Handles are small ``__slots__`` objects with only a few references: tens of
 thousands of parked ones must stay cheap.
+
+``WebSocket`` is public, so what the runtime needs of a handle (the hub, the
+gateway, outbound sockets) is not a method of it: it is the module-level
+functions at the end of this module, the only code that touches a handle's
+state. The jobs around the handle live next door:
+
+========================  =====================================================
+``_socket_home.py``       what a handle needs from its runtime, and finding it
+``_fetch_watch.py``       the sockets a fetch accepted, settled when it returns
+``_in_memory.py``         the transport of two ends used in one process
+``_auto_response.py``     ``WebSocketRequestResponsePair``
+``_checks.py``            argument checks: messages, attachments, tags
+========================  =====================================================
 """
 
 from __future__ import annotations
 
-import contextvars
 import enum
-import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from typing import Any, Final, Protocol, TypeVar
+from collections.abc import AsyncIterator, Collection, Iterable
+from typing import Any, Final, TypeVar
 
-import attrs
 import trio
 
 from .. import _codec
-from .._core._live import LiveObject, Supervisor, current_object
+from .._core._live import LiveObject, current_object
 from .._exceptions import LimitExceededError, WebSocketClosedError
 from .._http import Response
-from .._limits import AUTO_RESPONSE_MAX_BYTES, MAX_ATTACHMENT_BYTES, CloseCode
+from .._limits import CloseCode
+from ._checks import check_attachment, check_message
+from ._fetch_watch import note_accepted
 from ._frames import validate_close
+from ._in_memory import MemoryTransport
+from ._socket_home import SocketGroup, SocketHome, current_attachment_limit, current_home
 from ._transport import DISCONNECTED_REASON, MessageSink, Transport
 
 __all__ = [
     "WebSocket",
     "WebSocketPair",
-    "SocketGroup",
-    "SocketHome",
-    "WebSocketRequestResponsePair",
     "abandon_pair",
+    "abort_socket_connection",
+    "adopt_socket",
+    "auto_response_time",
+    "belongs_to",
     "bind_client_end",
-    "bind_home",
-    "check_message",
-    "current_home",
-    "register_home",
-    "watch_fetch",
+    "check_acceptable",
+    "drop_socket",
+    "hand_over_state",
+    "has_tag",
+    "join_group",
+    "moved_away",
+    "outbound_socket",
+    "pin_socket",
+    "send_auto_response",
+    "send_to_each",
+    "settle_after_fetch",
+    "socket_tags",
+    "socket_transport",
 ]
 
 T = TypeVar("T")
@@ -62,161 +85,6 @@ T = TypeVar("T")
 _INBOX_LIMIT = 256
 #: Messages sent to an end before its peer is connected (kept until then).
 _EARLY_LIMIT = 1024
-
-
-# ------------------------------------------------------------ the socket home
-#
-# A WebSocketPair is made by user code, with no runtime in sight. When one of
-# its ends needs the runtime's help (a task in the connection nursery,
-# pinning its object while it is open), it asks current_home(): the hub of
-# the object whose code is running, or the hub bound to the current task by
-# open_runtime. The hub registers itself with register_home().
-
-
-class SocketHome(Protocol):
-    """What a socket handle needs from its runtime's socket hub."""
-
-    @property
-    def connection_nursery(self) -> trio.Nursery:
-        """The long-lived nursery where connections run (never an object's)."""
-
-    @property
-    def max_attachment_bytes(self) -> int:
-        """The attachment limit of the runtime."""
-
-    def pin(self, record: LiveObject, ws: WebSocket) -> None:
-        """Keep ``record`` awake while ``ws`` (a standard or outbound socket) is open."""
-
-    def unpin(self, record: LiveObject, ws: WebSocket) -> None:
-        """``ws`` closed: it no longer keeps ``record`` awake."""
-
-
-_bound: Final[contextvars.ContextVar[SocketHome | None]] = contextvars.ContextVar(
-    "trio_durable_socket_home", default=None
-)
-_by_registry: Final[weakref.WeakKeyDictionary[Supervisor, SocketHome]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def register_home(registry: Supervisor, home: SocketHome) -> None:
-    """Make ``home`` the socket home of every object of ``registry``."""
-    _by_registry[registry] = home
-
-
-def bind_home(home: SocketHome) -> None:
-    """Make ``home`` the socket home of the calling task (and the tasks it starts)."""
-    _bound.set(home)
-
-
-def current_home() -> SocketHome:
-    """The socket home of the running object's runtime, or of the current task.
-
-    Raises:
-        RuntimeError: no runtime is running here.
-    """
-    record = current_object()
-    if record is not None:
-        home: SocketHome | None = _by_registry.get(record.registry)
-        if home is not None:
-            return home
-    home = _bound.get()
-    if home is None:
-        raise RuntimeError(
-            "this WebSocket operation needs a running trio_durable runtime "
-            "(call it inside an object, or inside `async with open_runtime(...)`)"
-        )
-    return home
-
-
-# ------------------------------------------------ sockets accepted by a fetch
-#
-# A server end accepted during a fetch can only ever be connected if the
-# fetch's response carries its client end out (Response.websocket(client)).
-# A fetch that raises, or answers with anything else, leaves a socket no
-# connection will serve: it would sit in get_websockets() and swallow
-# broadcasts. So the server ends accepted while a fetch runs are collected
-# (per task, like the fetch itself) and settled when it returns.
-
-_accepted_in_fetch: Final[contextvars.ContextVar[list[WebSocket] | None]] = (
-    contextvars.ContextVar("trio_durable_accepted_in_fetch", default=None)
-)
-
-
-def watch_fetch() -> Callable[[Response | None], None]:
-    """Collect the server ends accepted by the fetch about to run in this task.
-
-    Returns:
-        ``settle(response)``, to call in the same task when the fetch is
-        over, with its response (``None`` if it raised). Sockets whose client
-        end the response carries are kept (handed to an enclosing fetch, if
-        this one was called from a fetch, which settles them in turn); every
-        other one is dropped: closed with 1006, gone from its object, its
-        early messages discarded, sends to it refused.
-    """
-    accepted: list[WebSocket] = []
-    token = _accepted_in_fetch.set(accepted)
-
-    def settle(response: Response | None) -> None:
-        _accepted_in_fetch.reset(token)
-        if not accepted:
-            return
-        client = response.web_socket if response is not None else None
-        enclosing = _accepted_in_fetch.get()
-        for ws in accepted:
-            if ws._state >= WebSocket.CLOSED:
-                continue
-            if client is not None and client is ws._peer:
-                if enclosing is not None:
-                    enclosing.append(ws)
-            elif response is None:
-                ws._drop(CloseCode.ABNORMAL, "the fetch that accepted this WebSocket raised")
-            else:
-                ws._drop(CloseCode.ABNORMAL, "the fetch that accepted it did not return its client")
-
-    return settle
-
-
-class SocketGroup(Protocol):
-    """The hibernatable sockets of one object, as a socket handle sees them."""
-
-    @property
-    def key(self) -> tuple[str, str]:
-        """The object's ``(namespace, hex id)``."""
-
-    @property
-    def max_attachment_bytes(self) -> int:
-        """The attachment limit of the runtime that owns the group."""
-
-    def remove(self, ws: WebSocket) -> None:
-        """Forget a socket (it closed)."""
-
-    async def deliver_message(self, ws: WebSocket, message: str | bytes) -> None:
-        """Answer an auto-response, or run ``websocket_message``."""
-
-    async def deliver_close(self, ws: WebSocket, code: int, reason: str, was_clean: bool) -> None:
-        """Run ``websocket_close``."""
-
-    async def deliver_error(self, ws: WebSocket, error: BaseException) -> None:
-        """Run ``websocket_error``."""
-
-    def note_sent(self) -> None:
-        """Count one message sent on a socket of the group (statistics)."""
-
-
-def check_message(message: object) -> str | bytes:
-    """``message`` as ``str`` or ``bytes`` (a bytearray or memoryview is copied to bytes).
-
-    Raises:
-        TypeError: it is neither text nor bytes-like.
-    """
-    if isinstance(message, str | bytes):
-        return message
-    if isinstance(message, bytearray | memoryview):
-        return bytes(message)
-    raise TypeError(
-        f"a WebSocket message is str (text) or bytes (binary), got {type(message).__name__}"
-    )
 
 
 class _Mode(enum.Enum):
@@ -268,14 +136,14 @@ class WebSocket:
         self._transport: Transport | None = None
         # Messages sent before the peer was connected, in order.
         self._early: deque[str | bytes] | None = None
-        self._group: SocketGroup | None = None
+        self._group: SocketGroup[WebSocket] | None = None
         self._tags: tuple[str, ...] = ()
         self._attachment: bytes | None = None
         self._auto_response_at: float | None = None
         self._inbox: deque[str | bytes] | None = None
         self._inbox_ready: trio.Event | None = None
         self._close_info: tuple[int, str, bool] | None = None
-        self._pinned_by: tuple[SocketHome, LiveObject] | None = None
+        self._pinned_by: tuple[SocketHome[WebSocket], LiveObject] | None = None
         #: The URL of the WebSocket request, when known.
         self.url: str | None = None
         #: The negotiated subprotocol, if any.
@@ -326,8 +194,8 @@ class WebSocket:
             return
         data = _codec.encode(value, where="attachment")
         group = self._group
-        limit = _attachment_limit() if group is None else group.max_attachment_bytes
-        _check_attachment(data, limit)
+        limit = current_attachment_limit() if group is None else group.max_attachment_bytes
+        check_attachment(data, limit)
         self._attachment = data
 
     def deserialize_attachment(self, type: type[T] | None = None) -> Any:
@@ -395,7 +263,7 @@ class WebSocket:
         else:
             transport.send_message(message)
 
-    async def close(self, code: int = 1000, reason: str = "") -> None:
+    async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Start the closing handshake with ``code`` and ``reason``.
 
         Closing a socket that is already closing or closed does nothing, so
@@ -435,9 +303,9 @@ class WebSocket:
         self._inbox = deque()
         record = current_object()
         if record is not None and not self._is_client:
-            current_home().pin(record, self)
+            pin_socket(self, current_home(), record)
         if not self._is_client:
-            self._note_accepted()
+            note_accepted(self)
         if self._is_client:
             _connect_in_memory(self, _accepted_server_end(self))
         elif self._peer is not None and self._peer._mode is _Mode.STANDARD:
@@ -515,7 +383,7 @@ class WebSocket:
         """(Transport side) the peer broke the protocol; the connection is gone."""
         if self._state >= WebSocket.CLOSED:
             return
-        code = getattr(error, "code", 1006)
+        code = getattr(error, "code", CloseCode.ABNORMAL)
         reason = getattr(error, "reason", str(error))
         self._finish(code, reason, was_clean=False)
         if self._mode is _Mode.HIBERNATABLE and self._group is not None:
@@ -536,107 +404,6 @@ class WebSocket:
     def _take_early(self) -> deque[str | bytes]:
         early, self._early = self._early, None
         return early if early is not None else deque()
-
-    # ------------------------------------- what the hub and the gateway use
-
-    def _hand_over_state(self) -> tuple[tuple[str, ...], bytes | None, float | None]:
-        """What moves with a hibernatable socket to another process: tags, attachment,
-        the last auto-response's time (the connection and the URL move separately)."""
-        return self._tags, self._attachment, self._auto_response_at
-
-    def _moved_away(self) -> None:
-        """The connection now lives in another process: this handle is done, silently."""
-        self._transport = None
-        self._finish(1012, "moved to another process", was_clean=True)
-
-    @classmethod
-    def _adopted(
-        cls,
-        group: SocketGroup,
-        transport: Transport,
-        *,
-        tags: tuple[str, ...],
-        attachment: bytes | None,
-        auto_response_at: float | None,
-        url: str | None,
-        protocol: str | None,
-    ) -> WebSocket:
-        """The server end of a connection handed over by another process, open."""
-        ws = cls(is_client=False)
-        ws._mode = _Mode.HIBERNATABLE
-        ws._group = group
-        ws._tags = tags
-        ws._attachment = attachment
-        ws._auto_response_at = auto_response_at
-        ws._transport = transport
-        ws._state = WebSocket.OPEN
-        ws.url = url
-        ws.protocol = protocol
-        return ws
-
-    def _check_acceptable(self) -> None:
-        """Refuse to accept a client end, an end used before, or a closed one."""
-        if self._is_client:
-            raise TypeError(
-                f"accept_websocket() takes the server end of a WebSocketPair, got {self!r}"
-            )
-        if self._mode is not _Mode.UNUSED:
-            raise RuntimeError(f"this WebSocket was already accepted ({self._mode.value})")
-        if self._state >= WebSocket.CLOSED:
-            raise trio.ClosedResourceError("this WebSocket is already closed")
-
-    def _join_group(self, group: SocketGroup, tags: tuple[str, ...]) -> None:
-        """Become a hibernatable socket of ``group``'s object, with ``tags``."""
-        if self._attachment is not None:
-            _check_attachment(self._attachment, group.max_attachment_bytes)
-        self._mode = _Mode.HIBERNATABLE
-        self._group = group
-        self._tags = tags
-        self._note_accepted()
-
-    def _note_accepted(self) -> None:
-        # Inside a fetch: it settles this socket when it returns (watch_fetch).
-        accepted = _accepted_in_fetch.get()
-        if accepted is not None:
-            accepted.append(self)
-
-    def _has_tag(self, tag: str) -> bool:
-        return tag in self._tags
-
-    def _auto_respond(self, response: str, at: float) -> None:
-        """Send the auto-response ``response`` and remember when (epoch seconds)."""
-        self._auto_response_at = at
-        transport = self._transport
-        if transport is not None and transport.is_open:
-            transport.send_message(response)
-
-    def _abort_connection(self) -> None:
-        """Drop the connection under this end, if it has one (the runtime is stopping)."""
-        if self._transport is not None:
-            self._transport.abort()
-
-    def _drop(self, code: int, reason: str) -> None:
-        """End this socket now without telling its object, and drop its connection."""
-        transport = self._transport
-        self._finish(code, reason, was_clean=False)
-        if transport is not None:
-            transport.abort()
-
-    def _pin_to(self, home: SocketHome, record: LiveObject) -> None:
-        """Remember that this open socket keeps ``record`` awake (see ``SocketHome.pin``)."""
-        self._pinned_by = (home, record)
-
-    @classmethod
-    def _outbound(cls, transport: Transport, *, url: str, protocol: str | None) -> WebSocket:
-        """An open client end over ``transport``, in the standard API (outbound sockets)."""
-        ws = cls(is_client=True)
-        ws._mode = _Mode.STANDARD
-        ws._inbox = deque()
-        ws._state = WebSocket.OPEN
-        ws._transport = transport
-        ws.url = url
-        ws.protocol = protocol
-        return ws
 
 
 class WebSocketPair(tuple[WebSocket, WebSocket]):
@@ -666,115 +433,35 @@ class WebSocketPair(tuple[WebSocket, WebSocket]):
         return self[1]
 
 
-def _check_pair_text(name: str, value: Any, limit: int) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"the auto-response {name} must be a str, got {type(value).__name__}")
-    size = len(value.encode("utf-8"))
-    if size > limit:
-        raise LimitExceededError(
-            f"the auto-response {name} is {size:,} bytes; the limit is {limit:,}"
-        )
-    if not value:
-        raise ValueError(f"the auto-response {name} must not be empty")
-    return value
+# ------------------------------------------------------------ connecting ends
 
 
-def _check_request(instance: Any, attribute: Any, value: Any) -> None:
-    _check_pair_text("request", value, AUTO_RESPONSE_MAX_BYTES)
+class _HandleEnds:
+    """How the in-memory transport sees a handle (`PairEnds`)."""
+
+    __slots__ = ()
+
+    def is_closed(self, end: WebSocket) -> bool:
+        return end._state >= WebSocket.CLOSED
+
+    def take_now(self, end: WebSocket, message: str | bytes) -> bool:
+        if end._mode is _Mode.HIBERNATABLE:
+            return False
+        inbox = end._inbox
+        if inbox is not None:
+            inbox.append(message)
+            end._wake_inbox()
+        return True
 
 
-def _check_response(instance: Any, attribute: Any, value: Any) -> None:
-    _check_pair_text("response", value, AUTO_RESPONSE_MAX_BYTES)
-
-
-@attrs.frozen
-class WebSocketRequestResponsePair:
-    """A text message the runtime answers by itself, without waking the object.
-
-    ``ctx.set_websocket_auto_response(WebSocketRequestResponsePair("ping", "pong"))``:
-    a text frame exactly equal to ``request`` gets ``response`` back. Each at
-    most 2,048 UTF-8 bytes.
-    """
-
-    request: str = attrs.field(validator=_check_request)
-    response: str = attrs.field(validator=_check_response)
-
-
-# --------------------------------------------------------------- connecting
-
-
-class _MemoryTransport:
-    """Delivers one end's sends to the other end's sink, in-process, in order.
-
-    Deliveries go through a queue drained by one task at a time (spawned in
-    the hub's connection nursery on demand), because Trio may run freshly
-    spawned tasks in any order.
-    """
-
-    __slots__ = ("_closing", "_draining", "_hub", "_queue", "_sender", "_target")
-
-    def __init__(self, sender: WebSocket, target: WebSocket, hub: Any) -> None:
-        self._sender = sender
-        self._target = target
-        self._hub = hub
-        self._closing = False
-        self._queue: deque[tuple[str, Any]] = deque()
-        self._draining = False
-
-    @property
-    def is_open(self) -> bool:
-        return not self._closing and self._target._state < WebSocket.CLOSED
-
-    def send_message(self, message: str | bytes) -> None:
-        if not self.is_open:
-            raise trio.ClosedResourceError("the WebSocket is closed")
-        target = self._target
-        if target._mode is not _Mode.HIBERNATABLE and not self._queue:
-            inbox = target._inbox
-            if inbox is not None:
-                inbox.append(message)
-                target._wake_inbox()
-            return
-        self._enqueue("message", message)
-
-    def send_close(self, code: int, reason: str) -> None:
-        if self._closing:
-            return
-        self._closing = True
-        # The other side answers a Close by itself: both ends end cleanly.
-        self._enqueue("close", (code, reason, True))
-
-    def abort(self) -> None:
-        if self._target._state >= WebSocket.CLOSED and self._sender._state >= WebSocket.CLOSED:
-            return
-        self._closing = True
-        self._enqueue("close", (1006, DISCONNECTED_REASON, False))
-
-    def _enqueue(self, kind: str, value: Any) -> None:
-        self._queue.append((kind, value))
-        if not self._draining:
-            self._draining = True
-            self._hub.connection_nursery.start_soon(self._drain)
-
-    async def _drain(self) -> None:
-        try:
-            while self._queue:
-                kind, value = self._queue.popleft()
-                if kind == "message":
-                    await self._target.on_message(value)
-                else:
-                    code, reason, was_clean = value
-                    await self._target.on_close(code, reason, was_clean)
-                    await self._sender.on_close(code, reason, was_clean)
-        finally:
-            self._draining = False
+_ENDS: Final = _HandleEnds()
 
 
 def _connect_in_memory(client: WebSocket, server: WebSocket) -> None:
     """Link two ends of a pair in-process and flush what each sent early."""
     home = current_home()
-    client._transport = _MemoryTransport(client, server, home)
-    server._transport = _MemoryTransport(server, client, home)
+    client._transport = MemoryTransport(client, server, home, _ENDS)
+    server._transport = MemoryTransport(server, client, home, _ENDS)
     client._state = WebSocket.OPEN
     server._state = WebSocket.OPEN
     for end in (client, server):
@@ -807,7 +494,7 @@ def abandon_pair(client: object) -> None:
         return
     server = client._peer
     if server is not None and server._state < WebSocket.CLOSED:
-        server._finish(1006, DISCONNECTED_REASON, was_clean=False)
+        server._finish(CloseCode.ABNORMAL, DISCONNECTED_REASON, was_clean=False)
 
 
 def bind_client_end(
@@ -845,23 +532,192 @@ def bind_client_end(
         transport.send_message(message)
     if closing:
         server._state = WebSocket.CLOSING
-        transport.send_close(1000, "")
+        transport.send_close(CloseCode.NORMAL, "")
     return server
 
 
-def _attachment_limit() -> int:
-    # A socket not accepted yet: the limit of the runtime whose code runs, if any.
-    try:
-        return current_home().max_attachment_bytes
-    except RuntimeError:
-        return MAX_ATTACHMENT_BYTES
+def outbound_socket(transport: Transport, *, url: str, protocol: str | None) -> WebSocket:
+    """An open client end over ``transport``, in the standard API (outbound sockets)."""
+    ws = WebSocket(is_client=True)
+    ws._mode = _Mode.STANDARD
+    ws._inbox = deque()
+    ws._state = WebSocket.OPEN
+    ws._transport = transport
+    ws.url = url
+    ws.protocol = protocol
+    return ws
 
 
-def _check_attachment(data: bytes, limit: int) -> None:
-    if len(data) > limit:
-        raise LimitExceededError(
-            f"attachment is {len(data):,} bytes serialized; the limit is {limit:,}"
-        )
+# ---------------------------------------------------- the runtime's side
+#
+# What the socket hub, the fetch watch and outbound sockets need of a handle.
+
+
+def settle_after_fetch(ws: WebSocket, response: Response | None) -> bool:
+    """A fetch that accepted ``ws`` returned ``response`` (``None``: it raised).
+
+    Returns True when the socket is kept: the response carries its client
+    end. Otherwise the socket is dropped (closed with 1006, gone from its
+    object, its early messages discarded, sends to it refused) unless it was
+    closed already; either way False.
+    """
+    if ws._state >= WebSocket.CLOSED:
+        return False
+    client = response.web_socket if response is not None else None
+    if client is not None and client is ws._peer:
+        return True
+    if response is None:
+        drop_socket(ws, CloseCode.ABNORMAL, "the fetch that accepted this WebSocket raised")
+    else:
+        drop_socket(ws, CloseCode.ABNORMAL, "the fetch that accepted it did not return its client")
+    return False
+
+
+def check_acceptable(ws: object) -> WebSocket:
+    """``ws`` if ``ctx.accept_websocket`` may take it: an unused, open server end.
+
+    Raises:
+        TypeError: it is not a server end of a WebSocketPair.
+        RuntimeError: it was already accepted.
+        trio.ClosedResourceError: it is closed.
+    """
+    if not isinstance(ws, WebSocket) or ws._is_client:
+        raise TypeError(f"accept_websocket() takes the server end of a WebSocketPair, got {ws!r}")
+    if ws._mode is not _Mode.UNUSED:
+        raise RuntimeError(f"this WebSocket was already accepted ({ws._mode.value})")
+    if ws._state >= WebSocket.CLOSED:
+        raise trio.ClosedResourceError("this WebSocket is already closed")
+    return ws
+
+
+def join_group(ws: WebSocket, group: SocketGroup[WebSocket], tags: tuple[str, ...]) -> None:
+    """Make ``ws`` (checked by `check_acceptable`) a hibernatable socket of ``group``.
+
+    Raises:
+        LimitExceededError: its attachment is over the group's limit.
+    """
+    if ws._attachment is not None:
+        check_attachment(ws._attachment, group.max_attachment_bytes)
+    ws._mode = _Mode.HIBERNATABLE
+    ws._group = group
+    ws._tags = tags
+    note_accepted(ws)
+
+
+def adopt_socket(
+    group: SocketGroup[WebSocket],
+    transport: Transport,
+    *,
+    tags: tuple[str, ...],
+    attachment: bytes | None,
+    auto_response_at: float | None,
+    url: str | None,
+    protocol: str | None,
+) -> WebSocket:
+    """The server end of a connection handed over by another process, open."""
+    ws = WebSocket(is_client=False)
+    ws._mode = _Mode.HIBERNATABLE
+    ws._group = group
+    ws._tags = tags
+    ws._attachment = attachment
+    ws._auto_response_at = auto_response_at
+    ws._transport = transport
+    ws._state = WebSocket.OPEN
+    ws.url = url
+    ws.protocol = protocol
+    return ws
+
+
+def belongs_to(ws: WebSocket, key: tuple[str, str]) -> bool:
+    """True when ``ws`` is a hibernatable socket of the object ``key`` names."""
+    group = ws._group
+    return group is not None and group.key == key
+
+
+def socket_tags(ws: WebSocket) -> tuple[str, ...]:
+    """The tags ``ws`` was accepted with."""
+    return ws._tags
+
+
+def has_tag(ws: WebSocket, tag: str) -> bool:
+    """True when ``ws`` was accepted with ``tag``."""
+    return tag in ws._tags
+
+
+def auto_response_time(ws: WebSocket) -> float | None:
+    """When (epoch seconds) ``ws`` last got the auto-response, or ``None``."""
+    return ws._auto_response_at
+
+
+def send_auto_response(ws: WebSocket, response: str, at: float) -> None:
+    """Send the auto-response ``response`` on ``ws`` and remember when (epoch seconds)."""
+    ws._auto_response_at = at
+    transport = ws._transport
+    if transport is not None and transport.is_open:
+        transport.send_message(response)
+
+
+def send_to_each(
+    sockets: Iterable[WebSocket],
+    message: str | bytes,
+    tag: str | None,
+    exclude: Collection[WebSocket],
+) -> int:
+    """Send ``message`` (checked) to each open socket, optionally only those with ``tag``.
+
+    Never blocks, and ignores the output gate (the caller waited for it).
+    Sockets that are closing or closed, in ``exclude``, or fail to take the
+    message (closed meanwhile, or a peer that never connected with its early
+    queue full) are skipped. Returns how many took it.
+    """
+    sent = 0
+    closing = WebSocket.CLOSING
+    for ws in sockets:
+        if ws._state >= closing or ws in exclude or (tag is not None and tag not in ws._tags):
+            continue
+        try:
+            ws._send_now(message)
+        except (trio.ClosedResourceError, LimitExceededError):
+            continue
+        sent += 1
+    return sent
+
+
+def pin_socket(ws: WebSocket, home: SocketHome[WebSocket], record: LiveObject) -> None:
+    """Keep ``record`` awake while ``ws`` (a standard or outbound socket) is open."""
+    home.pin(record, ws)
+    ws._pinned_by = (home, record)
+
+
+def drop_socket(ws: WebSocket, code: int, reason: str) -> None:
+    """End ``ws`` now without telling its object, and drop its connection."""
+    transport = ws._transport
+    ws._finish(code, reason, was_clean=False)
+    if transport is not None:
+        transport.abort()
+
+
+def abort_socket_connection(ws: WebSocket) -> None:
+    """Drop the connection under ``ws``, if it has one (the runtime is stopping)."""
+    if ws._transport is not None:
+        ws._transport.abort()
+
+
+def socket_transport(ws: WebSocket) -> Transport | None:
+    """The connection ``ws`` talks to, if it is connected."""
+    return ws._transport
+
+
+def hand_over_state(ws: WebSocket) -> tuple[tuple[str, ...], bytes | None, float | None]:
+    """What moves with a hibernatable socket to another process: tags, attachment,
+    the last auto-response's time (the connection and the URL move separately)."""
+    return ws._tags, ws._attachment, ws._auto_response_at
+
+
+def moved_away(ws: WebSocket) -> None:
+    """``ws``'s connection now lives in another process: the handle is done, silently."""
+    ws._transport = None
+    ws._finish(CloseCode.SERVICE_RESTART, "moved to another process", was_clean=True)
 
 
 # The client end of a pair travels in ``Response.websocket(client)`` back to

@@ -29,10 +29,12 @@ from __future__ import annotations
 
 from typing import Protocol
 
-__all__ = ["DISCONNECTED_REASON", "MessageSink", "Transport"]
+__all__ = ["DISCONNECTED_REASON", "SLOW_CLIENT_REASON", "MessageSink", "Transport"]
 
 #: The reason given with code 1006 when the peer vanished without a Close frame.
 DISCONNECTED_REASON = "WebSocket disconnected without sending Close frame."
+#: The close reason sent to a client that does not read fast enough (code 1013).
+SLOW_CLIENT_REASON = "slow client: send buffer full"
 
 
 class Transport(Protocol):
