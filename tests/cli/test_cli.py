@@ -129,6 +129,9 @@ def test_import_error_shows_the_traceback_at_debug_level(tmp_path: Path) -> None
     assert "Traceback (most recent call last):" in lines, result.stderr
     assert "    raise RuntimeError('boom')" in lines, result.stderr
     assert lines[-1].startswith("trio-durable: error: importing 'broken_app' failed"), lines[-1]
+    assert lines[-1].endswith("RuntimeError: boom at broken_app.py:2"), (
+        "no hint to use the level already in use"
+    )
 
 
 def test_syntax_error_in_the_app_is_one_line(tmp_path: Path) -> None:

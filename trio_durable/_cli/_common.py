@@ -15,6 +15,7 @@ from .._app import App
 
 __all__ = [
     "LOG_LEVELS",
+    "TRACEBACK_HINT",
     "Commands",
     "USAGE_ERROR",
     "UsageError",
@@ -35,12 +36,25 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 Commands: TypeAlias = "argparse._SubParsersAction[Any]"
 
 
+#: Appended to an error whose traceback is worth reading, below debug level.
+TRACEBACK_HINT = " (--log-level debug shows the traceback)"
+
+
 class UsageError(Exception):
     """A bad argument: one line on stderr, exit status 2.
 
     When raised ``from`` another exception, ``--log-level debug`` prints that
     exception's traceback before the line.
+
+    Args:
+        message: The line (without ``trio-durable: error:``).
+        traceback_hint: Say, below debug level, that ``--log-level debug``
+            shows the cause's traceback (for errors in the user's code).
     """
+
+    def __init__(self, message: str, *, traceback_hint: bool = False) -> None:
+        super().__init__(message)
+        self.traceback_hint = traceback_hint
 
 
 def report_usage_error(exc: UsageError, log_level: str) -> int:
@@ -49,9 +63,13 @@ def report_usage_error(exc: UsageError, log_level: str) -> int:
     Returns:
         The exit status of a bad argument, 2.
     """
-    if log_level == "debug" and exc.__cause__ is not None:
-        traceback.print_exception(exc.__cause__, file=sys.stderr)
-    print(f"trio-durable: error: {exc}", file=sys.stderr)
+    line = f"trio-durable: error: {exc}"
+    if log_level == "debug":
+        if exc.__cause__ is not None:
+            traceback.print_exception(exc.__cause__, file=sys.stderr)
+    elif exc.traceback_hint:
+        line += TRACEBACK_HINT  # at debug level the traceback is right above instead
+    print(line, file=sys.stderr)
     return USAGE_ERROR
 
 
@@ -101,8 +119,8 @@ def import_object(spec: str, *, what: str = "the app") -> object:
         raise UsageError(f"{prefix}cannot import {module_name!r}: {exc}") from exc
     except Exception as exc:
         raise UsageError(
-            f"{prefix}importing {module_name!r} failed: {type(exc).__name__}: {exc}"
-            f"{_where(exc)} (--log-level debug shows the traceback)"
+            f"{prefix}importing {module_name!r} failed: {type(exc).__name__}: {exc}{_where(exc)}",
+            traceback_hint=True,
         ) from exc
     target: object = module
     for part in attribute.split("."):
