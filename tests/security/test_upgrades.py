@@ -194,3 +194,109 @@ async def test_bad_version_is_refused_before_the_worker(
     answer = await raw_http(port, head)
     assert answer.startswith(b"HTTP/1.1 426 "), answer
     assert netapp.built == []
+
+
+# ------------------------------------- a refused upgrade ends its connection
+#
+# A proxy in front may treat a connection as a tunnel from its upgrade
+# request on, whatever the answer: a request pipelined after a refused
+# upgrade would then reach the server past the proxy's rules. So any answer
+# but 101 to an upgrade request says ``connection: close`` and closes.
+
+_AFTER = b"GET /hello HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+
+async def _refused_then_after(port: int, head: bytes) -> bytes:
+    """Send an upgrade request and a pipelined GET; all that comes back before the close."""
+    # No half-close: the server has to close by itself.
+    return await raw_http(port, head + _AFTER, half_close=False, within=10.0)
+
+
+def _assert_refused_and_closed(answer: bytes, status: bytes) -> None:
+    assert answer.startswith(b"HTTP/1.1 " + status + b" "), answer
+    assert answer.count(b"HTTP/1.1 ") == 1, f"the pipelined request was not answered: {answer!r}"
+    head = answer.partition(b"\r\n\r\n")[0].lower()
+    assert head.count(b"\r\nconnection: ") == 1, answer
+    assert b"\r\nconnection: close" in head, answer
+
+
+async def _refuse_everyone(request: td.Request) -> td.Response | None:
+    return td.Response.text("no", status=401)
+
+
+async def _raising_hook(request: td.Request) -> td.Response | None:
+    raise RuntimeError("the auth service is down")
+
+
+@pytest.mark.parametrize(
+    ("options", "head", "status"),
+    [
+        pytest.param({}, upgrade_head("/rooms/x", key="c2hvcnQ="), b"400", id="bad key"),
+        pytest.param(
+            {},
+            upgrade_head("/rooms/x").replace(b"Version: 13", b"Version: 8"),
+            b"426",
+            id="bad version",
+        ),
+        pytest.param(
+            {},
+            upgrade_head("/rooms/x").replace(b"HTTP/1.1", b"HTTP/1.0"),
+            b"400",
+            id="HTTP/1.0",
+        ),
+        pytest.param(
+            {"allowed_origins": {"https://chat.example"}},
+            upgrade_head("/rooms/x", extra="Origin: https://evil.example\r\n"),
+            b"403",
+            id="origin",
+        ),
+        pytest.param(
+            {"authenticate": _refuse_everyone}, upgrade_head("/rooms/x"), b"401", id="authenticate"
+        ),
+        pytest.param(
+            {"authenticate": _raising_hook},
+            upgrade_head("/rooms/x"),
+            b"500",
+            id="authenticate raises",
+        ),
+        pytest.param({}, upgrade_head("/nowhere"), b"404", id="the app answers 404"),
+    ],
+)
+async def test_a_refused_upgrade_closes_its_connection(
+    start_server: StartServer,
+    echo_runtime: td.Runtime,
+    options: dict[str, object],
+    head: bytes,
+    status: bytes,
+) -> None:
+    port = await start_server(echo_runtime, netapp.worker, **options)
+    _assert_refused_and_closed(await _refused_then_after(port, head), status)
+
+
+async def test_an_upgrade_the_app_cannot_complete_closes_its_connection(
+    start_server: StartServer, echo_runtime: td.Runtime
+) -> None:
+    async def bad_101(request: td.Request, runtime: td.Runtime) -> td.Response:
+        client, server = td.WebSocketPair()
+        server.accept()
+        return td.Response.websocket(client, headers={"x-bad": "caf\u00e9\u2603"})
+
+    port = await start_server(echo_runtime, bad_101)
+    _assert_refused_and_closed(await _refused_then_after(port, upgrade_head("/x")), b"500")
+
+
+async def test_any_upgrade_header_closes_the_connection_after_a_plain_answer(
+    start_server: StartServer, echo_runtime: td.Runtime
+) -> None:
+    # Not a WebSocket handshake (h2c), but a proxy may still tunnel it.
+    head = b"GET /hello HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"
+    port = await start_server(echo_runtime, netapp.worker)
+    _assert_refused_and_closed(await _refused_then_after(port, head), b"200")
+
+
+async def test_a_plain_request_keeps_its_connection(
+    start_server: StartServer, echo_runtime: td.Runtime
+) -> None:
+    port = await start_server(echo_runtime, netapp.worker)
+    answer = await raw_http(port, _AFTER + _AFTER)
+    assert answer.count(b"HTTP/1.1 200 ") == 2, answer
