@@ -14,6 +14,8 @@ import re
 import textwrap
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "getting-started.md"
 EXAMPLES = sorted((ROOT / "examples" / "chat").glob("*.py"))
@@ -82,8 +84,10 @@ def test_every_definition_shown_is_the_examples_own() -> None:
     assert checked >= 10, f"only {checked} definitions shown"
 
 
-def test_the_run_command_is_the_readmes() -> None:
+@pytest.mark.parametrize("page", ["getting-started.md", "index.md"])
+def test_the_run_command_is_the_readmes(page: str) -> None:
     readme = (ROOT / "README.md").read_text()
     readme_command = next(body for info, body in code_blocks(readme) if info == "sh")
-    page_commands = [body for info, body in code_blocks(PAGE.read_text()) if info == "sh"]
+    text = (ROOT / "docs" / page).read_text()
+    page_commands = [body for info, body in code_blocks(text) if info == "sh"]
     assert page_commands == [readme_command]
