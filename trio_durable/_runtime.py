@@ -452,6 +452,53 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     return result
 
 
+#: The methods a storage backend has (those of the `Backend` protocol).
+_BACKEND_METHODS: Final = tuple(
+    sorted(
+        name
+        for name, value in vars(Backend).items()
+        if inspect.isfunction(value) and not name.startswith("_")
+    )
+)
+
+
+def _check_storage_options(
+    data_dir: object, database: object, backend: object, cluster: object
+) -> None:
+    """Refuse a bad ``data_dir``, ``database``, ``backend`` or ``cluster``, naming it.
+
+    Runs before anything is created or opened, so a refused call leaves no
+    trace (no data directory, no connection).
+    """
+    if data_dir is not None and not isinstance(data_dir, str | os.PathLike):
+        raise TypeError(f"data_dir must be a path (str or os.PathLike) or None, got {data_dir!r}")
+    if isinstance(data_dir, str) and not data_dir:
+        raise ValueError("data_dir must not be empty (None keeps everything in memory)")
+    if database is not None and not isinstance(database, str):
+        raise TypeError(f"database must be a postgresql:// URL (a str) or None, got {database!r}")
+    if backend is not None:
+        missing = [name for name in _BACKEND_METHODS if not callable(getattr(backend, name, None))]
+        if missing:
+            raise TypeError(
+                "backend must be a storage backend (td.SqliteBackend, or an object with the "
+                f"methods of td.Backend), got {backend!r}, which lacks {', '.join(missing)}"
+            )
+    if cluster is not None and not isinstance(cluster, ClusterSpec):
+        raise TypeError(
+            "cluster must be a ClusterSpec (set by `trio-durable serve --workers N`) or None, "
+            f"got {cluster!r}"
+        )
+    chosen = [
+        name
+        for name, value in (("data_dir", data_dir), ("database", database), ("backend", backend))
+        if value is not None
+    ]
+    if len(chosen) > 1:
+        raise TypeError(
+            f"pass only one of data_dir, database and backend (got {' and '.join(chosen)})"
+        )
+
+
 def _check_objects(objects: Mapping[str, type[DurableObject]]) -> None:
     if not isinstance(objects, Mapping) or not objects:
         raise TypeError("objects must be a non-empty mapping of namespace name to class")
@@ -616,12 +663,7 @@ async def open_runtime(
         blocking_reset_after=blocking_reset_after,
         tune_gc=tune_gc,
     )
-    storage = {"data_dir": data_dir, "database": database, "backend": backend}
-    chosen = [name for name, value in storage.items() if value is not None]
-    if len(chosen) > 1:
-        raise TypeError(
-            f"pass only one of data_dir, database and backend (got {' and '.join(chosen)})"
-        )
+    _check_storage_options(data_dir, database, backend, cluster)
     if database is not None:
         # A cluster's nodes share the database; a runtime alone owns it.
         backend = _postgres_backend(database, exclusive=cluster is None)

@@ -95,12 +95,42 @@ async def test_no_task_leaks_after_close(runtime_factory) -> None:  # type: igno
         ),
         ({"objects": OBJECTS, "evict_after": "5"}, TypeError, "evict_after must be a number"),
         ({"objects": OBJECTS, "hibernate_after": float("inf")}, ValueError, "finite"),
+        ({"objects": OBJECTS, "data_dir": 5}, TypeError, "data_dir must be a path"),
+        ({"objects": OBJECTS, "data_dir": ""}, ValueError, "data_dir must not be empty"),
+        ({"objects": OBJECTS, "database": 5}, TypeError, "database must be a postgresql"),
+        ({"objects": OBJECTS, "backend": "x"}, TypeError, "backend must be a storage backend"),
+        ({"objects": OBJECTS, "backend": object()}, TypeError, "lacks aclose, commit"),
+        ({"objects": OBJECTS, "cluster": "x"}, TypeError, "cluster must be a ClusterSpec"),
+        (
+            {"objects": OBJECTS, "data_dir": "a", "backend": td.SqliteBackend(None)},
+            TypeError,
+            "only one of data_dir, database and backend",
+        ),
     ],
 )
 async def test_bad_options_are_refused(kwargs, error, message) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(error, match=message):
         async with td.open_runtime(**kwargs):
             pass
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"hibernate_after": -1},
+        {"max_value_bytes": 0},
+        {"cluster": "x"},
+        {"blocking_reset_after": float("nan")},
+        {"tune_gc": 1},
+    ],
+    ids=lambda bad: next(iter(bad)),
+)
+async def test_a_refused_option_creates_no_data_dir(tmp_path, bad) -> None:  # type: ignore[no-untyped-def]
+    data_dir = tmp_path / "data"
+    with pytest.raises((TypeError, ValueError)):
+        async with td.open_runtime(OBJECTS, data_dir=data_dir, **bad):
+            pass
+    assert not data_dir.exists(), f"{bad} was refused, yet {data_dir} was created"
 
 
 async def test_non_attrs_subclass_is_refused() -> None:

@@ -5,7 +5,7 @@ never touches bytes. Outgoing, it talks to a :class:`Transport`; incoming, the
 transport calls the handle's :class:`MessageSink` methods. Three transports
 exist: the network one (``NetworkTransport`` in ``_network.py``: a TCP/TLS
 connection served by the gateway, parked while idle), the in-memory one
-(``_MemoryTransport`` in ``_socket.py``: the two ends of a ``WebSocketPair``
+(``MemoryTransport`` in ``_in_memory.py``: the two ends of a ``WebSocketPair``
 used in the same process, as by ``trio_durable.testing.open_websocket``), and
 the trio-websocket one (``TrioWebSocketTransport`` in ``_interop.py``:
 outbound sockets and connections handed over by ``hand_over_websocket``).
