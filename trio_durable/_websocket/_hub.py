@@ -28,7 +28,7 @@ from .._core._clock import WallClock
 from .._core._gates import EVENT_COMMITS, PendingCommit, lost_writes
 from .._core._live import LiveObject
 from .._core._registry import Registry
-from .._exceptions import LimitExceededError
+from .._exceptions import LimitExceededError, StorageError
 from .._http import Response
 from .._ids import DurableObjectId
 from .._limits import (
@@ -65,12 +65,20 @@ from ._socket import (
 )
 from ._socket_home import bind_home, register_home
 
-__all__ = ["LOST_WRITES_REASON", "ObjectSockets", "SocketHub", "SocketLimits"]
+__all__ = [
+    "LOST_WRITES_REASON",
+    "STORAGE_ERROR_REASON",
+    "ObjectSockets",
+    "SocketHub",
+    "SocketLimits",
+]
 
 logger = logging.getLogger("trio_durable.websocket")
 
 #: The close reason (code 1011) of a socket whose message's writes a failed commit lost.
 LOST_WRITES_REASON = "a storage commit failed: the message was not processed, try again"
+#: The close reason (code 1011) of a socket whose handler raised a `StorageError`.
+STORAGE_ERROR_REASON = "the object's storage failed: the message was not processed"
 
 
 @attrs.frozen
@@ -198,6 +206,7 @@ class ObjectSockets:
             return
         timeout = self.event_timeout
         commits: list[PendingCommit] = []
+        storage_failed = False
         watching = EVENT_COMMITS.set(commits)
         try:
             try:
@@ -223,15 +232,30 @@ class ObjectSockets:
                     exc,
                     exc_info=not isinstance(exc, trio.ClosedResourceError),
                 )
+                storage_failed = _is_storage_error(exc)
         finally:
             EVENT_COMMITS.reset(watching)
+        ws: WebSocket = args[0]
         if commits and await lost_writes(commits):
             # A commit failed: the object was reset and the event's writes
             # (and the replies they held back) are gone. Its client must not
             # believe them done: close its socket so that it retries.
-            ws: WebSocket = args[0]
             logger.info("closing a WebSocket of %s with 1011: its writes were lost", self.object_id)
             await ws.close(CloseCode.INTERNAL_ERROR, LOST_WRITES_REASON)
+        elif storage_failed:
+            # The handler could not read or write (an unreadable stored
+            # value, a database out of reach): the message was not handled,
+            # and a client waiting for an answer would wait forever. The
+            # object's other sockets are not concerned.
+            logger.info("closing a WebSocket of %s with 1011: a storage error", self.object_id)
+            await ws.close(CloseCode.INTERNAL_ERROR, STORAGE_ERROR_REASON)
+
+
+def _is_storage_error(exc: BaseException) -> bool:
+    """True for a `StorageError`, alone or in an exception group (a handler's nursery)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.subgroup(StorageError) is not None
+    return isinstance(exc, StorageError)
 
 
 class SocketHub:
