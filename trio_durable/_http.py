@@ -8,15 +8,21 @@ Nothing here does I/O.
 from __future__ import annotations
 
 import json as _json
+import re
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from typing import Any, Final
+from urllib.parse import parse_qsl
 
 import attrs
 
 from . import _codec
 
 __all__ = ["Headers", "Request", "Response"]
+
+# RFC 3986: scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
+_SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
+_C0_OR_SPACE: Final = "".join(map(chr, range(0x21)))
+_TAB_AND_NEWLINES: Final = str.maketrans("", "", "\t\r\n")
 
 
 class Headers(Mapping[str, str]):
@@ -133,13 +139,14 @@ class Request:
     @property
     def path(self) -> str:
         """The URL path, without the query string (``"/"`` at least)."""
-        return urlsplit(self.url).path or "/"
+        return _target(self.url).partition("?")[0] or "/"
 
     @property
     def query(self) -> dict[str, str]:
         """Query parameters; when a name repeats, the first value wins."""
         result: dict[str, str] = {}
-        for name, value in parse_qsl(urlsplit(self.url).query, keep_blank_values=True):
+        query = _target(self.url).partition("?")[2]
+        for name, value in parse_qsl(query, keep_blank_values=True):
             result.setdefault(name, value)
         return result
 
@@ -161,6 +168,26 @@ class Request:
             and upgrade.strip().lower() == "websocket"
             and "upgrade" in [token.strip().lower() for token in connection.split(",")]
         )
+
+
+def _target(url: str) -> str:
+    """The path and query of ``url`` (no fragment), read without parsing its authority.
+
+    ``urlsplit`` would also check the authority, and raise for one it does
+    not know (an unusual IP literal): what a client chose as its Host must
+    never make ``path`` or ``query`` fail. The split is urlsplit's own (a
+    scheme up to the first ``:``, an authority after ``//`` up to the first
+    ``/``, ``?`` or ``#``), without the checks.
+    """
+    # As urlsplit does: leading controls and spaces go, tabs and newlines too.
+    url = url.lstrip(_C0_OR_SPACE).translate(_TAB_AND_NEWLINES).partition("#")[0]
+    colon = url.find(":")
+    if colon > 0 and _SCHEME.fullmatch(url, 0, colon):
+        url = url[colon + 1 :]
+    if url.startswith("//"):
+        ends = [i for i in (url.find("/", 2), url.find("?", 2)) if i >= 0]
+        url = url[min(ends) :] if ends else ""
+    return url
 
 
 def _check_status(instance: Response, attribute: attrs.Attribute[int], value: int) -> None:

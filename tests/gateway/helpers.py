@@ -154,7 +154,7 @@ class HttpClient:
         while True:
             event = self.conn.next_event()
             if event is h11.NEED_DATA:
-                self.conn.receive_data(await self.stream.receive_some(65536))
+                self.conn.receive_data(bytes(await self.stream.receive_some(65536)))
             elif isinstance(event, h11.Response):
                 status = event.status_code
                 headers = {k.decode(): v.decode() for k, v in event.headers}

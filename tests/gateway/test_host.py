@@ -112,6 +112,17 @@ async def test_valid_host_is_served_with_the_targets_path_and_query(port: int, h
     assert body["url"] == f"http://{host}/somewhere/else?real=1&x=%2F", body
 
 
+async def test_an_upper_case_ipvfuture_host_is_served_without_an_error(
+    port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    # RFC 3986 accepts "V"; urllib.parse does not, so the URL spells it "v".
+    status, body = await ask(port, "/somewhere/else?real=1", "[V9.x]:80")
+    assert status == 200, f"an accepted Host is served, got {status}: {body!r}"
+    assert (body["path"], body["query"]) == ("/somewhere/else", {"real": "1"}), body
+    assert body["url"] == "http://[v9.x]:80/somewhere/else?real=1", body
+    assert "Traceback" not in caplog.text, caplog.text
+
+
 async def test_missing_host_on_http_1_1_gets_400(port: int) -> None:
     status, body = await ask(port, "/somewhere", None)
     assert status == 400, f"HTTP/1.1 without Host must be refused, got {status}: {body!r}"

@@ -16,7 +16,10 @@ The rules (RFC 9112 section 3.2, RFC 3986 section 3.2.2):
 * A Host header, when present, must be a reg-name, an IPv4 address or a
   bracketed IP literal (IPv6 without a zone, or IPvFuture), optionally with
   ``:port`` (digits, at most 65535). It may not be empty. HTTP/1.1 requires
-  it (h11 refuses a request without it, or with two).
+  it (h11 refuses a request without it, or with two). An IPvFuture's
+  leading ``V`` is written ``v`` in the URL (RFC 3986 section 6.2.2.1: it
+  is case-insensitive), the only spelling ``urllib.parse`` accepts, so an
+  app that parses ``request.url`` itself never fails on an accepted Host.
 * An absolute-form target's authority wins over the Host header (which must
   still be valid); it may carry no user info.
 * The URL's scheme is the connection's (``https`` over TLS), whatever an
@@ -48,6 +51,9 @@ class BadAddressError(ValueError):
 def check_authority(authority: str, *, what: str = "Host header") -> str:
     """Return ``authority`` if it is exactly ``host[:port]``, else raise.
 
+    An IPvFuture literal comes back with a lower-case ``v`` (``[V9.x]``
+    gives ``[v9.x]``); anything else comes back unchanged.
+
     Raises:
         BadAddressError: It is empty, has anything beyond a host and a port
             (a path, a query, user info, spaces), or a port over 65535.
@@ -61,6 +67,8 @@ def check_authority(authority: str, *, what: str = "Host header") -> str:
         port = rest[1:] if rest.startswith(":") else None
         if rest and port is None:
             raise BadAddressError(f"the {what} {authority!r} has something after its IP literal")
+        if literal.startswith("V"):
+            authority = "[v" + authority[2:]
     else:
         host, colon, port_text = authority.partition(":")
         port = port_text if colon else None
@@ -100,7 +108,7 @@ def request_url(target: str, host: str | None, *, scheme: str, server_address: s
     if "#" in target:
         raise BadAddressError(f"the request target {target!r} has a fragment ('#')")
     if host is not None:
-        check_authority(host)
+        host = check_authority(host)
     if target.startswith("/"):
         authority = host if host is not None else server_address
         return f"{scheme}://{authority}{target}"
@@ -112,7 +120,7 @@ def request_url(target: str, host: str | None, *, scheme: str, server_address: s
     target_scheme, authority, rest = absolute.groups()
     if target_scheme.lower() not in ("http", "https"):
         raise BadAddressError(f"the request target {target!r} is not an http or https URL")
-    check_authority(authority, what="request target's authority")
+    authority = check_authority(authority, what="request target's authority")
     if not rest.startswith("/"):
         rest = "/" + rest  # "http://h?x=1" asks for the root
     return f"{scheme}://{authority}{rest}"
