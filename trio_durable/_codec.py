@@ -1,9 +1,8 @@
 """The one value codec: stored values, attachments, RPC arguments and results.
 
-Values are copies that round-trip (SPEC section 8). Whatever crosses a
-boundary (a ``storage.put``, an attachment, an RPC call, later a message
-between processes) goes through this module, so the rules are the same
-everywhere:
+Values are copies that round-trip. Whatever crosses a boundary (a
+``storage.put``, an attachment, an RPC call, a message between processes)
+goes through this module, so the rules are the same everywhere:
 
 * Round-trips exactly, type for type, without ``type=``: ``None``, ``bool``,
   ``int`` of any size, ``float`` (``nan``, ``inf``, ``-0.0``), ``str``,
@@ -20,8 +19,9 @@ everywhere:
   object of an unknown class) is a ``TypeError`` naming the type and where
   it sits: ``args[0]["callback"] is a function; RPC values must be data``.
   It is raised before any byte is produced. A value nested deeper than
-  `MAX_DEPTH` containers is refused the same way; so is a cycle (a list
-  that contains itself), which is reported as a cycle.
+  `MAX_DEPTH` (200) containers is refused the same way, naming the limit
+  and the path (the walk is recursive: see `MAX_DEPTH` for why 200); so is
+  a cycle (a list that contains itself), which is reported as a cycle.
 
 Choices where Python has more than structured clone:
 
@@ -33,8 +33,12 @@ Choices where Python has more than structured clone:
 * An aware ``datetime`` or ``time`` keeps its UTC offset, not its zone: a
   ``zoneinfo.ZoneInfo("Europe/Paris")`` datetime comes back with
   ``datetime.timezone(timedelta(hours=2))``, the same instant and offset
-  (``fold`` is kept). A ``time`` whose zone gives no offset without a date
-  (a ``ZoneInfo``) comes back naive.
+  (``fold`` is kept). A ``time`` keeps the offset its zone gives when
+  ``utcoffset()`` is defined; a ``ZoneInfo`` gives none without a date, so
+  such a ``time`` comes back naive. The RPC copy in one process follows
+  the same rule (a zone becomes its fixed offset, a user's tzinfo object is
+  never shared), so a program behaves the same whether its objects are in
+  this process or another.
 * A float ``nan`` comes back as a ``nan`` (its payload bits are kept too).
 * A frozen attrs instance may be a dict key or a set member over RPC, but
   not in storage, where it becomes a ``dict`` (which cannot be a key).
@@ -111,6 +115,7 @@ import io
 import json
 import socket
 import struct
+import sys
 import threading
 import types
 import uuid
@@ -144,8 +149,14 @@ T = TypeVar("T")
 #: The first byte of every value this module encodes (format 1: MessagePack).
 FORMAT_V1: Final = 0x01
 
-#: The deepest nesting of containers accepted (a list in a list ... 100 deep).
-MAX_DEPTH: Final = 100
+#: The deepest nesting of containers accepted (a list in a list ... 200 deep).
+#: The walk over a value is recursive, up to three Python frames per level
+#: (sets, records), so 200 levels take at most ~600 of Python's default
+#: recursion limit of 1,000 frames and leave ~400 to the caller (a handler
+#: runs ~30 deep). MessagePack's own limits are higher: its packer nests
+#: 1,024 levels and its unpacker 1,023, and an RPC record costs two (an
+#: array and a map of fields).
+MAX_DEPTH: Final = 200
 
 # The first byte of a JSON text written by 0.1.0 (RFC 8259: whitespace, then a value).
 _JSON_FIRST: Final = frozenset(b' \t\n\r{["-0123456789tfn')
@@ -196,6 +207,8 @@ _OFFSET: Final = struct.Struct(">q")  # UTC offset in microseconds
 # beyond MessagePack's 64 bits is turned into an extension value by the
 # packer's ``default``, so the walk need not look at ints.)
 _PLAIN: Final = frozenset({str, int, bytes, float, bool, type(None)})
+# Scalars an RPC copy shares. Not datetime and time: one may hold any
+# tzinfo, which the copy replaces by its fixed offset (`_has_fixed_zone`).
 _IMMUTABLE_SCALARS: Final = frozenset(
     {
         str,
@@ -204,9 +217,7 @@ _IMMUTABLE_SCALARS: Final = frozenset(
         float,
         bool,
         type(None),
-        datetime.datetime,
         datetime.date,
-        datetime.time,
         datetime.timedelta,
         decimal.Decimal,
         uuid.UUID,
@@ -383,6 +394,17 @@ def _raise_refused(exc: _Refused, where: str, mode: int) -> NoReturn:
     raise TypeError(f"{where + ''.join(segments)} is {exc.what}; {_SUFFIX[mode]}") from None
 
 
+def _raise_stack_exhausted(where: str, mode: int) -> NoReturn:
+    # The caller was already so deep that a value within MAX_DEPTH used up
+    # the rest of Python's recursion limit: as refused, not a crash.
+    raise TypeError(
+        f"{where} could not be walked: Python's recursion limit "
+        f"({sys.getrecursionlimit():,} frames) was reached before the codec's own limit of "
+        f"{MAX_DEPTH} nested containers (the call is made from too deep a stack); "
+        f"{_SUFFIX[mode]}"
+    ) from None
+
+
 # --------------------------------------------------------------------- the walk
 
 
@@ -421,7 +443,11 @@ class _Walk:
             return self._set(value, depth, kind)
         scalar = _SCALARS.get(kind)
         if scalar is not None:
-            return value if self._copy else scalar(value)
+            if not self._copy:
+                return scalar(value)
+            if kind is datetime.datetime or kind is datetime.time:
+                return _with_fixed_zone(value)
+            return value
         if kind is bytearray:
             return bytearray(value) if self._copy else msgpack.ExtType(_X_BYTEARRAY, bytes(value))
         return self._other(value, kind, depth)
@@ -759,11 +785,51 @@ class _Mark:
 _MARKS: Final = {code: _Mark(code) for code in range(_X_TUPLE, _X_HANDLE + 1)}
 
 
+@functools.lru_cache(maxsize=64)
+def _zone(offset: datetime.timedelta) -> datetime.timezone:
+    """The fixed zone of ``offset``, one shared instance per offset.
+
+    Decoding and RPC copies both give aware values this zone, so a copy of
+    a decoded value can keep it as it is (`_has_fixed_zone`). The cache is
+    small: a planted value with many offsets only costs new instances.
+    """
+    return datetime.timezone(offset)
+
+
+def _has_fixed_zone(value: datetime.datetime | datetime.time) -> bool:
+    """True when ``value`` is naive or its zone is what decoding would give it."""
+    tzinfo = value.tzinfo
+    if tzinfo is None:
+        return True
+    if type(tzinfo) is not datetime.timezone:
+        return False
+    zone = _zone(tzinfo.utcoffset(None))
+    # A named timezone would lose its name across processes: not as decoded.
+    return tzinfo is zone or tzinfo.tzname(None) == zone.tzname(None)
+
+
+def _with_fixed_zone(value: Any) -> Any:
+    """``value`` (a datetime or time) with its zone as decoding gives it back.
+
+    Only the UTC offset crosses a process boundary, so an in-process copy
+    keeps only the offset too: a ``ZoneInfo`` (or any other tzinfo) becomes
+    the fixed offset it gives ``value``, and a ``time`` whose zone gives no
+    offset without a date becomes naive.
+    """
+    if _has_fixed_zone(value):
+        return value
+    offset = value.utcoffset()
+    return value.replace(tzinfo=None if offset is None else _zone(offset))
+
+
 def _decode_offset(data: bytes, start: int) -> datetime.timezone | None:
-    if len(data) == start:
+    size = len(data) - start
+    if size == 0:
         return None
+    if size != _OFFSET.size:
+        raise ValueError(f"a UTC offset of {size} bytes, not {_OFFSET.size}")
     (microseconds,) = _OFFSET.unpack_from(data, start)
-    return datetime.timezone(datetime.timedelta(microseconds=microseconds))
+    return _zone(datetime.timedelta(microseconds=microseconds))
 
 
 def _decode_datetime(data: bytes) -> datetime.datetime:
@@ -794,46 +860,64 @@ _EXT_DECODERS: Final[dict[int, Callable[[bytes], Any]]] = {
     _X_UUID: lambda data: uuid.UUID(bytes=data),
 }
 
-
-def _ext_hook(code: int, data: bytes) -> Any:
-    if not data:
-        mark = _MARKS.get(code)
-        if mark is not None:
-            return mark
-    decoder = _EXT_DECODERS.get(code)
-    if decoder is None:
-        raise ValueError(f"unknown extension type {code}")
-    return decoder(data)
+_MARK_NAMES: Final = {
+    _X_RECORD: "record",
+    _X_ENUM: "enum member",
+    _X_VALUE: "library value",
+    _X_HANDLE: "handle",
+}
 
 
-def _value_from(items: list[Any]) -> Any:
-    entry = _value_types_by_name.get(items[1])
-    if entry is None:
-        raise ValueError(f"unknown value type {items[1]!r}")
-    return entry.from_data(items[2])
+class _Decoding:
+    """The hooks of one decode: extension values, and marked arrays into containers.
 
+    A mark means something only as the first item of an array. Each mark the
+    extension hook hands out must come back to the list hook in that place;
+    one that does not (alone, as a map key or value, later in an array) is
+    counted, and the decode fails rather than return an internal object.
+    """
 
-def _store_list_hook(items: list[Any]) -> Any:
-    if items and type(items[0]) is _Mark:
-        code = items[0].code
-        if code == _X_TUPLE:
-            return tuple(items[1:])
-        if code == _X_SET:
-            return set(items[1:])
-        if code == _X_FROZENSET:
-            return frozenset(items[1:])
-        if code == _X_VALUE:
-            return _value_from(items)
-        raise ValueError(f"a stored value holds an RPC-only mark ({code})")
-    return items
+    __slots__ = ("allowed", "call", "resolve_handle", "stray")
 
+    def __init__(
+        self,
+        call: bool,
+        allowed: Mapping[str, type],
+        resolve_handle: Callable[[str, Any], Any] | None,
+    ) -> None:
+        self.call = call
+        self.allowed = allowed
+        self.resolve_handle = resolve_handle
+        self.stray = 0  # marks handed out and not yet consumed
 
-def _call_list_hook(
-    allowed: Mapping[str, type], resolve_handle: Callable[[str, Any], Any] | None
-) -> Callable[[list[Any]], Any]:
-    def hook(items: list[Any]) -> Any:
+    def unpack(self, data: bytes) -> Any:
+        """Decode MessagePack (the bytes after the format byte)."""
+        value = msgpack.unpackb(
+            memoryview(data)[1:],
+            ext_hook=self.ext_hook,
+            list_hook=self.list_hook,
+            strict_map_key=False,
+            unicode_errors="surrogatepass",
+        )
+        if self.stray:
+            raise ValueError("a container mark outside the first item of an array")
+        return value
+
+    def ext_hook(self, code: int, data: bytes) -> Any:
+        if not data:
+            mark = _MARKS.get(code)
+            if mark is not None:
+                self.stray += 1
+                return mark
+        decoder = _EXT_DECODERS.get(code)
+        if decoder is None:
+            raise ValueError(f"unknown extension type {code}")
+        return decoder(data)
+
+    def list_hook(self, items: list[Any]) -> Any:
         if not items or type(items[0]) is not _Mark:
             return items
+        self.stray -= 1
         code = items[0].code
         if code == _X_TUPLE:
             return tuple(items[1:])
@@ -841,27 +925,45 @@ def _call_list_hook(
             return set(items[1:])
         if code == _X_FROZENSET:
             return frozenset(items[1:])
+        # [mark, name, data]
+        what = _MARK_NAMES[code]
+        if len(items) != 3 or type(items[1]) is not str:
+            raise ValueError(f"a damaged {what} (not [mark, name, data])")
+        name, data = items[1], items[2]
         if code == _X_VALUE:
-            return _value_from(items)
-        if code in (_X_RECORD, _X_ENUM):
-            name = items[1]
-            cls = allowed.get(name)
-            if cls is None:
-                what = "record" if code == _X_RECORD else "enum member"
-                raise _NotAllowed(
-                    f"a {what} of class {name} arrived, but the receiver does not declare "
-                    "that class (name it in the method's type hints)"
-                )
-            if code == _X_ENUM:
-                return cls(items[2])
-            return _rebuild(cls, items[2])
+            entry = _value_types_by_name.get(name)
+            if entry is None:
+                raise ValueError(f"unknown value type {name!r}")
+            return _build(name, entry.from_data, data)
+        if not self.call:
+            raise ValueError(f"a stored value holds an RPC-only mark ({code})")
         if code == _X_HANDLE:
-            if resolve_handle is None:
-                raise _NotAllowed(f"a {items[1]} arrived, but the receiver takes no handles")
-            return resolve_handle(items[1], items[2])
-        raise ValueError(f"unknown mark {code}")
+            if self.resolve_handle is None:
+                raise _NotAllowed(f"a {name} arrived, but the receiver takes no handles")
+            return self.resolve_handle(name, data)
+        cls = self.allowed.get(name)
+        if cls is None:
+            raise _NotAllowed(
+                f"a {what} of class {name} arrived, but the receiver does not declare "
+                "that class (name it in the method's type hints)"
+            )
+        if code == _X_ENUM:
+            return _build(name, cls, data)
+        if type(data) is not dict:
+            raise ValueError(f"a damaged record of class {name} (its fields are not a map)")
+        return _rebuild(cls, data)
 
-    return hook
+
+def _build(name: str, make: Callable[[Any], T], data: Any) -> T:
+    """``make(data)``, where ``data`` came from the bytes: any failure is damage.
+
+    ``make`` (a registered ``from_data``, an enum class) is code written for
+    what the encoder writes; fed something else, it may raise anything.
+    """
+    try:
+        return make(data)
+    except Exception as exc:
+        raise ValueError(f"a {name} cannot be rebuilt from {type(data).__name__}: {exc!r}") from exc
 
 
 class _NotAllowed(Exception):
@@ -897,6 +999,7 @@ def _rebuild(cls: type[T], fields: Mapping[str, Any]) -> T:
 # --------------------------------------------------------------------- the API
 
 _local = threading.local()
+_NOTHING_ALLOWED: Final[Mapping[str, type]] = types.MappingProxyType({})
 
 
 def _packer() -> msgpack.Packer:
@@ -941,6 +1044,8 @@ def encode(value: Any, *, where: str = "value") -> bytes:
         prepared = _STORE_WALK.value(value, 0)
     except _Refused as exc:
         _raise_refused(exc, where, _STORE)
+    except RecursionError:
+        _raise_stack_exhausted(where, _STORE)
     return _pack(prepared)
 
 
@@ -965,13 +1070,7 @@ def decode(data: bytes, type: Any = None) -> Any:
     first = data[0]
     if first == FORMAT_V1:
         try:
-            value = msgpack.unpackb(
-                memoryview(data)[1:],
-                ext_hook=_ext_hook,
-                list_hook=_store_list_hook,
-                strict_map_key=False,
-                unicode_errors="surrogatepass",
-            )
+            value = _Decoding(False, _NOTHING_ALLOWED, None).unpack(data)
         except _DECODE_ERRORS as exc:
             raise ValueError(f"cannot decode a stored value: {exc}") from exc
     elif first in _JSON_FIRST:
@@ -1009,13 +1108,15 @@ def encode_call(value: Any, *, where: str = "value") -> bytes:
         prepared = _CALL_WALK.value(value, 0)
     except _Refused as exc:
         _raise_refused(exc, where, _CALL)
+    except RecursionError:
+        _raise_stack_exhausted(where, _CALL)
     return _pack(prepared)
 
 
 def decode_call(
     data: bytes,
     *,
-    allowed: Mapping[str, type] = types.MappingProxyType({}),
+    allowed: Mapping[str, type] = _NOTHING_ALLOWED,
     resolve_handle: Callable[[str, Any], Any] | None = None,
     where: str = "value",
 ) -> Any:
@@ -1042,13 +1143,7 @@ def decode_call(
     if not data or data[0] != FORMAT_V1:
         raise ValueError("not an RPC value written by encode_call")
     try:
-        return msgpack.unpackb(
-            memoryview(data)[1:],
-            ext_hook=_ext_hook,
-            list_hook=_call_list_hook(allowed, resolve_handle),
-            strict_map_key=False,
-            unicode_errors="surrogatepass",
-        )
+        return _Decoding(True, allowed, resolve_handle).unpack(data)
     except _NotAllowed as exc:
         raise TypeError(f"{where}: {exc}") from None
     except _DECODE_ERRORS as exc:
@@ -1072,27 +1167,32 @@ def copy_value(value: Any, *, where: str = "value") -> Any:
     kind = type(value)
     if kind in _IMMUTABLE_SCALARS:
         return value
-    if kind is tuple:
-        # The common case, a call's positional arguments: all scalars.
-        for item in value:
-            if type(item) not in _IMMUTABLE_SCALARS and not _is_immutable(item, 1):
-                break
-        else:
-            return value
-    elif _is_immutable(value, 0):
-        return value
     try:
+        if kind is tuple:
+            # The common case, a call's positional arguments: all scalars.
+            for item in value:
+                if type(item) not in _IMMUTABLE_SCALARS and not _is_immutable(item, 1):
+                    break
+            else:
+                return value
+        elif _is_immutable(value, 0):
+            return value
         return _COPY_WALK.value(value, 0)
     except _Refused as exc:
         _raise_refused(exc, where, _COPY)
+    except RecursionError:
+        _raise_stack_exhausted(where, _COPY)
 
 
 def is_immutable(value: Any) -> bool:
     """True when no one can change ``value`` or anything in it, so it may be shared.
 
     Scalars (``int``, ``float``, ``str``, ``bytes``, ``bool``, ``None``,
-    datetimes, ``Decimal``, ``UUID``), enum members, immutable library value
-    types, and tuples, frozensets and frozen attrs instances made of those.
+    dates, timedeltas, ``Decimal``, ``UUID``; datetimes and times that are
+    naive or whose zone is a fixed offset), enum members, immutable library
+    value types, and tuples, frozensets and frozen attrs instances made of
+    those. (A datetime with a ``ZoneInfo`` cannot change either, but its
+    copy is a different value: the zone becomes its fixed offset.)
     """
     return _is_immutable(value, 0)
 
@@ -1101,6 +1201,8 @@ def _is_immutable(value: Any, depth: int) -> bool:
     kind = type(value)
     if kind in _IMMUTABLE_SCALARS:
         return True
+    if kind is datetime.datetime or kind is datetime.time:
+        return _has_fixed_zone(value)
     if depth >= MAX_DEPTH:
         return False
     if kind is tuple or kind is frozenset:

@@ -13,29 +13,35 @@ from hypothesis import given, settings
 
 from trio_durable import _codec
 
-from ._same import same
-from ._strategies import values
+from ._same import fixed_zones, same
+from ._strategies import RPC_CLASSES, UserZone, rpc_values, values
+
+ALLOWED = _codec.allow(*RPC_CLASSES)
 
 
 @settings(max_examples=300, deadline=None)
 @given(values)
 def test_storage_round_trip_is_exact(value: Any) -> None:
     back = _codec.decode(_codec.encode(value))
-    assert same(value, back), f"{value!r} came back as {back!r}"
+    assert same(fixed_zones(value), back), f"{value!r} came back as {back!r}"
 
 
-@settings(max_examples=200, deadline=None)
-@given(values)
+@settings(max_examples=300, deadline=None)
+@given(rpc_values)
 def test_rpc_round_trip_is_exact(value: Any) -> None:
-    back = _codec.decode_call(_codec.encode_call(value))
-    assert same(value, back), f"{value!r} came back as {back!r}"
+    back = _codec.decode_call(_codec.encode_call(value), allowed=ALLOWED)
+    assert same(fixed_zones(value), back), f"{value!r} came back as {back!r}"
 
 
-@settings(max_examples=200, deadline=None)
-@given(values)
+@settings(max_examples=300, deadline=None)
+@given(rpc_values)
 def test_copy_equals_the_round_trip(value: Any) -> None:
     copied = _codec.copy_value(value)
-    assert same(value, copied), f"{value!r} was copied as {copied!r}"
+    crossed = _codec.decode_call(_codec.encode_call(value), allowed=ALLOWED)
+    assert same(crossed, copied), (
+        f"{value!r}: copied in process as {copied!r}, across as {crossed!r}"
+    )
+    assert same(fixed_zones(value), copied), f"{value!r} was copied as {copied!r}"
 
 
 @pytest.mark.parametrize(
@@ -112,6 +118,43 @@ def test_zoneinfo_comes_back_as_its_fixed_offset() -> None:
     )
     assert same(expected, back), f"expected the +02:00 offset, got {back!r}"
     assert back == value, "the same instant"
+
+
+@pytest.mark.parametrize("copy", [False, True], ids=["across", "in-process"])
+def test_zones_cross_rpc_as_their_fixed_offset(copy: bool) -> None:
+    paris = zoneinfo.ZoneInfo("Europe/Paris")
+    mine = UserZone(90)
+    value = [
+        datetime.datetime(2024, 7, 1, 12, 0, tzinfo=paris),
+        datetime.datetime(2024, 10, 27, 2, 30, tzinfo=paris, fold=1),  # the second 02:30
+        datetime.time(9, 0, tzinfo=paris),  # a ZoneInfo gives a time no offset
+        datetime.time(9, 0, tzinfo=mine),
+        datetime.datetime(2024, 1, 1, tzinfo=mine),
+        datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone(datetime.timedelta(hours=1), "CET")),
+    ]
+    back = _codec.copy_value(value) if copy else _codec.decode_call(_codec.encode_call(value))
+
+    def zone(hours: float) -> datetime.timezone:
+        return datetime.timezone(datetime.timedelta(hours=hours))
+
+    expected = [
+        datetime.datetime(2024, 7, 1, 12, 0, tzinfo=zone(2)),
+        datetime.datetime(2024, 10, 27, 2, 30, tzinfo=zone(1), fold=1),
+        datetime.time(9, 0),
+        datetime.time(9, 0, tzinfo=zone(1.5)),
+        datetime.datetime(2024, 1, 1, tzinfo=zone(1.5)),
+        datetime.datetime(2024, 1, 1, tzinfo=zone(1)),
+    ]
+    assert same(expected, back), f"got {back!r}"
+    assert all(item.tzinfo is not mine for item in back), "a user's tzinfo is never shared"
+
+
+def test_a_zoned_argument_is_not_shared_by_the_copy() -> None:
+    args = (datetime.datetime(2024, 7, 1, tzinfo=zoneinfo.ZoneInfo("Europe/Paris")), 1)
+    copied = _codec.copy_value(args, where="args")
+    assert copied is not args and type(copied[0].tzinfo) is datetime.timezone, f"{copied!r}"
+    fixed = (datetime.datetime(2024, 7, 1, tzinfo=datetime.UTC), 1)
+    assert _codec.copy_value(fixed) is fixed, "a fixed offset is shared: nothing to change"
 
 
 def test_subclass_of_a_builtin_comes_back_as_the_builtin() -> None:
