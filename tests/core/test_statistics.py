@@ -15,6 +15,7 @@ import websockets.sync.client
 import trio_durable as td
 from trio_durable.testing import evict, open_websocket, run_in_object
 
+from ..polling import eventually
 from .objects import Counter
 
 
@@ -154,9 +155,7 @@ async def test_a_parked_connection_then_an_awake_one() -> None:
             )
         )
         try:
-            with trio.fail_after(10):
-                while runtime.statistics().connections_parked != 1:
-                    await trio.sleep(0.01)
+            await eventually(lambda: runtime.statistics().connections_parked == 1)
             assert runtime.statistics().connections_awake == 0, "parked is not awake"
             # One message is served from the parking (the connection parks
             # again at once); a second one within park_after wakes it for good.

@@ -17,7 +17,10 @@ import websockets.sync.client
 import trio_durable as td
 from trio_durable._storage._backend import Fence, ObjectWrite
 from trio_durable._websocket import _network
+from trio_durable._websocket._socket import socket_transport
 from trio_durable.testing import evict, open_websocket, run_in_object
+
+from ..polling import eventually
 
 built: list[str] = []
 
@@ -144,7 +147,9 @@ async def test_a_connection_gone_before_its_close_event_raises_nothing(hall: td.
 
         async def drop_then_broadcast(instance: Hall, ctx: td.ObjectContext) -> int:
             _, dropped = ctx.get_websockets()
-            dropped._transport.abort()  # the connection is gone; its close event is not run yet
+            transport = socket_transport(dropped)
+            assert transport is not None
+            transport.abort()  # the connection is gone; its close event is not run yet
             assert dropped.ready_state == td.WebSocket.OPEN, "the object has not heard of it"
             return await ctx.broadcast("after the drop")
 
@@ -224,14 +229,6 @@ def connect(url: str) -> Any:
     )
 
 
-async def until(condition: Callable[[], bool], what: str) -> None:
-    with trio.move_on_after(10):
-        while not condition():
-            await trio.sleep(0.01)
-        return
-    raise AssertionError(f"not {what} within 10 s")
-
-
 async def test_a_broadcast_serializes_once_and_wakes_no_parked_connection(
     served: tuple[td.Runtime, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -240,7 +237,7 @@ async def test_a_broadcast_serializes_once_and_wakes_no_parked_connection(
     clients = [await trio.to_thread.run_sync(connect, url) for _ in range(4)]
     try:
         ends = await sockets_of(stub)
-        await until(lambda: runtime.statistics().connections_parked == 4, "parked")
+        await eventually(lambda: runtime.statistics().connections_parked == 4)
         frames: list[bytes] = []
         real = _network.serialize_message
 
@@ -254,7 +251,9 @@ async def test_a_broadcast_serializes_once_and_wakes_no_parked_connection(
         assert len(frames) == 4 and all(frame is frames[0] for frame in frames), (
             f"the four sockets got one frame built once, not {len({id(f) for f in frames})}"
         )
-        assert all(end._transport.is_parked for end in ends), "no parked connection was woken"
+        transports = [socket_transport(end) for end in ends]
+        parked = [isinstance(t, _network.NetworkTransport) and t.is_parked for t in transports]
+        assert all(parked), "no parked connection was woken"
         for client in clients:
             assert await trio.to_thread.run_sync(client.recv, 10) == text, "each client got it"
     finally:

@@ -7,6 +7,7 @@ import trio
 import trio.testing
 
 import trio_durable as td
+from trio_durable._websocket._socket import socket_transport
 from trio_durable.testing import evict, open_websocket, run_in_object
 
 from .objects import Member, Room, constructed, events
@@ -151,7 +152,9 @@ async def test_peer_close_gives_websocket_close_with_code_and_reason(
 async def test_dropped_connection_gives_1006_with_standard_reason(runtime: td.Runtime) -> None:
     stub = room(runtime)
     async with open_websocket(stub) as ws:
-        ws._transport.abort()  # type: ignore[union-attr]  # the peer vanishes
+        transport = socket_transport(ws)
+        assert transport is not None
+        transport.abort()  # the peer vanishes
         await trio.testing.wait_all_tasks_blocked()
     assert events == [("close", 1006, DISCONNECTED, False)], events
 

@@ -16,6 +16,7 @@ import websockets.sync.client
 import trio_durable as td
 from trio_durable.testing import evict
 
+from ..polling import PATIENCE, eventually
 from .objects import Room, constructed
 
 
@@ -44,6 +45,8 @@ async def echo_url(nursery: trio.Nursery) -> str:
 class Client(td.DurableObject):
     replies: list[str] = attrs.field(factory=list)
     socket: td.WebSocket | None = None
+    #: Set when the outbound socket kept open has closed (its listener ended).
+    closed: trio.Event = attrs.field(factory=trio.Event)
 
     async def round_trip(self, url: str, text: str) -> str:
         ws = await td.connect_websocket(url)
@@ -59,8 +62,12 @@ class Client(td.DurableObject):
             assert self.socket is not None
             async for message in self.socket:
                 self.replies.append(str(message))
+            self.closed.set()
 
         self.ctx.wait_until(listen)
+
+    async def wait_closed(self) -> None:
+        await self.closed.wait()
 
     async def say(self, text: str) -> None:
         assert self.socket is not None
@@ -85,9 +92,7 @@ async def test_outbound_socket_pins_the_object_until_it_closes(echo_url: str) ->
         await trio.sleep(0.3)
         assert rt.statistics().evictions == 0, "an open outbound socket prevents hibernation"
         await stub.say("close please")
-        with trio.fail_after(5):
-            while rt.statistics().evictions == 0:
-                await trio.sleep(0.01)
+        await eventually(lambda: rt.statistics().evictions > 0)
         # The instance that held the socket is gone; what it saw was recorded before.
 
 
@@ -97,11 +102,10 @@ async def test_outbound_close_code_from_the_server_is_seen(echo_url: str) -> Non
         await stub.keep_open(echo_url)
         await stub.say("one")
         await stub.say("close please")
-        with trio.fail_after(5):
-            while (await stub.state())[1] != td.WebSocket.CLOSED:
-                await trio.sleep(0.01)
-        replies, _, code = await stub.state()
-    assert (replies, code) == (["echo one"], 4002)
+        with trio.fail_after(PATIENCE):
+            await stub.wait_closed()
+        replies, state, code = await stub.state()
+    assert (replies, state, code) == (["echo one"], td.WebSocket.CLOSED, 4002)
 
 
 async def test_hand_over_a_trio_websocket_connection_to_a_hibernatable_object(
