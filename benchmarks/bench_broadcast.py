@@ -15,8 +15,8 @@ Baselines in the same run, each server alone in its process:
 * raw Trio TCP: ``await stream.send_all(frame)`` over 1,000 streams.
 
 Two figures per server, median (and best) over the rounds:
-**server loop**, the time the server's send loop took (what the issue's
-target is about: a round in <= 0.2x trio-websocket's), and **round trip**,
+**server loop**, the time the server's send loop took (what the target is
+about: a round in <= 0.2x trio-websocket's), and **round trip**,
 from the trigger leaving the client until the last socket got the message
 (includes the load generator reading 1,000 sockets).
 
