@@ -409,7 +409,7 @@ def test_invalid_close_does_not_mark_close_sent() -> None:
 
 
 def test_serialize_close_allows_codes_websockets_would_refuse() -> None:
-    # SPEC accepts 1016-2999; websockets' own Close.serialize does not.
+    # close() lets an object send 1016-2999; websockets' own Close.serialize refuses them.
     assert serialize_close(2000) == b"\x88\x02" + close_payload(2000)
 
 
