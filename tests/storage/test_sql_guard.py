@@ -12,6 +12,7 @@ import pytest
 
 import trio_durable as td
 from trio_durable._storage import _sql
+from trio_durable._storage._guard import MAX_SQL_VALUE_BYTES
 from trio_durable.testing import evict, run_in_object
 
 from .objects import OBJECTS
@@ -62,6 +63,21 @@ OTHER_ATTEMPTS = [
     "SELECT load_extension('libm')",
     "CREATE TEMP TABLE scratch (x)",
     "SELECT sql FROM sqlite_stmt",
+]
+
+#: Objects in the temp schema, named rather than declared TEMP: they would
+#: outlive the activation (the connection is kept) and sit outside the
+#: object's database and its size limit.
+TEMP_SCHEMA_ATTEMPTS = [
+    "CREATE TABLE temp.tt (x)",
+    "CREATE TABLE TEMP.tt (x)",
+    "CREATE VIEW temp.tv AS SELECT 1",
+    "CREATE TRIGGER temp.tr AFTER INSERT ON main.t BEGIN SELECT 1; END",
+    "CREATE TRIGGER temp.tr AFTER INSERT ON t BEGIN INSERT INTO t (x) VALUES (99); END",
+    "CREATE VIRTUAL TABLE temp.ft USING fts5(body)",
+    "SELECT * FROM temp.sqlite_master",
+    "SELECT * FROM sqlite_temp_master",
+    "PRAGMA temp.table_info(t)",
 ]
 
 
@@ -152,13 +168,59 @@ async def test_runtime_commits_normally_after_the_attempt(
 
 
 @pytest.mark.parametrize("attempt", OTHER_ATTEMPTS)
-async def test_statements_outside_the_allow_list_are_refused(
-    primed: td.Stub, attempt: str
-) -> None:
+async def test_statements_outside_the_allow_list_are_refused(primed: td.Stub, attempt: str) -> None:
     error = await _attempt_inside_a_rolled_back_transaction(primed, attempt, td.SqlError)
     assert "refused" in str(error), f"a clear refusal: {error}"
     rows = await _rows(primed, "SELECT x FROM t ORDER BY x")
     assert rows == [(1,), (2,)], f"the transaction is intact after {attempt!r}: {rows}"
+
+
+@pytest.mark.parametrize("attempt", TEMP_SCHEMA_ATTEMPTS)
+async def test_the_temp_schema_is_refused(primed: td.Stub, attempt: str) -> None:
+    error = await _attempt_inside_a_rolled_back_transaction(primed, attempt, td.SqlError)
+    assert "temp" in str(error) and "refused" in str(error), f"a clear refusal: {error}"
+    # Nothing was made: an insert fires no trigger, and after an eviction the
+    # object's connection (which outlives it) holds nothing in temp either.
+    await _sql(primed, ("INSERT INTO t (x) VALUES (5)",))
+    await evict(primed)
+    rows = await _rows(primed, "SELECT x FROM t ORDER BY x")
+    assert rows == [(1,), (2,), (5,)], f"no trigger ran after {attempt!r}: {rows}"
+
+
+_TOO_BIG = [
+    ("SELECT randomblob(999999999)",),
+    ("SELECT zeroblob(3000000)",),
+    ("SELECT length(printf('%.*c', 3000000, 'x')) IS NULL OR zeroblob(3000000)",),
+    ("INSERT INTO t (x, y) VALUES (randomblob(1500000), randomblob(1500000))",),
+    ("INSERT INTO t (x) VALUES (?)", b"x" * 3_000_000),
+    ("INSERT INTO t (x) VALUES (?)", "x" * 3_000_000),
+    ("SELECT group_concat(hex(zeroblob(100000))) FROM (SELECT 1 UNION ALL SELECT 2 "
+     "UNION ALL SELECT 3 UNION ALL SELECT 4 UNION ALL SELECT 5 UNION ALL SELECT 6 "
+     "UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9 UNION ALL SELECT 10 "
+     "UNION ALL SELECT 11)",),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("statement", _TOO_BIG, ids=lambda s: s[0][:40])
+async def test_one_value_or_row_over_the_limit_is_refused(
+    primed: td.Stub, statement: tuple[Any, ...]
+) -> None:
+    async def body(obj: Any, ctx: td.ObjectContext) -> Exception:
+        with pytest.raises(td.LimitExceededError) as refused:
+            ctx.storage.sql.exec(*statement)
+        return refused.value
+
+    error = await run_in_object(primed, body)
+    assert f"{MAX_SQL_VALUE_BYTES:,} bytes" in str(error), f"the limit is named: {error}"
+    rows = await _rows(primed, "SELECT x FROM t ORDER BY x")
+    assert rows == [(1,), (2,)], f"nothing was written: {rows}"
+
+
+async def test_a_value_under_the_limit_is_stored(primed: td.Stub) -> None:
+    size = MAX_SQL_VALUE_BYTES // 2
+    await _sql(primed, ("INSERT INTO t (x) VALUES (randomblob(?))", size))
+    rows = await _rows(primed, "SELECT length(x) FROM t WHERE typeof(x) = 'blob'")
+    assert rows == [(size,)], rows
 
 
 async def test_vacuum_into_writes_no_file(primed: td.Stub, tmp_path: Path) -> None:
@@ -179,9 +241,7 @@ async def test_vacuum_into_writes_no_file(primed: td.Stub, tmp_path: Path) -> No
         f"SELECT 1;\nRELEASE _td_txn {OLD_TAG}",
     ],
 )
-async def test_statement_hidden_after_a_semicolon_never_runs(
-    primed: td.Stub, attempt: str
-) -> None:
+async def test_statement_hidden_after_a_semicolon_never_runs(primed: td.Stub, attempt: str) -> None:
     error = await _attempt_inside_a_rolled_back_transaction(
         primed, attempt, (td.SqlError, sqlite3.ProgrammingError)
     )

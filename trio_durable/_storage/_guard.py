@@ -35,10 +35,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Final
 
+from .._limits import MAX_VALUE_BYTES
+
 __all__ = [
     "ALLOWED_FUNCTIONS",
     "ALLOWED_MODULES",
     "ALLOWED_PRAGMAS",
+    "MAX_SQL_VALUE_BYTES",
     "RESERVED_PREFIX",
     "NO_ATTACH",
     "GuardState",
@@ -191,9 +194,21 @@ NO_ATTACH: Final = (
     "runtime manages its file"
 )
 _NO_TEMP: Final = (
-    "temporary tables, indexes, views and triggers are refused: the connection outlives "
-    "the activation; use a regular table (and drop it when done)"
+    "temporary tables, indexes, views and triggers (and anything in the temp schema) are "
+    "refused: the connection outlives the activation, and the temp schema is outside the "
+    "object's database and its size limit; use a regular table (and drop it when done)"
 )
+
+#: The one schema user SQL may touch: the object's database. ``temp`` (as in
+#: ``CREATE TABLE temp.t``, or a ``CREATE TRIGGER temp.tr ... ON main.t``,
+#: which SQLite reports as a write to ``sqlite_temp_master``) is refused.
+_MAIN: Final = "main"
+
+#: Bytes of one string, BLOB or row that user SQL may make (SQLite's
+#: ``SQLITE_LIMIT_LENGTH``): the limit of a stored value, so that neither
+#: ``randomblob(999999999)`` nor a row of many large values can allocate
+#: more than that at once.
+MAX_SQL_VALUE_BYTES: Final = MAX_VALUE_BYTES
 
 
 class GuardState:
@@ -250,7 +265,12 @@ def runtime_statements() -> Iterator[None]:
 
 
 def install_guard(db: sqlite3.Connection) -> None:
-    """Put the guard on a newly opened object database (the backend's ``setup``)."""
+    """Put the guard on a newly opened object database (the backend's ``setup``).
+
+    Besides the authorizer, it bounds one string, BLOB or row to
+    :data:`MAX_SQL_VALUE_BYTES`.
+    """
+    db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_SQL_VALUE_BYTES)
     db.set_authorizer(authorize)
 
 
@@ -296,9 +316,7 @@ def _refusal(action: int, arg1: str | None, arg2: str | None, runtime: bool) -> 
         else:
             allowed = ", ".join(sorted(ALLOWED_PRAGMAS))
             shown = name if arg2 is None else f"{name} = {arg2}"
-            return (
-                f"PRAGMA {shown} is refused; allowed pragmas (without a value): {allowed}"
-            )
+            return f"PRAGMA {shown} is refused; allowed pragmas (without a value): {allowed}"
     elif action == _A.SQLITE_CREATE_VTABLE:
         module = (arg2 or "").lower()
         if module not in ALLOWED_MODULES:
@@ -324,12 +342,28 @@ def _refusal(action: int, arg1: str | None, arg2: str | None, runtime: bool) -> 
     return None
 
 
+def _alter_reads_temp(action: int, table: str | None, current: GuardState) -> bool:
+    """Whether this is SQLite's own ALTER TABLE reading or rewriting ``sqlite_temp_master``.
+
+    User SQL can put nothing there, so this is allowed while the runtime
+    lets an ALTER TABLE run.
+    """
+    return (
+        current.allow_alter
+        and table == "sqlite_temp_master"
+        and action in (_A.SQLITE_READ, _A.SQLITE_UPDATE)
+    )
+
+
 def authorize(
-    action: int, arg1: str | None, arg2: str | None, _db: str | None, _source: str | None
+    action: int, arg1: str | None, arg2: str | None, schema: str | None, _source: str | None
 ) -> int:
     """The authorizer callback of every object database (see the module docstring)."""
     current = _per_thread.state
-    reason = _refusal(action, arg1, arg2, current.runtime)
+    if schema is not None and schema != _MAIN and not _alter_reads_temp(action, arg1, current):
+        reason: str | None = _NO_TEMP
+    else:
+        reason = _refusal(action, arg1, arg2, current.runtime)
     if reason is not None:
         current.reason = reason
         return sqlite3.SQLITE_DENY

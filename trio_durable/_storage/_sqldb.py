@@ -16,7 +16,14 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from .._exceptions import LimitExceededError, SqlError, StorageError
-from ._guard import NO_ATTACH, RESERVED_PREFIX, expire_statements, runtime_statements, state
+from ._guard import (
+    MAX_SQL_VALUE_BYTES,
+    NO_ATTACH,
+    RESERVED_PREFIX,
+    expire_statements,
+    runtime_statements,
+    state,
+)
 
 __all__ = ["ObjectDatabase", "StatementResult"]
 
@@ -294,8 +301,15 @@ def _translated(
     """The error a user sees for a statement that SQLite or the guard refused."""
     if reason is not None:
         return SqlError(reason)
-    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code == sqlite3.SQLITE_FULL:
         return _full(exc, db)
+    if code == sqlite3.SQLITE_TOOBIG:
+        return LimitExceededError(
+            f"a string, BLOB or row of the statement would be over the limit of "
+            f"{MAX_SQL_VALUE_BYTES:,} bytes for one value or row in an object's SQL "
+            "database; the statement was not applied"
+        )
     if str(exc) == "cannot VACUUM from within a transaction":
         # SQLite refuses VACUUM before the authorizer sees its ATTACH, because
         # user SQL always runs inside the object's transaction.
