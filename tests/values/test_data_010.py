@@ -185,6 +185,55 @@ async def test_old_and_new_values_live_side_by_side(data_dir: Path) -> None:
     }, "old rows stay as 0.1.0 wrote them; new and rewritten rows are format 1"
 
 
+#: Rows as 0.1.0 wrote values JSON has no type for (its cattrs JSON preset:
+#: bytes as base85 text, datetimes and dates as ISO 8601, tuples and sets as
+#: arrays), with what ``get`` gives without and with ``type=``.
+PLANTED_010: dict[str, tuple[bytes, Any, Any, Any]] = {
+    "bytes": (b'"00C%e"', "00C%e", bytes, b"\x00\x01hi"),
+    "when": (
+        b'"2024-05-01T12:30:00+00:00"',
+        "2024-05-01T12:30:00+00:00",
+        datetime.datetime,
+        datetime.datetime(2024, 5, 1, 12, 30, tzinfo=datetime.UTC),
+    ),
+    "naive": (
+        b'"2024-05-01T12:30:00"',
+        "2024-05-01T12:30:00",
+        datetime.datetime,
+        datetime.datetime(2024, 5, 1, 12, 30),
+    ),
+    "pair": (b'[1,"a"]', [1, "a"], tuple[int, str], (1, "a")),
+    "seen": (b"[1,2]", [1, 2], set[int], {1, 2}),
+}
+
+
+async def test_010_rows_of_bytes_datetimes_and_tuples_read_with_and_without_type(
+    data_dir: Path,
+) -> None:
+    with contextlib.closing(sqlite3.connect(data_dir / "trio_durable.sqlite3")) as db:
+        namespace, hex_id = db.execute(
+            "SELECT namespace, id FROM _td_kv WHERE key = 'int'"
+        ).fetchone()
+        for key, (stored, *_) in PLANTED_010.items():
+            db.execute(
+                "INSERT INTO _td_kv (namespace, id, key, value) VALUES (?, ?, ?, ?)",
+                (namespace, hex_id, key, stored),
+            )
+        db.commit()
+
+    async def body(obj: Any, ctx: td.ObjectContext) -> dict[str, tuple[Any, Any]]:
+        return {
+            key: (await ctx.storage.get(key), await ctx.storage.get(key, type=type_))
+            for key, (_, _, type_, _) in PLANTED_010.items()
+        }
+
+    async with _keeper(data_dir) as stub:
+        got = await run_in_object(stub, body)
+    for key, (_, plain, type_, typed) in PLANTED_010.items():
+        assert same(plain, got[key][0]), f"{key}: without type= as 0.1.0 returned it: {got[key]!r}"
+        assert same(typed, got[key][1]), f"{key}: with type={type_}: {got[key]!r}"
+
+
 def _formats(data_dir: Path) -> dict[str, str]:
     with contextlib.closing(sqlite3.connect(data_dir / "trio_durable.sqlite3")) as db:
         rows = db.execute("SELECT key, value FROM _td_kv").fetchall()

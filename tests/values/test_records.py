@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import decimal
+import shutil
 import sqlite3
 import uuid
 from pathlib import Path
@@ -113,6 +114,66 @@ def test_json_written_by_010_decodes_unchanged(stored: bytes, expected: Any) -> 
     assert same(expected, _codec.decode(stored)), f"{stored!r} must read as 0.1.0 read it"
 
 
+@attrs.define
+class Old:
+    """A record as an app of 0.1.0 stored it."""
+
+    blob: bytes
+    when: datetime.datetime
+    pair: tuple[int, str]
+
+
+#: What 0.1.0 stored for values JSON has no type for: its cattrs JSON preset
+#: wrote bytes as base85 text, datetimes and dates as ISO 8601 text, tuples,
+#: sets and frozensets as arrays. Without ``type=`` they read back as 0.1.0
+#: returned them (text, lists); ``type=`` brings the Python type back.
+JSON_010 = [
+    (b'"00C%e"', "00C%e", bytes, b"\x00\x01hi"),
+    (b'""', "", bytes, b""),
+    (b'{"a":"cm"}', {"a": "cm"}, dict[str, bytes], {"a": b"x"}),
+    (
+        b'"2024-05-01T12:30:00+00:00"',
+        "2024-05-01T12:30:00+00:00",
+        datetime.datetime,
+        datetime.datetime(2024, 5, 1, 12, 30, tzinfo=datetime.UTC),
+    ),
+    (
+        b'"2024-05-01T12:30:00.000001+05:30"',
+        "2024-05-01T12:30:00.000001+05:30",
+        datetime.datetime,
+        datetime.datetime(
+            2024, 5, 1, 12, 30, 0, 1, tzinfo=datetime.timezone(datetime.timedelta(hours=5.5))
+        ),
+    ),
+    (
+        b'"2024-05-01T12:30:00"',
+        "2024-05-01T12:30:00",
+        datetime.datetime,
+        datetime.datetime(2024, 5, 1, 12, 30),
+    ),
+    (b'"2024-05-01"', "2024-05-01", datetime.date, datetime.date(2024, 5, 1)),
+    (b'[1,"a"]', [1, "a"], tuple[int, str], (1, "a")),
+    (b"[1,2,3]", [1, 2, 3], tuple[int, ...], (1, 2, 3)),
+    (b"[]", [], tuple[()], ()),
+    (b"[1,2]", [1, 2], set[int], {1, 2}),
+    (b"[3]", [3], frozenset[int], frozenset({3})),
+    (
+        b'{"blob":"00","when":"2024-01-01T00:00:00","pair":[1,"x"]}',
+        {"blob": "00", "when": "2024-01-01T00:00:00", "pair": [1, "x"]},
+        Old,
+        Old(b"\x00", datetime.datetime(2024, 1, 1), (1, "x")),
+    ),
+]
+
+
+@pytest.mark.parametrize(("stored", "plain", "type_", "typed"), JSON_010, ids=repr)
+def test_json_forms_of_010_read_as_then_and_with_type(
+    stored: bytes, plain: Any, type_: Any, typed: Any
+) -> None:
+    assert same(plain, _codec.decode(stored)), "without type=: as 0.1.0 returned it"
+    assert same(typed, _codec.decode(stored, type=type_)), f"with type={type_}"
+
+
 def test_json_record_written_by_010_structures() -> None:
     assert _codec.decode(b'{"name":"ada","score":7}', type=Member) == Member("ada", 7)
 
@@ -147,15 +208,26 @@ def test_encoded_size_is_the_length_of_the_bytes() -> None:
     assert isinstance(data, bytes) and 1000 < len(data) < 1010, "len() is what limits check"
 
 
-def _fixture_rows() -> dict[str, bytes]:
-    with contextlib.closing(
-        sqlite3.connect(f"file:{FIXTURE / 'trio_durable.sqlite3'}?mode=ro&immutable=1", uri=True)
-    ) as db:
+def _fixture_rows(tmp_path: Path) -> dict[str, bytes]:
+    # Read from a copy: SQLite may leave -wal and -shm files next to a
+    # database it opened, and the fixture must stay as 0.1.0 left it.
+    copy = tmp_path / "data"
+    shutil.copytree(FIXTURE, copy)
+    with contextlib.closing(sqlite3.connect(copy / "trio_durable.sqlite3")) as db:
         return dict(db.execute("SELECT key, value FROM _td_kv"))
 
 
-def test_values_in_the_010_fixture_decode_as_its_readme_says() -> None:
-    rows = _fixture_rows()
+def test_the_010_fixture_holds_only_its_committed_files() -> None:
+    files = sorted(p.relative_to(FIXTURE).as_posix() for p in FIXTURE.rglob("*") if p.is_file())
+    assert files == [
+        "README.md",
+        "sql/fixtures/2939e0ae7e0a15ff7fefb50ee8fc36db4e7fcbc362e6e3ff0555267a68f3acbe.sqlite3",
+        "trio_durable.sqlite3",
+    ], "a test opened the fixture in place (-wal/-shm files); tests must open a copy"
+
+
+def test_values_in_the_010_fixture_decode_as_its_readme_says(tmp_path: Path) -> None:
+    rows = _fixture_rows(tmp_path)
     decoded = {key: _codec.decode(value) for key, value in rows.items()}
     expected = {
         "str": "héllo wörld",
