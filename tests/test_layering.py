@@ -46,7 +46,16 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("objects", ["trio_durable._object"]),
     ("gateway", ["trio_durable._gateway."]),
     ("cluster", ["trio_durable._cluster."]),
-    ("composition root", ["trio_durable._runtime"]),
+    (
+        "composition root",
+        [
+            "trio_durable._runtime",
+            "trio_durable._runtime_options",
+            "trio_durable._runtime_statistics",
+            "trio_durable._runtime_storage",
+            "trio_durable._gc_tuning",
+        ],
+    ),
     (
         "applications",
         [

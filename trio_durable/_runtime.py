@@ -10,7 +10,6 @@ buffered and closes the backend; no ExceptionGroup of ours reaches the caller.
 
 from __future__ import annotations
 
-import gc
 import inspect
 import logging
 import os
@@ -19,12 +18,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Final, overload
 
-import attrs
 import trio
 
 from ._alarms import AlarmScheduler
 from ._cluster._dispatch import ClusterDispatcher
-from ._cluster._leases import LeaseStore, SqliteLeaseStore
 from ._cluster._link import link_key
 from ._cluster._member import ClusterMember, ClusterSpec
 from ._cluster._remote import AppClasses
@@ -32,6 +29,7 @@ from ._cluster._shards import LocalShards
 from ._core._clock import WallClock
 from ._core._live import LiveObject
 from ._core._registry import Registry
+from ._gc_tuning import tuned_gc
 from ._ids import DurableObjectId, IdMinter, shard_of
 from ._limits import (
     EVICT_AFTER,
@@ -42,14 +40,14 @@ from ._limits import (
     STORAGE_CACHE_BYTES,
     WATCHDOG_RESET_AFTER,
     WATCHDOG_WARN_AFTER,
-    check_positive_int,
-    check_seconds,
 )
 from ._object import DurableObject, ObjectContext, ObjectServices
+from ._runtime_options import RuntimeOptions
+from ._runtime_statistics import RuntimeStatistics
+from ._runtime_storage import choose_backend, lease_store_for
 from ._storage._backend import Backend, ObjectEntry
 from ._storage._engine import StorageEngine
 from ._storage._service import StorageService
-from ._storage._sqlite import DATABASE_NAME, SqliteBackend
 from ._stubs import Dispatcher, LocalDispatcher, Namespace, ObjectT, typed_namespace
 from ._watchdog import Watchdog, open_watchdog
 from ._websocket._hub import SocketHub, SocketLimits
@@ -74,117 +72,6 @@ def runtime_of(namespace: Namespace[Any]) -> Runtime:
         return _runtime_of_namespace[namespace]
     except KeyError:
         raise LookupError(f"{namespace!r} does not belong to a runtime") from None
-
-
-def _optional_seconds(name: str) -> Any:
-    def check(instance: object, attribute: object, value: float | None) -> None:
-        if value is not None:
-            check_seconds(name, value)
-
-    return check
-
-
-def _seconds(name: str) -> Any:
-    def check(instance: object, attribute: object, value: float) -> None:
-        check_seconds(name, value)
-
-    return check
-
-
-def _size(name: str) -> Any:
-    def check(instance: object, attribute: object, value: int) -> None:
-        check_positive_int(name, value)
-
-    return check
-
-
-def _flag(name: str) -> Any:
-    def check(instance: object, attribute: object, value: object) -> None:
-        if not isinstance(value, bool):
-            raise TypeError(f"{name} must be True or False, got {value!r}")
-
-    return check
-
-
-@attrs.frozen
-class RuntimeOptions:
-    """Every tunable of :func:`open_runtime`, checked once when it is called.
-
-    A bad value raises at the call (``TypeError`` or ``ValueError`` naming
-    the option), before anything is opened.
-    """
-
-    hibernate_after: float = attrs.field(
-        default=HIBERNATE_AFTER, validator=_seconds("hibernate_after")
-    )
-    evict_after: float = attrs.field(default=EVICT_AFTER, validator=_seconds("evict_after"))
-    max_value_bytes: int = attrs.field(default=MAX_VALUE_BYTES, validator=_size("max_value_bytes"))
-    storage_cache_bytes: int = attrs.field(
-        default=STORAGE_CACHE_BYTES, validator=_size("storage_cache_bytes")
-    )
-    max_websockets_per_object: int = attrs.field(
-        default=MAX_WEBSOCKETS_PER_OBJECT, validator=_size("max_websockets_per_object")
-    )
-    max_attachment_bytes: int = attrs.field(
-        default=MAX_ATTACHMENT_BYTES, validator=_size("max_attachment_bytes")
-    )
-    blocking_warning_after: float | None = attrs.field(
-        default=WATCHDOG_WARN_AFTER, validator=_optional_seconds("blocking_warning_after")
-    )
-    blocking_reset_after: float | None = attrs.field(
-        default=WATCHDOG_RESET_AFTER, validator=_optional_seconds("blocking_reset_after")
-    )
-    tune_gc: bool = attrs.field(default=False, validator=_flag("tune_gc"))
-
-
-@attrs.frozen
-class RuntimeStatistics:
-    """A snapshot of a runtime's counters (:meth:`Runtime.statistics`).
-
-    Taking one wakes no object and costs no I/O. Counts ending in ``s``
-    (``activations``, ``messages_received``...) only grow while the runtime
-    is open; the others are the state right now.
-
-    Attributes:
-        live_objects: Activations currently in memory.
-        activations: Instances built since the runtime opened.
-        evictions: Instances dropped because they were idle (hibernation).
-        resets: Instances dropped because of a failure or ``abort()``.
-        events_dispatched: Events (calls, fetches, socket events, alarms) that
-            reached a handler.
-        hibernated_objects: Objects not in memory whose hibernatable
-            WebSockets are open: the next message wakes them.
-        hibernatable_websockets: Open hibernatable WebSockets, of every object.
-        connections_awake: WebSocket connections served by ``serve()`` that
-            have a reader (traffic in the last ``park_after`` seconds).
-        connections_parked: Those parked: idle, holding no task.
-        messages_received: Messages that arrived on hibernatable WebSockets.
-        messages_sent: Messages sent on them (``ws.send`` and broadcasts).
-        auto_responses: Auto-responses sent without waking an object.
-        commits: Storage commits (each carries the writes of many objects).
-        commit_seconds: Real seconds those commits took, in total (the
-            average commit latency is ``commit_seconds / commits``).
-        alarms_fired: Alarms started because they came due (retries included).
-        alarm_lag_seconds: How late those alarms started, in total (seconds
-            after their time, by the runtime's clock).
-    """
-
-    live_objects: int
-    activations: int
-    evictions: int
-    resets: int
-    events_dispatched: int
-    hibernated_objects: int = 0
-    hibernatable_websockets: int = 0
-    connections_awake: int = 0
-    connections_parked: int = 0
-    messages_received: int = 0
-    messages_sent: int = 0
-    auto_responses: int = 0
-    commits: int = 0
-    commit_seconds: float = 0.0
-    alarms_fired: int = 0
-    alarm_lag_seconds: float = 0.0
 
 
 class Runtime:
@@ -267,7 +154,7 @@ class Runtime:
         shards = LocalShards(
             self.registry, self.alarms, self.sockets, self.storage_engine, self._spawn
         )
-        member = ClusterMember(spec, _lease_store_for(self.backend), link_key(secret), shards)
+        member = ClusterMember(spec, lease_store_for(self.backend), link_key(secret), shards)
         self.cluster = member
         shards.holds = member.holds
         self.registry.admit = member.admit
@@ -404,22 +291,6 @@ class Runtime:
                 logger.exception("could not record new object IDs; will retry")
 
 
-def _lease_store_for(backend: Backend) -> LeaseStore:
-    """Where a cluster on ``backend`` keeps its leases: in the same database.
-
-    Raises:
-        TypeError: the backend cannot hold a cluster's leases (in memory).
-    """
-    if isinstance(backend, SqliteBackend) and backend.data_dir is not None:
-        return SqliteLeaseStore(backend.data_dir / DATABASE_NAME)
-    postgres = _postgres_lease_store(backend)
-    if postgres is not None:
-        return postgres
-    raise TypeError(
-        f"a cluster needs its storage in a data directory or a database, not {backend!r}"
-    )
-
-
 @contextmanager
 def _unwrap_single_exception() -> Iterator[None]:
     """Re-raise a lone exception out of a nursery's ExceptionGroup.
@@ -452,53 +323,6 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     return result
 
 
-#: The methods a storage backend has (those of the `Backend` protocol).
-_BACKEND_METHODS: Final = tuple(
-    sorted(
-        name
-        for name, value in vars(Backend).items()
-        if inspect.isfunction(value) and not name.startswith("_")
-    )
-)
-
-
-def _check_storage_options(
-    data_dir: object, database: object, backend: object, cluster: object
-) -> None:
-    """Refuse a bad ``data_dir``, ``database``, ``backend`` or ``cluster``, naming it.
-
-    Runs before anything is created or opened, so a refused call leaves no
-    trace (no data directory, no connection).
-    """
-    if data_dir is not None and not isinstance(data_dir, str | os.PathLike):
-        raise TypeError(f"data_dir must be a path (str or os.PathLike) or None, got {data_dir!r}")
-    if isinstance(data_dir, str) and not data_dir:
-        raise ValueError("data_dir must not be empty (None keeps everything in memory)")
-    if database is not None and not isinstance(database, str):
-        raise TypeError(f"database must be a postgresql:// URL (a str) or None, got {database!r}")
-    if backend is not None:
-        missing = [name for name in _BACKEND_METHODS if not callable(getattr(backend, name, None))]
-        if missing:
-            raise TypeError(
-                "backend must be a storage backend (td.SqliteBackend, or an object with the "
-                f"methods of td.Backend), got {backend!r}, which lacks {', '.join(missing)}"
-            )
-    if cluster is not None and not isinstance(cluster, ClusterSpec):
-        raise TypeError(
-            "cluster must be a ClusterSpec (set by `trio-durable serve --workers N`) or None, "
-            f"got {cluster!r}"
-        )
-    chosen = [
-        name
-        for name, value in (("data_dir", data_dir), ("database", database), ("backend", backend))
-        if value is not None
-    ]
-    if len(chosen) > 1:
-        raise TypeError(
-            f"pass only one of data_dir, database and backend (got {' and '.join(chosen)})"
-        )
-
-
 def _check_objects(objects: Mapping[str, type[DurableObject]]) -> None:
     if not isinstance(objects, Mapping) or not objects:
         raise TypeError("objects must be a non-empty mapping of namespace name to class")
@@ -514,64 +338,6 @@ def _check_objects(objects: Mapping[str, type[DurableObject]]) -> None:
                 f"objects[{name!r}]: {cls.__name__} must be an attrs class "
                 "(decorate it with @attrs.define(eq=False))"
             )
-
-
-#: The collector's thresholds while a runtime with ``tune_gc=True`` is open:
-#: young collections ten times rarer than Python's default (700), chosen by
-#: measurement (``docs/benchmarks.md``, activations).
-TUNED_GC_THRESHOLDS: Final = (10_000, 10, 10)
-
-
-@contextmanager
-def _tuned_gc(enabled: bool) -> Iterator[None]:
-    """Freeze what exists at start-up and raise the collector's thresholds, then restore.
-
-    Everything imported and built before the runtime opened (modules,
-    classes, the app) is moved out of the collector's sight with
-    ``gc.freeze()``, so a full collection no longer walks it; and young
-    collections run less often. Only when asked: this is process-wide state.
-    """
-    if not enabled:
-        yield
-        return
-    previous = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(*TUNED_GC_THRESHOLDS)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*previous)
-        gc.unfreeze()
-
-
-def _postgres_lease_store(backend: Backend) -> LeaseStore | None:
-    """Leases in the database of a PostgreSQL backend; ``None`` for another backend.
-
-    Raises:
-        TypeError: a PostgreSQL backend that does not share its database.
-    """
-    try:
-        from ._cluster._pg_leases import PgLeaseStore
-        from ._storage._postgres import PostgresBackend
-    except ImportError:  # no psycopg: the backend cannot be a PostgresBackend
-        return None
-    if not isinstance(backend, PostgresBackend):
-        return None
-    if backend.exclusive:
-        raise TypeError("a cluster's PostgresBackend shares its database: pass exclusive=False")
-    return PgLeaseStore(backend.url, timeout=backend.timeout)
-
-
-def _postgres_backend(database: str, *, exclusive: bool) -> Backend:
-    """The backend for ``open_runtime(database=...)``; a bad URL is an error here, at the call."""
-    try:
-        from ._storage._postgres import PostgresBackend
-    except ImportError as exc:  # psycopg is an optional dependency
-        raise ImportError(
-            f"open_runtime(database=...) needs psycopg 3 and psycopg_pool ({exc}); "
-            "install them with: pip install 'trio_durable[postgres]'"
-        ) from exc
-    return PostgresBackend(database, exclusive=exclusive)
 
 
 @asynccontextmanager
@@ -663,14 +429,7 @@ async def open_runtime(
         blocking_reset_after=blocking_reset_after,
         tune_gc=tune_gc,
     )
-    _check_storage_options(data_dir, database, backend, cluster)
-    if database is not None:
-        # A cluster's nodes share the database; a runtime alone owns it.
-        backend = _postgres_backend(database, exclusive=cluster is None)
-    elif backend is None:
-        backend = SqliteBackend(data_dir)
-    if cluster is not None:
-        _lease_store_for(backend)  # refuses a backend that cannot hold leases, before opening
+    backend = choose_backend(data_dir=data_dir, database=database, backend=backend, cluster=cluster)
     await backend.open()
     runtime = Runtime(objects=objects, backend=backend, env=env, options=options, cluster=cluster)
     try:
@@ -680,7 +439,7 @@ async def open_runtime(
             await runtime.alarms.load()  # in a cluster: by shard, as they are taken
         with (
             _unwrap_single_exception(),
-            _tuned_gc(options.tune_gc),
+            tuned_gc(options.tune_gc),
             open_watchdog(
                 runtime.registry,
                 warn_after=options.blocking_warning_after,

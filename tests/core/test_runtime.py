@@ -10,7 +10,7 @@ import trio
 import trio.testing
 
 import trio_durable as td
-from trio_durable._runtime import TUNED_GC_THRESHOLDS
+from trio_durable._gc_tuning import TUNED_GC_THRESHOLDS
 
 from .conftest import OBJECTS
 from .objects import Counter
