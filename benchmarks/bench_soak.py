@@ -29,7 +29,12 @@ memory the whole time, which the run checks), and every message stored under
 a new key, as the chat example keeps its history. Each room's key-value cache
 then only grows, and what keeps memory flat is the runtime-wide cache budget
 (``--storage-cache-bytes``, 8 MiB in this mode, so the caches reach their
-budget within the warm-up and the run checks that they stay there).
+budget within the warm-up). Besides RSS, this mode reads the budget's own
+figures from the server at every sample (``Runtime.statistics()``: bytes
+the caches hold, the budget, caches emptied to stay within it) and fails if
+the caches ever held more than the budget, or never reached it (the run then
+tested nothing). A server that does not report them is said so in the
+verdict ("cache budget unchecked"); the RSS check still applies.
 
 Run::
 
@@ -130,8 +135,39 @@ def run(
             f"rooms were dropped from memory ({final['evictions']} evictions, "
             f"{final['resets']} resets); the awake mode needs them to stay"
         )
-        result["ok"] = False
+    if awake:
+        result["cache"] = check_cache(samples, final, storage_cache_bytes, result["problems"])
+    result["ok"] = not result["problems"]
     return result
+
+
+#: The cache budget's figures in the server's ``stats`` reply (from ``Runtime.statistics()``).
+CACHE_FIGURES = ("storage_cache_bytes", "storage_cache_budget_bytes", "storage_cache_evictions")
+
+
+def check_cache(
+    samples: list[dict[str, Any]], final: dict[str, Any], budget: int, problems: list[str]
+) -> dict[str, Any]:
+    """The awake mode's check of the cache budget itself; adds to ``problems``.
+
+    Returns what was found: ``checked`` is False when the server does not
+    report the figures.
+    """
+    reported = [s for s in [*samples, final] if all(k in s for k in CACHE_FIGURES)]
+    if not reported:
+        return {"checked": False}
+    budget = final.get("storage_cache_budget_bytes") or budget
+    most = max(s["storage_cache_bytes"] for s in reported)
+    evictions = reported[-1]["storage_cache_evictions"]
+    if most > budget:
+        problems.append(f"the storage caches held {most:,} bytes, over their budget of {budget:,}")
+    if not evictions:
+        problems.append(
+            f"the storage caches never reached their budget of {budget:,} bytes "
+            f"(at most {most:,}); the run did not test it: run longer or lower "
+            "--storage-cache-bytes"
+        )
+    return {"checked": True, "budget": budget, "most": most, "evictions": evictions}
 
 
 def judge(
@@ -239,7 +275,23 @@ def report(result: dict[str, Any]) -> str:
                 f"{g['fds_first_third']:.0f} -> {g['fds_last_third']:.0f} (allowed +{g['fds_allowed_growth']:.0f})",
             ],
         ]
-    rows.append(["verdict", "PASS" if result["ok"] else "FAIL: " + "; ".join(result["problems"])])
+    cache = result.get("cache")
+    if cache is not None and cache["checked"]:
+        rows.append(
+            [
+                "storage caches: most held / budget (caches emptied)",
+                f"{cache['most'] / 2**20:.2f} / {cache['budget'] / 2**20:.2f} MiB "
+                f"({cache['evictions']:,})",
+            ]
+        )
+    verdict = "PASS" if result["ok"] else "FAIL: " + "; ".join(result["problems"])
+    if cache is not None and not cache["checked"]:
+        verdict += (
+            " (cache budget unchecked: the server reports no "
+            + ", ".join(CACHE_FIGURES)
+            + "; only RSS was checked)"
+        )
+    rows.append(["verdict", verdict])
     return table(rows, ["soak", "result"])
 
 

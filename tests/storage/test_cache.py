@@ -101,6 +101,23 @@ async def test_rewriting_a_key_does_not_grow_the_cache(
     assert _budget(rt).evictions == 0, "nothing had to be emptied"
 
 
+async def test_a_key_costs_its_utf8_bytes(
+    small: tuple[td.Runtime, ControlledBackend],
+) -> None:
+    rt, _ = small
+    key = "\u00e9" * 500 + "\U0001f600" * 100  # 1,000 + 400 bytes of UTF-8, 600 characters
+
+    async def body(obj: Any, ctx: td.ObjectContext) -> None:
+        await ctx.storage.put(key, VALUE)
+
+    await run_in_object(rt.namespace("boxes").get_by_name("accents"), body)
+    expected = ENTRY_OVERHEAD + len(key.encode("utf-8")) + len(_codec.encode(VALUE))
+    assert _budget(rt).used == expected, (
+        f"the key counts 1,400 bytes, not 600 characters: {_budget(rt).used:,} bytes counted, "
+        f"{expected:,} expected"
+    )
+
+
 async def test_evicted_object_gives_its_bytes_back(
     small: tuple[td.Runtime, ControlledBackend],
 ) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 from typing import Any, Final
 
-__all__ = ["ENTRY_OVERHEAD", "MISSING", "CacheBudget", "ObjectCache"]
+__all__ = ["ENTRY_OVERHEAD", "MISSING", "CacheBudget", "ObjectCache", "key_bytes"]
 
 #: Marker for "the cache knows nothing about this key".
 MISSING: Final[Any] = object()
@@ -29,12 +29,18 @@ _UNLIMITED: Final = 2**62
 ENTRY_OVERHEAD: Final = 128
 
 
+def key_bytes(key: str) -> int:
+    """What ``key`` costs the budget: its UTF-8 length (a key of 2,048 "é" is 4 KiB)."""
+    # str.isascii() is O(1) on CPython; only other keys pay for an encoding.
+    return len(key) if key.isascii() else len(key.encode("utf-8", "surrogatepass"))
+
+
 class CacheBudget:
     """The byte budget shared by every object's cache in one runtime.
 
     Args:
         max_bytes: The most the caches may hold together (approximate bytes:
-            keys, values and a fixed overhead per entry).
+            keys in UTF-8, values serialized, and a fixed overhead per entry).
     """
 
     __slots__ = ("_caches", "clock", "evictions", "max_bytes", "used")
@@ -111,7 +117,7 @@ class ObjectCache:
         entries = self.entries
         old = entries.get(key, MISSING)
         if old is MISSING:
-            delta = ENTRY_OVERHEAD + len(key) + (0 if data is None else len(data))
+            delta = ENTRY_OVERHEAD + key_bytes(key) + (0 if data is None else len(data))
         else:
             delta = (0 if data is None else len(data)) - (0 if old is None else len(old))
         entries[key] = data
