@@ -18,10 +18,13 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack
 import attrs
 import pytest
 import trio
+import trio.testing
 
 import trio_durable as td
+from trio_durable._cluster._dispatch import ClusterDispatcher
 from trio_durable._cluster._member import ClusterSpec
 from trio_durable._cluster._pg_leases import PgLeaseStore
+from trio_durable._cluster._shards import LocalShards
 from trio_durable._ids import shard_of
 from trio_durable._storage._postgres import PostgresBackend
 
@@ -146,3 +149,56 @@ async def test_a_member_that_lost_its_shard_unknowingly_cannot_commit_sql_for_it
             await via_a.write("too late")  # runs in a: the fence refuses its commit
         via_b = b.namespace("journals").get_by_name(name)
         assert await via_b.entries() == ["before"], "the stale member's SQL row never landed"
+
+
+async def _reset_of_a_call_in_flight(runtime: td.Runtime, shards: LocalShards) -> BaseException:
+    """Start a slow call, make the member lose its object's shard, return what the caller got."""
+    stub = runtime.namespace("counters").get_by_name("in-flight")
+    caught: list[BaseException] = []
+
+    async def call() -> None:
+        try:
+            await stub.slow()
+        except td.ObjectResetError as exc:
+            caught.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(call)
+        await trio.testing.wait_all_tasks_blocked()
+        shards.shards_lost({shard_of(stub.id.hex)})
+    assert len(caught) == 1, "the call in flight was reset"
+    # The caller's error says the call was in flight; its cause, why the object was reset.
+    assert isinstance(caught[0].__cause__, td.ObjectResetError)
+    return caught[0].__cause__
+
+
+def _shards_of(runtime: td.Runtime) -> LocalShards:
+    dispatcher = runtime.namespace("counters")._dispatcher
+    assert isinstance(dispatcher, ClusterDispatcher) and dispatcher.shards is not None
+    return dispatcher.shards
+
+
+async def test_a_reset_after_the_storage_was_out_of_reach_is_caused_by_it(
+    postgres_url: str, run_dir: str
+) -> None:
+    async with _member(postgres_url, run_dir, 0) as runtime:
+        shards = _shards_of(runtime)
+        away = td.StorageError("the database is unreachable")
+        shards.storage_unreachable = lambda: away
+        reset = await _reset_of_a_call_in_flight(runtime, shards)
+    assert reset.__cause__ is away, "the gateway answers 503 for a reset caused by the storage"
+    assert "lapsed while the storage was out of reach" in str(reset)
+
+
+@pytest.mark.parametrize(
+    ("held_again", "reason"),
+    [(True, "lapsed before it was renewed"), (False, "another process")],
+)
+async def test_a_reset_for_a_lost_shard_says_why(
+    postgres_url: str, run_dir: str, held_again: bool, reason: str
+) -> None:
+    async with _member(postgres_url, run_dir, 0) as runtime:
+        shards = _shards_of(runtime)
+        shards.holds = lambda shard: held_again
+        reset = await _reset_of_a_call_in_flight(runtime, shards)
+    assert reason in str(reset) and reset.__cause__ is None

@@ -15,6 +15,7 @@ import pytest
 import trio
 
 import trio_durable as td
+from trio_durable._storage._backend import ObjectWrite
 from trio_durable._storage._postgres import PostgresBackend
 
 from ..storage.objects import OBJECTS
@@ -108,3 +109,44 @@ async def test_service_resumes_after_the_database_restarts_and_nothing_acked_is_
                 if await stub.get(f"k{i:05}") != i:
                     missing.append((name, i))
     assert missing == [], "every acknowledged write survived the outage"
+
+
+def _write(n: int) -> ObjectWrite:
+    return ObjectWrite("boxes", "ab" * 32, None, puts={f"k{n}": b"1"})
+
+
+@pytest.mark.slow
+async def test_commits_succeed_soon_after_the_database_is_back(
+    postgres_server: PostgresServer, postgres_url: str
+) -> None:
+    backend = PostgresBackend(postgres_url, timeout=1.0, in_thread=True)
+    await backend.open()
+    try:
+        await backend.commit([_write(0)])
+        await trio.to_thread.run_sync(postgres_server.stop)
+        # Long enough for the pool's reconnection attempts to back off (1, 2, 4 s...).
+        outage_ends = trio.current_time() + 8
+        n = 1
+        while trio.current_time() < outage_ends:
+            with pytest.raises(td.StorageError):
+                await backend.commit([_write(n)])
+            n += 1
+            await trio.sleep(0.05)
+        await trio.to_thread.run_sync(postgres_server.start)
+        back = trio.current_time()
+        failures = 0
+        while True:
+            try:
+                await backend.commit([_write(n)])
+                break
+            except td.StorageError:
+                failures += 1
+                await trio.sleep(0.05)
+        recovered = trio.current_time() - back
+    finally:
+        if not postgres_server.running:
+            postgres_server.start()
+        await backend.aclose()
+    # A probe connects every RECOVERY_PROBE_SECONDS; the pool alone would wait
+    # out its backoff (up to 8 s here) before trying again.
+    assert recovered < 2.5, f"the first commit succeeded {recovered:.1f} s after the restart"

@@ -79,23 +79,49 @@ class LocalShards:
         self.send_sockets: SendSockets | None = None
         #: Whether this process holds a shard now (set by the runtime, from its member).
         self.holds: Callable[[int], bool] = lambda shard: True
+        #: Why the member's last lease rounds failed, when the storage was out of
+        #: reach (set by the runtime, from its member's ``storage_unreachable``).
+        self.storage_unreachable: Callable[[], StorageError | None] = lambda: None
         # Sockets taken out of the hub, waiting to be sent, by shard.
         self._frozen: dict[int, list[tuple[MovedObject, list[socket.socket]]]] = {}
         # Adopted sockets waiting for their shard to be ours, by shard.
         self._adopted: dict[int, list[Callable[[], None]]] = {}
 
     def shards_lost(self, shards: Collection[int]) -> None:
-        """Another process holds these shards now: nothing of theirs may run here."""
+        """This process lost these shards (at the epochs it held): nothing of theirs may run here.
+
+        The objects' callers get :class:`~trio_durable.ObjectResetError`.
+        When the lease lapsed because the storage was out of reach, its cause
+        is that :class:`~trio_durable.StorageError` (the gateway answers 503).
+        """
+        unreachable = self.storage_unreachable()
         for record in self._registry:
             if not record.is_closed and shard_of(record.object_id.hex) in shards:
                 record.reset(
-                    ObjectResetError("another process of the deployment runs this object now"),
+                    self._lost_error(shard_of(record.object_id.hex), unreachable),
                     origin="shard moved",
                 )
         self._alarms.forget_shards(shards)
         keys = [key for key in self._sockets.objects_with_sockets() if shard_of(key[1]) in shards]
         if keys:
             self._spawn(lambda: self._close_sockets(keys))
+
+    def _lost_error(self, shard: int, unreachable: StorageError | None) -> ObjectResetError:
+        """What the callers of an object of a lost shard get, saying truthfully why."""
+        if unreachable is not None:
+            error = ObjectResetError(
+                "this process's lease on the object's shard lapsed while the storage was "
+                "out of reach; the object starts again where the shard is held now"
+            )
+            error.__cause__ = unreachable
+            return error
+        if self.holds(shard):
+            # Taken again at a new epoch: our renewals came too late (a pause, say).
+            return ObjectResetError(
+                "this process's lease on the object's shard lapsed before it was renewed; "
+                "the object starts again"
+            )
+        return ObjectResetError("another process of the deployment runs this object now")
 
     def shards_gained(self, shards: Collection[int]) -> None:
         """This process holds these shards now: their alarms fire here, adopted sockets read."""

@@ -41,8 +41,14 @@ error) naming the database without its password. A connection found dead
 (the server restarted) is replaced and the call tried once more when that
 is safe: a read, or a transaction that had not reached COMMIT. A commit
 whose COMMIT was sent but not answered is reported as failed: its objects
-reset and nothing of it was acknowledged. The pool reconnects by itself
-when the database returns.
+reset and nothing of it was acknowledged.
+
+**Recovery.** Once a call finds the database out of reach, a watcher
+thread tries a connection of its own every ``RECOVERY_PROBE_SECONDS``;
+when one succeeds, the pool is replaced by a new one. The pool would
+reconnect by itself, but its attempts back off exponentially (1, 2, 4,
+8 s...): after an outage of some seconds, calls would keep failing for
+seconds after the database returned.
 """
 
 from __future__ import annotations
@@ -122,6 +128,9 @@ def session_settings(url: str) -> dict[str, Any]:
         f"{options} -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}".strip()
     )
     return settings
+
+#: Seconds between two connection attempts of the recovery watcher.
+RECOVERY_PROBE_SECONDS: Final = 0.25
 
 #: The name of every directory of local SQL copies starts with this.
 _COPIES_PREFIX: Final = "trio-durable-sql-"
@@ -274,6 +283,11 @@ class PostgresBackend:
         self._holder_lock = threading.Lock()
         self._token: str | None = None
         self._next_place_check = 0.0
+        # The recovery watcher (see the module docstring), and when to stop it.
+        self._recovery: threading.Thread | None = None
+        self._recovery_lock = threading.Lock()
+        self._closing = threading.Event()
+        self._connection_errors_seen = 0
         # Objects known to be in the directory (True: with their name), so
         # that commits do not upsert their rows again.
         self._recorded_objects: dict[tuple[str, str], bool] = {}
@@ -330,8 +344,10 @@ class PostgresBackend:
         before its COMMIT (nothing of it was applied); a failure during
         COMMIT raises :class:`CommitUnknownError`.
         """
-        pool = self.pool
         for attempt in (1, 2):
+            # Read at each attempt: the recovery watcher may have replaced it
+            # (a caller waiting on the old one gets PoolClosed, and tries again).
+            pool = self.pool
             committing = False
             try:
                 with pool.connection() as conn:
@@ -342,17 +358,68 @@ class PostgresBackend:
                         committing = True
                     return result
             except psycopg_pool.PoolTimeout:
+                self._watch_for_recovery(pool)
                 raise
             except psycopg.OperationalError as exc:
                 if committing:
+                    self._watch_for_recovery(pool)
                     raise CommitUnknownError() from exc
                 if attempt == 2:
+                    self._watch_for_recovery(pool)
                     raise
                 # Idle connections from before a server restart are all dead:
                 # drop them before trying again.
                 with contextlib.suppress(psycopg.Error):
                     pool.check()
         raise AssertionError("unreachable")
+
+    def _new_pool(self) -> psycopg_pool.ConnectionPool[psycopg.Connection[Any]]:
+        return psycopg_pool.ConnectionPool(
+            self.url,
+            min_size=1,
+            max_size=self.pool_size,
+            kwargs={"autocommit": True, **self._connect_kwargs},
+            timeout=self.timeout,
+            open=False,
+            name="trio_durable",
+        )
+
+    def _watch_for_recovery(self, pool: psycopg_pool.ConnectionPool[Any]) -> None:
+        """Start the recovery watcher if ``pool`` failed to connect since the last look.
+
+        A pool merely exhausted (every connection busy) has no new
+        connection error: it needs no watcher.
+        """
+        errors = int(pool.get_stats().get("connections_errors", 0))
+        with self._recovery_lock:
+            failed = errors > self._connection_errors_seen
+            self._connection_errors_seen = errors
+            running = self._recovery is not None and self._recovery.is_alive()
+            if not failed or running or self._closing.is_set():
+                return
+            self._recovery = threading.Thread(
+                target=self._recover, name="trio_durable database recovery", daemon=True
+            )
+            self._recovery.start()
+
+    def _recover(self) -> None:
+        """Try a connection until one succeeds, then replace the pool (in its own thread)."""
+        while not self._closing.wait(RECOVERY_PROBE_SECONDS):
+            try:
+                psycopg.connect(self.url, autocommit=True, **self._connect_kwargs).close()
+            except psycopg.Error:
+                continue
+            fresh = self._new_pool()
+            fresh.open(wait=False)
+            with self._recovery_lock:
+                old, self._pool = self._pool, fresh
+                self._connection_errors_seen = 0
+                if old is None or self._closing.is_set():  # closed meanwhile
+                    self._pool = old
+                    fresh.close()
+                    return
+            old.close(timeout=self.timeout)
+            return
 
     def _read(self, body: Callable[[Cursor], T]) -> T:
         def run(conn: psycopg.Connection[Any]) -> T:
@@ -383,6 +450,7 @@ class PostgresBackend:
         await self._run(self._open_sync)
 
     def _open_sync(self) -> None:
+        self._closing.clear()
         try:
             # A direct connection first: its error says why (refused, bad
             # password, no such database), where the pool's would only time out.
@@ -390,15 +458,7 @@ class PostgresBackend:
                 migrate(conn)
         except psycopg.Error as exc:
             raise StorageError(f"cannot open the database {self.where}: {exc}") from exc
-        pool: psycopg_pool.ConnectionPool[psycopg.Connection[Any]] = psycopg_pool.ConnectionPool(
-            self.url,
-            min_size=1,
-            max_size=self.pool_size,
-            kwargs={"autocommit": True, **self._connect_kwargs},
-            timeout=self.timeout,
-            open=False,
-            name="trio_durable",
-        )
+        pool = self._new_pool()
         try:
             pool.open(wait=True, timeout=self.timeout)
             self._take_place()
@@ -516,7 +576,10 @@ class PostgresBackend:
         copies, self._copies = self._copies, None
         if copies is not None:
             copies.close()
-        pool, self._pool = self._pool, None
+        self._closing.set()
+        with self._recovery_lock:
+            pool, self._pool = self._pool, None
+            recovery = self._recovery
         if pool is None:
             return
 
@@ -525,6 +588,8 @@ class PostgresBackend:
                 self._release_place()
             finally:
                 pool.close(timeout=self.timeout)
+                if recovery is not None:
+                    recovery.join(self.timeout)
 
         with trio.CancelScope(shield=True):
             if self.threaded:
