@@ -129,6 +129,7 @@ def session_settings(url: str) -> dict[str, Any]:
     )
     return settings
 
+
 #: Seconds between two connection attempts of the recovery watcher.
 RECOVERY_PROBE_SECONDS: Final = 0.25
 
