@@ -37,7 +37,6 @@ from ._http1 import (
     HttpError,
     InvalidResponseError,
     build_request,
-    closing,
     encode_error,
     encode_response,
     error_response,
@@ -317,14 +316,13 @@ class _Connection:
             # Not sent as a 101: the object must not keep the server end.
             abandon_pair(response.web_socket)
         close = self.site.draining.is_set() or "upgrade" in request.headers
-        if close:
-            response = closing(response)
         try:
-            data = encode_response(self.conn, response, method=request.method)
+            data = encode_response(self.conn, response, method=request.method, close=close)
         except InvalidResponseError as exc:
             logger.error("worker returned an invalid response for %s: %s", request.url, exc)
-            answer = closing(error_response(500)) if close else error_response(500)
-            data = encode_response(self.conn, answer, method=request.method)
+            data = encode_response(
+                self.conn, error_response(500), method=request.method, close=close
+            )
         await self.wire.send_all(data)
         if self.conn.our_state is not h11.MUST_CLOSE:
             return _Outcome.KEEP

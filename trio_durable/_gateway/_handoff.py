@@ -31,7 +31,7 @@ import trio
 
 from .._http import Request, Response
 from .._websocket._socket import abandon_pair
-from ._http1 import InvalidResponseError, closing, encode_response, error_response
+from ._http1 import InvalidResponseError, encode_response, error_response
 from ._upgrade import Upgrades
 from ._wire import Wire
 
@@ -111,12 +111,13 @@ async def answer_on(
         response = error
     if response.web_socket is not None:
         abandon_pair(response.web_socket)  # not sent as a 101: the object keeps no socket
-    answer = closing(response)
     try:
-        data = encode_response(conn, answer, method=request.method)
+        data = encode_response(conn, response, method=request.method, close=True)
     except InvalidResponseError as exc:
         logger.error("an invalid response for a handed-over %s: %s", request.url, exc)
-        data = encode_response(_responding_connection(), error_response(500), method="GET")
+        data = encode_response(
+            _responding_connection(), error_response(500), method="GET", close=True
+        )
     try:
         await wire.send_all(data)
         await wire.linger()

@@ -30,7 +30,6 @@ import http
 import logging
 from typing import Final
 
-import attrs
 import h11
 import trio
 
@@ -45,7 +44,6 @@ __all__ = [
     "InvalidResponseError",
     "build_request",
     "check_head",
-    "closing",
     "encode_error",
     "encode_response",
     "error_response",
@@ -57,6 +55,7 @@ logger: Final = logging.getLogger("trio_durable.gateway")
 
 # Headers the gateway writes itself: the framing of a response is ours.
 _FRAMING_HEADERS: Final = frozenset({"content-length", "transfer-encoding"})
+_CLOSING_DROPS: Final = _FRAMING_HEADERS | {"connection"}
 # RFC 9112 section 7.1: a chunk size must not overflow the recipient's integers.
 _MAX_CHUNK_SIZE: Final = 2**63 - 1
 _HEX_DIGITS: Final = frozenset(b"0123456789abcdefABCDEF")
@@ -346,8 +345,14 @@ def header_fields(headers: object, *, drop: frozenset[str]) -> list[tuple[bytes,
     return fields
 
 
-def encode_response(conn: h11.Connection, response: Response, *, method: str) -> bytes:
+def encode_response(
+    conn: h11.Connection, response: Response, *, method: str, close: bool = False
+) -> bytes:
     """The bytes of ``response`` (status 200-599), after checking every part of it.
+
+    With ``close``, the response says ``connection: close`` instead of any
+    Connection header of the app's: two of them (``keep-alive`` and
+    ``close``) would leave the client to guess which one holds.
 
     Raises:
         InvalidResponseError: The status, a header or the body cannot be
@@ -360,7 +365,9 @@ def encode_response(conn: h11.Connection, response: Response, *, method: str) ->
     body = response.body
     if not isinstance(body, bytes | bytearray | memoryview):
         raise InvalidResponseError(f"body must be bytes, got {type(body).__name__}")
-    fields = header_fields(response.headers, drop=_FRAMING_HEADERS)
+    fields = header_fields(response.headers, drop=_CLOSING_DROPS if close else _FRAMING_HEADERS)
+    if close:
+        fields.append((b"connection", b"close"))
     has_body = status not in (204, 304)
     if has_body:
         fields.append((b"content-length", b"%d" % len(body)))
@@ -373,22 +380,6 @@ def encode_response(conn: h11.Connection, response: Response, *, method: str) ->
         data += conn.send(h11.Data(data=bytes(body))) or b""
     data += conn.send(h11.EndOfMessage()) or b""
     return data
-
-
-def closing(response: Response) -> Response:
-    """``response`` with ``connection: close`` as its only Connection header.
-
-    The app's own Connection headers are dropped rather than kept beside
-    ours: two of them (``keep-alive`` and ``close``) would leave the client
-    to guess which one holds.
-    """
-    headers = [
-        (name, value)
-        for name, value in response.headers.items_raw()
-        if name.lower() != "connection"
-    ]
-    headers.append(("connection", "close"))
-    return attrs.evolve(response, headers=headers, web_socket=None)
 
 
 def encode_error(conn: h11.Connection, status: int, message: str) -> bytes:
