@@ -95,8 +95,7 @@ async def test_a_websocket_reaches_its_object_on_another_node(nodes: list[Cluste
         with contextlib.ExitStack() as stack:
             # One client through each node; two of them relayed to node 0.
             clients = [
-                stack.enter_context(connect(f"ws://127.0.0.1:{each.port}/{name}"))
-                for each in nodes
+                stack.enter_context(connect(f"ws://127.0.0.1:{each.port}/{name}")) for each in nodes
             ]
             clients[2].send("hello")
             replies = [json.loads(c.recv(timeout=10)) for c in clients]
@@ -292,8 +291,10 @@ async def test_the_database_restarting_under_load_loses_nothing_acknowledged(
 
     during = [s for s in statuses if stopped + 0.5 < s[0] < restarting]
     assert during and all(status != 200 for _, status, _ in during), "no write while it was down"
-    refusals = {status for _, status, _ in during}
-    assert 503 in refusals and refusals <= {503, 500}, f"clear errors meanwhile: {refusals}"
+    assert any(status == 503 for _, status, _ in during), "clear errors meanwhile"
+    unclear = [s for s in statuses if s[1] not in (200, 503)]
+    failures = [line for each in nodes for line in each.lines if "worker failed" in line]
+    assert unclear == [], f"only 503 while the database is away or back: {unclear} {failures}"
     assert any("unavailable" in body for _, status, body in during if status == 503)
     late = [s for s in statuses if s[0] > restarted + 6]
     assert late and all(status == 200 for _, status, _ in late), f"service resumed: {late[:5]}"
