@@ -101,3 +101,40 @@ def test_the_size_is_judged_once_its_digits_end() -> None:
 def test_after_the_last_chunk_nothing_is_followed() -> None:
     watch = ChunkSizeWatch(limit=10)
     watch.feed(b"0\r\n\r\nffffffffffffffffffff\r\n")  # a pipelined request's bytes, say
+
+
+def test_a_size_whose_digits_so_far_are_too_large_is_refused_before_its_line_ends() -> None:
+    watch = ChunkSizeWatch(limit=1000)
+    with pytest.raises(HttpError) as caught:
+        watch.feed(b"3e9")  # 1,001 already; more digits only make it larger
+    assert caught.value.status == 413, caught.value
+
+
+@pytest.mark.parametrize("digits", [b"f" * 30, b"0" * 21 + b"1", b"8" * 16])
+def test_a_size_with_no_line_end_yet_is_refused_as_soon_as_it_cannot_be_valid(
+    digits: bytes,
+) -> None:
+    # No CRLF follows: h11 would wait for one for as long as the client likes.
+    with pytest.raises(HttpError) as caught:
+        ChunkSizeWatch(limit=10**30).feed(digits)
+    assert caught.value.status == 400, caught.value
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"5\nhello\n0\n\n", b"5;ext\n", b"0\n\n", b"5\r\nhello\r\n0\n"],
+    ids=["every line", "after an extension", "the last chunk", "the last chunk only"],
+)
+def test_a_size_line_ending_in_a_bare_lf_is_400(body: bytes) -> None:
+    with pytest.raises(HttpError) as caught:
+        ChunkSizeWatch(limit=1000).feed(body)
+    assert caught.value.status == 400, caught.value
+    assert "CRLF" in caught.value.message, caught.value.message
+
+
+@given(cut=st.integers(min_value=0, max_value=20))
+def test_a_crlf_split_between_reads_is_still_a_crlf(cut: int) -> None:
+    body = b"5;x\r\nhello\r\n0\r\n\r\n"
+    watch = ChunkSizeWatch(limit=1000)
+    watch.feed(body[:cut])
+    watch.feed(body[cut:])  # never refused

@@ -108,6 +108,27 @@ async def test_absurd_chunk_size_gets_400_at_once(
     assert seen == [], f"the worker must not run: it saw {seen}"
 
 
+@pytest.mark.parametrize(
+    "body",
+    [b"5\nhello\n0\n\n", b"f" * 30, b"0" * 25 + b"1"],
+    ids=["bare LF", "30 digits, no line end", "25 digits, no line end"],
+)
+async def test_chunked_body_h11_would_wait_on_gets_400_at_once(
+    start_server: StartServer, body: bytes, autojump_clock: trio.testing.MockClock
+) -> None:
+    port = await start_server(handshake_timeout=60.0)
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+        )
+        start = trio.current_time()
+        answer = await stream.receive_some()
+        waited = trio.current_time() - start
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    assert waited < 1.0, f"answered after {waited:.1f} s (Trio time), not at once"
+
+
 @pytest.mark.parametrize("size", [b"3e9", b"100000000", b"7fffffffffffffff"])
 async def test_chunk_size_over_the_body_limit_gets_413_at_once(
     start_server: StartServer, size: bytes, autojump_clock: trio.testing.MockClock

@@ -205,18 +205,22 @@ class ChunkSizeWatch:
     """Reads the chunk sizes of a chunked body as the bytes stream in.
 
     h11 parses a chunk-size line and then waits for that many bytes, however
-    many that is, without telling; a client that declares a huge chunk and
-    sends nothing more would hold the connection until the timeout. This
-    follows the same bytes (sizes, extensions, data, CRLFs; it stops at the
-    last chunk) and refuses a size as soon as its digits are complete. It
-    never refuses what h11 would accept within the limits, and leaves every
-    other syntax error to h11.
+    many that is, without telling; and it waits for a CRLF to end a size line
+    for as long as the client likes. A client that declares a huge chunk, or
+    ends its lines with a bare LF, and sends nothing more would hold the
+    connection until the timeout. This follows the same bytes (sizes,
+    extensions, data, CRLFs; it stops at the last chunk) and refuses at once:
+    a size whose digits so far already make it too large (more digits only
+    make it larger), a size of more than 20 digits (h11 refuses those once
+    their line ends), and a size line that ends in a bare LF (h11 never sees
+    such a line end). It never refuses what h11 would accept within the
+    limits, and leaves every other syntax error to h11.
 
     Args:
         limit: ``max_body_bytes``: the total of all chunk sizes may not exceed it.
     """
 
-    __slots__ = ("_declared", "_digits", "_left", "_limit", "_state")
+    __slots__ = ("_declared", "_digits", "_last", "_left", "_limit", "_state")
 
     _SIZE, _LINE, _DATA, _DONE = range(4)
 
@@ -226,13 +230,15 @@ class ChunkSizeWatch:
         self._digits = bytearray()
         self._left = 0  # bytes of chunk data (and its CRLF) still to skip
         self._declared = 0  # sum of the chunk sizes seen so far
+        self._last = 0  # the last byte of the size line seen so far (for its CR)
 
     def feed(self, data: bytes) -> None:
         """Follow ``data``, the next bytes of the body.
 
         Raises:
-            HttpError: 400 for a chunk size of 2**63 or more; 413 when the
-                chunk sizes add up to more than the limit.
+            HttpError: 400 for a chunk size of 2**63 or more, of more than 20
+                digits, or a size line ending in a bare LF; 413 when the chunk
+                sizes add up to more than the limit.
         """
         i, end = 0, len(data)
         while i < end:
@@ -240,16 +246,19 @@ class ChunkSizeWatch:
                 start = i
                 while i < end and data[i] in _HEX_DIGITS:
                     i += 1
-                self._digits += data[start:i]
-                if len(self._digits) > 20:  # h11 refuses these itself; stop following
-                    self._state = self._DONE
-                    return
+                if i > start:
+                    self._digits += data[start:i]
+                    self._check_size(int(self._digits, 16))
                 if i < end:
                     self._end_of_size()
             elif self._state == self._LINE:
                 newline = data.find(b"\n", i)
                 if newline < 0:
+                    self._last = data[end - 1]
                     return
+                before = data[newline - 1] if newline > i else self._last
+                if before != 0x0D:  # CR
+                    raise HttpError(400, "a chunk-size line must end in CRLF, not a bare LF")
                 i = newline + 1
                 self._state = self._DATA if self._left else self._DONE
             elif self._state == self._DATA:
@@ -261,22 +270,31 @@ class ChunkSizeWatch:
             else:
                 return
 
+    def _check_size(self, size: int) -> None:
+        """Refuse a chunk size (or what its digits so far already make it)."""
+        if len(self._digits) > 20:
+            shown = self._digits[:24].decode("ascii")
+            raise HttpError(400, f"chunk size {shown}... has more than 20 digits")
+        if size > _MAX_CHUNK_SIZE:
+            raise HttpError(400, f"chunk size {size:#x} is not a usable number of bytes")
+        declared = self._declared + size
+        if declared > self._limit:
+            raise HttpError(
+                413,
+                f"body is at least {declared:,} bytes (from its chunk sizes); "
+                f"the limit is {self._limit:,}",
+            )
+
     def _end_of_size(self) -> None:
         if not self._digits:  # not a chunk size at all: h11 answers that
             self._state = self._DONE
             return
         size = int(self._digits, 16)
+        self._check_size(size)
         self._digits.clear()
-        if size > _MAX_CHUNK_SIZE:
-            raise HttpError(400, f"chunk size {size:#x} is not a usable number of bytes")
         self._declared += size
-        if self._declared > self._limit:
-            raise HttpError(
-                413,
-                f"body is at least {self._declared:,} bytes (from its chunk sizes); "
-                f"the limit is {self._limit:,}",
-            )
         self._left = size + 2 if size else 0  # the data and its CRLF
+        self._last = 0
         self._state = self._LINE
 
 
