@@ -938,9 +938,10 @@ class _Decoding:
         if not self.call:
             raise ValueError(f"a stored value holds an RPC-only mark ({code})")
         if code == _X_HANDLE:
-            if self.resolve_handle is None:
+            resolve = self.resolve_handle
+            if resolve is None:
                 raise _NotAllowed(f"a {name} arrived, but the receiver takes no handles")
-            return self.resolve_handle(name, data)
+            return _build(name, lambda reference: resolve(name, reference), data)
         cls = self.allowed.get(name)
         if cls is None:
             raise _NotAllowed(
@@ -957,8 +958,9 @@ class _Decoding:
 def _build(name: str, make: Callable[[Any], T], data: Any) -> T:
     """``make(data)``, where ``data`` came from the bytes: any failure is damage.
 
-    ``make`` (a registered ``from_data``, an enum class) is code written for
-    what the encoder writes; fed something else, it may raise anything.
+    ``make`` (a registered ``from_data``, an enum class, the receiver's
+    ``resolve_handle``) is code written for what the encoder writes; fed
+    something else, it may raise anything.
     """
     try:
         return make(data)

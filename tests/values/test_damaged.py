@@ -294,6 +294,19 @@ def test_crafted_rpc_marks_are_a_value_error(data: bytes) -> None:
         _codec.decode_call(data, allowed=ALLOWED, resolve_handle=lambda kind, ref: Handle())
 
 
+def test_a_handle_the_receiver_cannot_resolve_is_a_value_error() -> None:
+    def resolve(kind: str, reference: Any) -> Any:
+        namespace, hex_id, name = reference  # as the cluster's resolver unpacks a stub
+        return {"rooms": Handle()}[namespace]  # an unknown namespace: KeyError
+
+    data = b"\x01\x93\xc7\x00\x07" + _packed("stub") + _packed(["nowhere", "ab", None])
+    with pytest.raises(ValueError, match="cannot decode an RPC value"):
+        _codec.decode_call(data, resolve_handle=resolve)
+    too_few = b"\x01\x93\xc7\x00\x07" + _packed("stub") + _packed(["rooms"])
+    with pytest.raises(ValueError, match="cannot decode an RPC value"):
+        _codec.decode_call(too_few, resolve_handle=resolve)
+
+
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(crafted)
 def test_crafted_bytes_decode_to_supported_values_or_a_value_error(data: bytes) -> None:
