@@ -16,6 +16,7 @@ from trio_durable._cluster._link import (
     PROXY,
     Connection,
     LinkClosedError,
+    LinkUnavailableError,
     Peer,
     handshake_client,
     handshake_server,
@@ -283,3 +284,66 @@ async def test_garbage_on_a_link_breaks_it_cleanly() -> None:
         await connection.receive()
     a.close()
     connection.close()
+
+
+async def test_finishing_a_link_answers_the_calls_already_sent_then_closes(
+    nursery: trio.Nursery,
+) -> None:
+    a, b = trio.socket.socketpair()
+    gate = trio.Event()
+
+    async def slow(op: str, body: Any, fds: list[int]) -> tuple[Any, Sequence[int]]:
+        await gate.wait()
+        return body, ()
+
+    async def refuse(op: str, body: Any, fds: list[int]) -> tuple[Any, Sequence[int]]:
+        raise AssertionError("the client serves nothing")
+
+    client = Peer(Connection(a), refuse, name="server")
+    server = Peer(Connection(b), slow, name="client")
+    nursery.start_soon(client.run)
+    nursery.start_soon(server.run)
+    replies: list[Any] = []
+
+    async def call() -> None:
+        replies.append(await client.call("slow", "sent before"))
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as inner:
+            inner.start_soon(call)
+            await trio.testing.wait_all_tasks_blocked()
+            inner.start_soon(server.finish)
+            await trio.testing.wait_all_tasks_blocked()
+            assert client.is_broken, "the client heard the bye: it starts no call"
+            with pytest.raises(LinkUnavailableError):
+                await client.call("slow", "sent after the bye")
+            assert replies == [], "the call sent before waits for its answer"
+            gate.set()
+    assert replies == [("sent before", [])], "answered, not cut"
+
+
+async def test_finishing_a_link_is_cut_when_cancelled(nursery: trio.Nursery) -> None:
+    a, b = trio.socket.socketpair()
+
+    async def hang(op: str, body: Any, fds: list[int]) -> tuple[Any, Sequence[int]]:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    client = Peer(Connection(a), hang, name="server")
+    server = Peer(Connection(b), hang, name="client")
+    nursery.start_soon(client.run)
+    nursery.start_soon(server.run)
+    outcome: list[BaseException] = []
+
+    async def call() -> None:
+        try:
+            await client.call("hang", None)
+        except LinkClosedError as exc:
+            outcome.append(exc)
+
+    async with trio.open_nursery() as inner:
+        inner.start_soon(call)
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.move_on_after(0.5):
+            await server.finish()
+    assert len(outcome) == 1 and not isinstance(outcome[0], LinkUnavailableError), outcome

@@ -62,6 +62,10 @@ class Counter(td.DurableObject):
         await trio.sleep(30)
         return "finished"
 
+    async def nap(self, seconds: float) -> str:
+        await trio.sleep(seconds)
+        return "rested"
+
     async def echo_note(self, note: Note) -> Note:
         return attrs.evolve(note, tags=(*note.tags, "seen"))
 
@@ -350,6 +354,30 @@ async def test_a_member_that_lost_its_shard_unknowingly_cannot_commit_sql_for_it
             assert await via_b.entries() == [1], "nor did its INSERT"
     finally:
         lock.release()
+
+
+async def test_a_member_closing_its_links_answers_the_calls_in_flight_first(
+    pair: tuple[td.Runtime, td.Runtime],
+) -> None:
+    """A worker going away (after a hand-over) does not cut another worker's call."""
+    a, b = pair
+    assert a.cluster is not None
+    [name] = _owned_by(a)
+    via_b = b.namespace("counters").get_by_name(name)
+    answers: list[str] = []
+
+    async def call() -> None:
+        answers.append(await via_b.nap(0.5))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call)
+            while (
+                record := a.registry.lookup("counters", via_b.id.hex)
+            ) is None or not record.busy:
+                await trio.sleep(0.01)
+            await a.cluster.close_links()
+    assert answers == ["rested"], "the call in flight was answered before the link closed"
 
 
 class _NoEvents:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import re
 import signal
 import threading
 import time
@@ -140,3 +142,47 @@ def test_a_rolling_restart_answers_every_http_request(tmp_path: Path) -> None:
             assert browser.answers == list(range(1, len(browser.answers) + 1)), (
                 f"{browser.name}: every acknowledged write counted once, in order"
             )
+
+
+def test_a_sighup_during_a_rolling_restart_queues_one_more(tmp_path: Path) -> None:
+    with cluster(tmp_path / "data") as running:
+        base = f"ws://127.0.0.1:{running.port}/echo"
+        first_pids = set(running.worker_pids().values())
+        chatters = [
+            Chatter(f"{base}/room{n % 3}?who=c{n}", f"c{n}", pause=0.01 if n % 2 else 0.5)
+            for n in range(6)
+        ]
+        for chatter in chatters:
+            chatter.start()
+        time.sleep(1)
+        running.process.send_signal(signal.SIGHUP)
+        time.sleep(0.2)
+        running.process.send_signal(signal.SIGHUP)
+        running.wait_for(r"rolling restart done", timeout=180, count=2)
+        time.sleep(1)
+        for chatter in chatters:
+            chatter.stop.set()
+        for chatter in chatters:
+            chatter.join(30)
+        assert running.process.poll() is None, f"the supervisor survived:\n{running.log}"
+        assert "another one follows" in running.log
+        problems = {c.who: c.problem for c in chatters if c.problem}
+        assert problems == {}, f"{problems}\n{running.log}"
+        for chatter in chatters:
+            assert chatter.echoes == [str(n) for n in range(1, chatter.sent + 1)], (
+                f"{chatter.who}: every message answered, in order"
+            )
+        started = re.findall(r"worker (\d+) \(pid (\d+)\) serves", running.log)
+        assert len(started) == 6, f"two workers, then two successors per restart: {started}"
+        alive = []
+        for _, pid in started:
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                continue
+            alive.append(int(pid))
+        assert sorted(alive) == sorted(running.worker_pids().values()), "one worker per slot"
+        assert first_pids.isdisjoint(alive)
+        for chatter in chatters:
+            with contextlib.suppress(Exception):
+                chatter.ws.close()

@@ -38,6 +38,8 @@ logger = logging.getLogger("trio_durable.cli")
 
 #: Seconds a stopping worker gives the HTTP requests in flight to be answered.
 DRAIN_SECONDS = 10.0
+#: Seconds a stopping worker gives the other workers' calls in flight to be answered.
+LINKS_SECONDS = 10.0
 
 
 def add_parser(commands: Commands) -> None:
@@ -172,5 +174,10 @@ async def run_worker(
             nursery.start_soon(on_control)
             await stop.wait()
             await finish_requests()
+            # The other workers' calls already sent here are answered (their
+            # objects moved: "moved", and they ask the new owner) before the
+            # links close; later ones go elsewhere.
+            with trio.move_on_after(LINKS_SECONDS):
+                await member.close_links()
             nursery.cancel_scope.cancel()
     await control.aclose()

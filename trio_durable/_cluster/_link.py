@@ -14,6 +14,13 @@ client's connection to another).
   remote task.
 * When the connection breaks, every call in flight raises
   :class:`LinkClosedError`, and every request being served is cancelled.
+* A process that goes away closes its links gracefully (:meth:`Peer.finish`):
+  it says *bye*, the other side says *bye* back and starts no call from then
+  on (a new one raises :class:`LinkUnavailableError`: nothing was sent, the
+  caller may try elsewhere); both sides answer the requests already sent
+  (the stream is ordered, so none follows the other side's *bye*), then the
+  connection closes. So a process leaving never leaves a call unanswered
+  that it could still answer.
 
 A connection starts with a handshake that proves both ends belong to the
 same deployment: each side sends a random challenge and answers the
@@ -355,16 +362,24 @@ class Peer:
         self._pending: dict[int, _Pending] = {}
         self._serving: dict[int, trio.CancelScope] = {}
         self._broken: LinkClosedError | None = None
+        # Graceful close: no call starts once closing; bye_received says the
+        # other side will send no more requests; changed wakes finish().
+        self._closing = False
+        self._bye_received = False
+        self._changed = trio.Event()
+        self._ended = trio.Event()
+        self._nursery: trio.Nursery | None = None
 
     @property
     def is_broken(self) -> bool:
-        """True once the connection broke (no call can succeed any more)."""
-        return self._broken is not None
+        """True once the connection broke or is closing (no new call can succeed)."""
+        return self._broken is not None or self._closing
 
     async def run(self) -> None:
         """Read frames until the connection breaks, serving requests in their own tasks."""
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 try:
                     while True:
                         message, fds = await self.connection.receive()
@@ -376,6 +391,7 @@ class Peer:
         finally:
             self._break(LinkClosedError(f"the link to {self.name} closed"))
             self.connection.close()
+            self._ended.set()
 
     def _break(self, error: LinkClosedError) -> None:
         if self._broken is None:
@@ -383,6 +399,41 @@ class Peer:
         for pending in self._pending.values():
             if not pending.done.is_set():
                 pending.done.set()
+        self._note_change()
+
+    def _note_change(self) -> None:
+        self._changed.set()
+
+    async def finish(self) -> None:
+        """Close gracefully: answer what the other side sent, wait for our calls, then close.
+
+        Starts no call from now on, and returns once the connection is
+        closed. If cancelled (bound it with ``trio.move_on_after``), it
+        closes the connection at once: calls still in flight on either side
+        then fail as on a break. :meth:`run` must be running.
+        """
+        try:
+            if self._nursery is not None:
+                self._start_closing()
+                await self._ended.wait()
+        finally:
+            self.connection.close()
+
+    def _start_closing(self) -> None:
+        if self._closing or self._broken is not None or self._nursery is None:
+            return
+        self._closing = True
+        self._nursery.start_soon(self._close_when_quiet)
+
+    async def _close_when_quiet(self) -> None:
+        with contextlib.suppress(LinkClosedError):
+            await self.connection.send(["bye", 0])
+        while not (self._bye_received and not self._serving and not self._pending):
+            if self._broken is not None:
+                return
+            await self._changed.wait()
+            self._changed = trio.Event()
+        self.connection.close()  # run() sees it and ends
 
     def _dispatch(self, nursery: trio.Nursery, message: Any, fds: list[int]) -> None:
         if not isinstance(message, list) or len(message) < 2:
@@ -405,6 +456,12 @@ class Peer:
             serving = self._serving.get(call_id)
             if serving is not None:
                 serving.cancel()
+        elif kind == "bye":
+            # The other side sends no request after this one; ours stop now.
+            _close_all(fds)
+            self._bye_received = True
+            self._start_closing()
+            self._note_change()
         else:
             _close_all(fds)
             raise LinkClosedError(f"an unknown frame from {self.name}: {kind!r}")
@@ -428,6 +485,7 @@ class Peer:
                 await self.connection.send(reply, reply_fds)
         finally:
             self._serving.pop(call_id, None)
+            self._note_change()
 
     async def call(self, op: str, body: Any, fds: Sequence[int] = ()) -> tuple[Any, list[int]]:
         """Send a request and wait for its reply: ``(body, descriptors)``.
@@ -443,6 +501,8 @@ class Peer:
         """
         if self._broken is not None:
             raise LinkUnavailableError(str(self._broken)) from self._broken
+        if self._closing:
+            raise LinkUnavailableError(f"the link to {self.name} is closing")
         call_id = next(self._ids)
         pending = _Pending()
         self._pending[call_id] = pending
@@ -465,6 +525,7 @@ class Peer:
                 raise
         finally:
             del self._pending[call_id]
+            self._note_change()
         if pending.reply is None:
             assert self._broken is not None
             raise self._broken

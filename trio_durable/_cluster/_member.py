@@ -149,11 +149,19 @@ class ClusterMember:
         self._handing_over: set[int] = set()
         self._freezing: set[int] = set()
         self._peers: dict[str, Peer] = {}
+        # Links other members opened to this one.
+        self._incoming: set[Peer] = set()
+        self._listeners: list[trio.socket.SocketType] = []
+        # Set by close_links(): no link is opened or accepted any more.
+        self._links_closing = False
         self._connecting: dict[str, trio.Event] = {}
-        self._handlers: dict[str, RequestHandler] = {}
+        self._handlers: dict[str, RequestHandler] = {"round": self._serve_round}
         self._proxy_handler: ProxyHandler | None = None
         self._round_requested = trio.Event()
         self._round_done = trio.Event()
+        # Rounds begun, and the number of the last one completed (see fresh_round).
+        self._rounds_begun = 0
+        self._round_completed = 0
         self._nursery: trio.Nursery | None = None
         self._leaving = False
         #: Rounds completed (for tests and statistics).
@@ -227,7 +235,7 @@ class ClusterMember:
         await listener.bind(self.member.address)
         os.chmod(self.member.address, 0o600)
         listener.listen(128)
-        listeners = [listener]
+        listeners = self._listeners = [listener]
         try:
             if self.spec.link_host is not None:
                 tcp = await self._listen_tcp(self.spec.link_host)
@@ -246,7 +254,7 @@ class ClusterMember:
             with contextlib.suppress(OSError):
                 os.unlink(self.member.address)
             self._nursery = None
-            for peer in self._peers.values():
+            for peer in [*self._peers.values(), *self._incoming]:
                 peer.connection.close()
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 try:
@@ -289,14 +297,39 @@ class ClusterMember:
         self.request_round()
         await self._round_done.wait()
 
+    async def fresh_round(self) -> None:
+        """Wait for a lease round that begins after this call (it sees the table as it is now)."""
+        wanted = self._rounds_begun + 1
+        while self._round_completed < wanted:
+            await self.wait_for_round()
+
     async def drain(self) -> None:
         """Hand every shard over to the members that should own them; return once none is held.
 
         For a rolling restart: the successor of this worker's slot runs
-        already, so it is the one that should own them all.
+        already, so it is the one that should own them all. Each successor
+        has taken its shards (and reads the sockets it adopted) by the time
+        this returns, unless it could not be asked to.
         """
         while self._held:
             await self.wait_for_round()
+
+    async def close_links(self) -> None:
+        """Stop linking, and close every link once the calls already sent on it are answered.
+
+        A process going away calls it while it can still serve: the other
+        members' calls sent before they learn it is closing are answered
+        (``"moved"`` for an object no longer here, so they ask its new
+        owner); later calls never leave them (nothing ran: they retry
+        elsewhere). If cancelled (bound it with ``trio.move_on_after``), the
+        links still open are cut.
+        """
+        self._links_closing = True
+        for listener in self._listeners:
+            listener.close()
+        async with trio.open_nursery() as nursery:
+            for peer in [*self._peers.values(), *self._incoming]:
+                nursery.start_soon(peer.finish)
 
     async def _keep_leases(self) -> None:
         interval = self.spec.lease_seconds / 4
@@ -317,9 +350,12 @@ class ClusterMember:
 
     async def _round(self) -> None:
         started = time.monotonic()
+        self._rounds_begun += 1
+        number = self._rounds_begun
         state = await self._store.round(self.member, self.spec.lease_seconds)
         self._apply(state, started + self.spec.lease_seconds * _LOCAL_SHARE)
         self.rounds += 1
+        self._round_completed = number
         done, self._round_done = self._round_done, trio.Event()
         done.set()
 
@@ -370,14 +406,47 @@ class ClusterMember:
             for shard in group:
                 self._held.pop(shard, None)
             self._handing_over -= group
+            if successor is not None:
+                await self._ask_to_take(successor)
         self.request_round()
+
+    async def _ask_to_take(self, successor: Member) -> None:
+        """Have ``successor`` run a lease round now, taking the shards just released.
+
+        Otherwise it takes them at its next round, up to a quarter of the
+        lease time later: the objects would wait that long, and a worker
+        drained in between (a second rolling restart) would leave with the
+        sockets it adopted still waiting for their shard.
+        """
+        try:
+            with trio.fail_after(_CONNECT_TIMEOUT):
+                peer = await self.peer(successor)
+                await peer.call("round", [])
+        except (LinkClosedError, RuntimeError, trio.TooSlowError) as exc:
+            logger.info("%s will take its shards at its next round (%s)", successor.member_id, exc)
+
+    async def _serve_round(self, op: str, body: Any, fds: list[int]) -> tuple[Any, list[int]]:
+        for fd in fds:
+            os.close(fd)
+        await self.fresh_round()
+        return None, []
 
     # ----------------------------------------------------------------- links
 
     async def _accept(self, listener: trio.socket.SocketType) -> None:
         assert self._nursery is not None
         while True:
-            sock, _ = await listener.accept()
+            try:
+                sock, _ = await listener.accept()
+            except trio.ClosedResourceError:
+                return  # close_links(): no new link
+            except OSError as exc:
+                if self._links_closing:
+                    return
+                # Out of descriptors, or a connection reset in the backlog.
+                logger.warning("accepting a link failed: %s", exc)
+                await trio.sleep(0.1)
+                continue
             if sock.family != socket.AF_UNIX:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._nursery.start_soon(self._serve_connection, Connection(sock))
@@ -396,7 +465,12 @@ class ClusterMember:
                 return
             await self._proxy_handler(member_id, connection)
             return
-        await Peer(connection, self._serve, name=member_id).run()
+        peer = Peer(connection, self._serve, name=member_id)
+        self._incoming.add(peer)
+        try:
+            await peer.run()
+        finally:
+            self._incoming.discard(peer)
 
     async def _serve(self, op: str, body: Any, fds: list[int]) -> tuple[Any, list[int]]:
         handler = self._handlers.get(op)
@@ -462,7 +536,7 @@ class ClusterMember:
         return connection
 
     async def _connect(self, member: Member) -> Peer:
-        if self._nursery is None:
+        if self._nursery is None or self._links_closing:
             raise LinkClosedError("this member is not running")
         connection = await self.open_connection(member, CALLS)
         peer = Peer(connection, self._serve, name=member.member_id)

@@ -15,7 +15,10 @@ and a control channel each. Then it watches them:
   get Close 1001, buffered writes are committed) and the supervisor exits 0;
 * SIGHUP is a rolling restart: for each slot in turn a successor starts
   beside the worker (re-importing the app's code), and once it serves, the
-  old worker hands it its objects and open sockets and exits.
+  old worker hands it its objects and open sockets and exits. Restarts run
+  one at a time: a SIGHUP during one queues one more, which starts when it
+  ends (the workers it already replaced may run code older than that
+  SIGHUP); further SIGHUPs meanwhile are folded into the queued one.
 """
 
 from __future__ import annotations
@@ -101,6 +104,8 @@ class _Worker:
     exited: trio.Event = attrs.field(factory=trio.Event)
     started_at: float = 0.0
     retiring: bool = False
+    #: Seconds to wait before restarting it if it dies soon after starting.
+    backoff: float = _FIRST_BACKOFF
 
 
 class _Supervisor:
@@ -117,7 +122,11 @@ class _Supervisor:
         self.lock = lock
         self.run_dir = run_dir
         self.slots: dict[int, _Worker] = {}
+        #: Every worker process not yet seen exiting (successors still starting too).
+        self.running: set[_Worker] = set()
         self.stopping = False
+        self.restart_wanted = trio.Event()
+        self.restarting = False
         self.store = store
         self.nursery: trio.Nursery | None = None
         self.node = ""
@@ -166,6 +175,7 @@ class _Supervisor:
             theirs.close()
         worker = _Worker(slot, process, ControlChannel(trio.socket.from_stdlib_socket(ours)))
         worker.started_at = trio.current_time()
+        self.running.add(worker)
         assert self.nursery is not None
         self.nursery.start_soon(self.watch, worker)
         return worker
@@ -176,6 +186,7 @@ class _Supervisor:
             nursery.start_soon(self.read_control, worker)
             status = await worker.process.wait()
             nursery.cancel_scope.cancel()
+        self.running.discard(worker)
         worker.exited.set()
         await worker.control.aclose()
         if worker.member_id is not None:
@@ -185,7 +196,7 @@ class _Supervisor:
                     await self.store.revoke(worker.member_id)
                 except Exception:
                     logger.exception("could not revoke the leases of %s", worker.member_id)
-        if self.stopping or worker.retiring:
+        if self.stopping or worker.retiring or self.slots.get(worker.slot) is not worker:
             return
         logger.warning(
             "worker %d (pid %d) exited with %s; restarting it",
@@ -194,20 +205,14 @@ class _Supervisor:
             status,
         )
         served = trio.current_time() - worker.started_at
-        pause = 0.0 if served >= _HEALTHY_AFTER else _FIRST_BACKOFF
-        while not self.stopping:
-            await trio.sleep(pause)
-            if self.stopping:
-                return
-            replacement = await self.start_worker(worker.slot)
-            self.slots[worker.slot] = replacement
-            with trio.move_on_after(_START_TIMEOUT):
-                await _first(replacement.ready, replacement.exited)
-            if replacement.ready.is_set():
-                return
-            pause = min(max(pause * 2, _FIRST_BACKOFF), _MAX_BACKOFF)
-            if not replacement.exited.is_set():
-                return  # slow to start but alive: its own watcher takes over
+        # A worker that keeps dying at start is restarted less and less often.
+        pause = 0.0 if served >= _HEALTHY_AFTER else worker.backoff
+        await trio.sleep(pause)
+        if self.stopping or self.slots.get(worker.slot) is not worker:
+            return  # stopping, or a rolling restart's successor took the slot
+        replacement = await self.start_worker(worker.slot)
+        replacement.backoff = min(max(pause * 2, _FIRST_BACKOFF), _MAX_BACKOFF)
+        self.slots[worker.slot] = replacement  # its own watcher follows it from now on
 
     async def read_control(self, worker: _Worker) -> None:
         while True:
@@ -226,13 +231,31 @@ class _Supervisor:
             with trio.move_on_after(_START_TIMEOUT):
                 await _first(worker.ready, worker.exited)
 
+    def request_restart(self) -> None:
+        """SIGHUP: a rolling restart now, or once the one under way ends."""
+        if self.restarting:
+            logger.info(
+                "SIGHUP during a rolling restart: another one follows once this one is done"
+            )
+        self.restart_wanted.set()
+
+    async def run_restarts(self) -> None:
+        """Run the requested rolling restarts, one at a time."""
+        while True:
+            await self.restart_wanted.wait()
+            self.restart_wanted = trio.Event()
+            self.restarting = True
+            try:
+                await self.rolling_restart()
+            finally:
+                self.restarting = False
+
     async def rolling_restart(self) -> None:
         """Replace each worker in turn by a fresh process, handing over its sockets."""
         logger.info("rolling restart of %d worker(s)", len(self.slots))
         for slot in sorted(self.slots):
             if self.stopping:
                 return
-            old = self.slots[slot]
             successor = await self.start_worker(slot)
             with trio.move_on_after(_START_TIMEOUT):
                 await _first(successor.ready, successor.exited)
@@ -241,9 +264,14 @@ class _Supervisor:
                 successor.retiring = True
                 successor.process.kill()
                 continue
+            # The slot's worker now: the one there before, or its
+            # replacement if that one died meanwhile.
+            old = self.slots[slot]
             self.slots[slot] = successor
             old.retiring = True
-            with contextlib.suppress(trio.BrokenResourceError):
+            # It may have exited meanwhile (its watcher closed the channel and
+            # revoked its leases): there is nothing to drain then.
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await old.control.send({"drain": successor.member_id})
             with trio.move_on_after(_STOP_TIMEOUT):
                 await old.exited.wait()
@@ -255,7 +283,7 @@ class _Supervisor:
 
     async def stop_all(self) -> None:
         self.stopping = True
-        workers = list(self.slots.values())
+        workers = list(self.running)
         for worker in workers:
             if worker.process.returncode is None:
                 worker.process.send_signal(signal.SIGTERM)
@@ -418,10 +446,11 @@ async def run_cluster(
                 async with trio.open_nursery() as nursery:
                     supervisor.nursery = nursery
                     await supervisor.start_all()
+                    nursery.start_soon(supervisor.run_restarts)
                     task_status.started(listener.getsockname()[1])
                     async for signum in signals:
                         if signum == signal.SIGHUP:
-                            nursery.start_soon(supervisor.rolling_restart)
+                            supervisor.request_restart()
                             continue
                         break
                     await supervisor.stop_all()
