@@ -1,7 +1,7 @@
 """PostgreSQL benchmark: acknowledged writes/s over many objects, against one commit per write.
 
 Run: ``python benchmarks/bench_postgres.py [--objects 1000] [--writes 20] [--url URL] [--sql]
-[--json FILE]``.
+[--rpc] [--failover] [--json FILE]``.
 
 Without ``--url`` it starts a throwaway PostgreSQL server (Debian's
 ``postgresql`` package, ``tests/postgres/server.py``) with its default,
@@ -16,6 +16,21 @@ writes of every object).
 (``docs/postgres.md``): the cost of one small commit to an object's SQLite
 database shipped whole (``serialize()``) against its changed pages, and of
 loading it on another node, for several database sizes.
+
+``--rpc`` starts two nodes (``trio-durable serve --database URL --node``,
+one worker each, serving ``benchmarks/cluster_app.py``) and measures calls
+from one object to another, one at a time: calls/s and p50/p99 latency
+between objects on two nodes (over their authenticated TCP link) against
+two objects in the same process, in the same run.
+
+``--failover`` starts three nodes and kills one with ``kill -9`` (supervisor
+and worker) ``--kills`` times: the time from the kill until an object the
+victim ran answers a write through another node, p50 and max. The victim
+is started again under its name each time (it gets its shards back). The
+baseline is the lease (``--lease-seconds``, 4 s by default as in ``serve``):
+the others may take its shards only once its leases lapse, which is between
+a round (a quarter of the lease) before and the lease after the kill, then
+take them in their next round.
 """
 
 from __future__ import annotations
@@ -204,6 +219,116 @@ async def ship_pages(url: str, size: int, commits: int) -> tuple[float, float, i
     return statistics.median(times) * 1e3, load_ms, round(statistics.median(pages))
 
 
+# ------------------------------------------------------------------- nodes
+
+CLUSTER_APP = "benchmarks.cluster_app:app"
+
+
+@contextlib.contextmanager
+def nodes(url: str, count: int, *extra: str) -> Iterator[list[Any]]:
+    """``count`` nodes of a deployment on ``url``, started at once, stopped at the end."""
+    from tests.cluster.workers import node
+
+    with contextlib.ExitStack() as stack:
+        started = [
+            stack.enter_context(node(url, f"n{i}", 1, *extra, app=CLUSTER_APP, wait=False))
+            for i in range(count)
+        ]
+        for each in started:
+            each.ready(1)
+        yield started
+
+
+async def _get(port: int, path: str, within: float = 30) -> tuple[int, Any]:
+    from tests.cluster.workers import get
+
+    status, _, body = await get(port, path, within=within)
+    return status, body
+
+
+async def _counter_on(
+    port: int, pids: set[int], prefix: str, avoid: frozenset[str] = frozenset()
+) -> str:
+    """A counter name whose object runs in one of ``pids`` (asked through ``port``)."""
+    for n in range(2000):
+        name = f"{prefix}-{n}"
+        if name in avoid:
+            continue
+        status, pid = await _get(port, f"/where/{name}")
+        if status == 200 and pid in pids:
+            return name
+    raise RuntimeError(f"no counter of processes {pids} among 2,000 names")
+
+
+async def rpc_between_nodes(url: str, calls: int, repeats: int) -> dict[str, dict[str, float]]:
+    """RPC from one object to another: in one process, and between two nodes (best of runs)."""
+    with nodes(url, 2) as (first, second):
+        here = set(first.worker_pids().values())
+        there = set(second.worker_pids().values())
+        caller = await _counter_on(first.port, here, "caller")
+        local = await _counter_on(first.port, here, "local", frozenset({caller}))
+        remote = await _counter_on(first.port, there, "remote")
+        results: dict[str, list[dict[str, Any]]] = {"same process": [], "two nodes": []}
+        await _get(first.port, f"/rpc/{caller}/{local}/200")  # warm up both paths
+        await _get(first.port, f"/rpc/{caller}/{remote}/200")
+        for _ in range(repeats):  # alternate, so both see the same machine load
+            for label, callee in (("same process", local), ("two nodes", remote)):
+                status, body = await _get(first.port, f"/rpc/{caller}/{callee}/{calls}", 300)
+                assert status == 200, body
+                results[label].append(body)
+        assert results["two nodes"][0]["callee"] in there, "the remote callee ran on node 1"
+    return {
+        label: {
+            "calls_per_second": max(r["calls_per_second"] for r in runs),
+            "p50_ms": min(r["p50_ms"] for r in runs),
+            "p99_ms": min(r["p99_ms"] for r in runs),
+        }
+        for label, runs in results.items()
+    }
+
+
+async def failover(url: str, kills: int, lease: float) -> list[float]:
+    """Seconds from each ``kill -9`` of a node until its object answers through another node."""
+    from tests.cluster.workers import node
+
+    times: list[float] = []
+    extra = ("--lease-seconds", str(lease))
+    with contextlib.ExitStack() as stack:
+        running = [
+            stack.enter_context(node(url, f"n{i}", 1, *extra, app=CLUSTER_APP, wait=False))
+            for i in range(3)
+        ]
+        for each in running:
+            each.ready(1)
+        for kill in range(kills):
+            index = kill % 3
+            victim = running[index]
+            other = running[(index + 1) % 3]
+            name = await _counter_on(other.port, set(victim.worker_pids().values()), f"v{kill}")
+            status, _ = await _get(other.port, f"/hit/{name}")
+            assert status == 200
+            victim.kill_node()
+            killed = time.perf_counter()
+            while True:
+                try:
+                    status, _ = await _get(other.port, f"/hit/{name}", within=30)
+                except (OSError, trio.TooSlowError):
+                    status = 0
+                if status == 200:
+                    break
+                if time.perf_counter() - killed > 60:
+                    raise RuntimeError(f"{name} did not answer within 60 s of the kill")
+                await trio.sleep(0.02)
+            times.append(time.perf_counter() - killed)
+            print(f"kill {kill + 1}: {times[-1]:.2f} s", file=sys.stderr)
+            # Started again under its name: it takes its shards back.
+            replacement = node(url, f"n{index}", 1, *extra, app=CLUSTER_APP, wait=False)
+            running[index] = stack.enter_context(replacement)
+            await trio.to_thread.run_sync(running[index].ready, 1)
+            await trio.sleep(2 * lease)  # its shards move back before the next kill
+    return times
+
+
 # ------------------------------------------------------------------------ main
 
 
@@ -215,26 +340,38 @@ def print_table(rows: list[tuple[str, str]]) -> None:
         print(f"| {name.ljust(width)} | {value} |")
 
 
+async def writes(
+    args: argparse.Namespace,
+    url: str,
+    server: Any,
+    rows: list[tuple[str, str]],
+    figures: dict[str, float],
+) -> None:
+    """Acknowledged writes: the plain psycopg loop, one object, many objects."""
+    base = baseline(fresh(server, url, "baseline"), args.baseline_writes)
+    rows.append(("plain psycopg loop, 1 commit per write (baseline)", f"{base:,.0f} writes/s"))
+    rate = await one_object(fresh(server, url, "one"), args.baseline_writes)
+    rows.append(("1 object, sequential acknowledged writes", f"{rate:,.0f} writes/s"))
+    figures["one_object"] = rate
+    rate, commits, per_commit = await many_objects(
+        fresh(server, url, "many"), args.objects, args.writes
+    )
+    figures.update(baseline=base, many_objects=rate, objects=args.objects)
+    rows.append(
+        (
+            f"{args.objects:,} objects x {args.writes} writes, concurrently",
+            f"{rate:,.0f} writes/s ({rate / base:.1f}x the baseline; target 3x), "
+            f"{commits:,} commits of {per_commit:,.0f} objects on average",
+        )
+    )
+
+
 async def run(args: argparse.Namespace) -> dict[str, float]:
     rows: list[tuple[str, str]] = []
     figures: dict[str, float] = {}
     with database(args.url) as (url, server):
-        base = baseline(fresh(server, url, "baseline"), args.baseline_writes)
-        rows.append(("plain psycopg loop, 1 commit per write (baseline)", f"{base:,.0f} writes/s"))
-        rate = await one_object(fresh(server, url, "one"), args.baseline_writes)
-        rows.append(("1 object, sequential acknowledged writes", f"{rate:,.0f} writes/s"))
-        figures["one_object"] = rate
-        rate, commits, per_commit = await many_objects(
-            fresh(server, url, "many"), args.objects, args.writes
-        )
-        figures.update(baseline=base, many_objects=rate, objects=args.objects)
-        rows.append(
-            (
-                f"{args.objects:,} objects x {args.writes} writes, concurrently",
-                f"{rate:,.0f} writes/s ({rate / base:.1f}x the baseline; target 3x), "
-                f"{commits:,} commits of {per_commit:,.0f} objects on average",
-            )
-        )
+        if not args.no_writes:
+            await writes(args, url, server, rows, figures)
         if args.sql:
             for size in (64 * 1024, 1024 * 1024, 16 * 1024 * 1024, 64 * 1024 * 1024):
                 label = f"{size // 1024:,} KiB"
@@ -251,6 +388,33 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
                     )
                 )
                 rows.append((f"SQL {label}: load on another node", f"{load_ms:.1f} ms"))
+        if args.rpc:
+            rpc = await rpc_between_nodes(fresh(server, url, "rpc"), args.calls, 3)
+            for label, figure in rpc.items():
+                rows.append(
+                    (
+                        f"RPC between objects, {label}",
+                        f"{figure['calls_per_second']:,.0f} calls/s, "
+                        f"p50 {figure['p50_ms']:.2f} ms, p99 {figure['p99_ms']:.2f} ms",
+                    )
+                )
+            ratio = rpc["two nodes"]["calls_per_second"] / rpc["same process"]["calls_per_second"]
+            rows.append(("RPC between nodes / in one process", f"{ratio:.2f}x the calls/s"))
+            figures.update(
+                {f"rpc_{label.replace(' ', '_')}_{k}": v for label, f in rpc.items()
+                 for k, v in f.items()}
+            )  # fmt: skip
+        if args.failover:
+            times = await failover(fresh(server, url, "failover"), args.kills, args.lease_seconds)
+            rows.append(
+                (
+                    f"failover after kill -9 of a node, {len(times)} kills, "
+                    f"{args.lease_seconds:g} s leases",
+                    f"p50 {statistics.median(times):.2f} s, max {max(times):.2f} s "
+                    f"({statistics.median(times) / args.lease_seconds:.2f}x the lease)",
+                )
+            )
+            figures.update(failover_p50=statistics.median(times), failover_max=max(times))
     print_table(rows)
     return figures
 
@@ -262,7 +426,13 @@ def main() -> None:
     parser.add_argument("--baseline-writes", type=int, default=3000)
     parser.add_argument("--url", help="an existing database (emptied!) instead of a throwaway one")
     parser.add_argument("--sql", action="store_true", help="also measure SQL shipping")
-    parser.add_argument("--json", help="also write the write rates to this file")
+    parser.add_argument("--no-writes", action="store_true", help="skip the write measurements")
+    parser.add_argument("--rpc", action="store_true", help="also measure RPC between nodes")
+    parser.add_argument("--calls", type=int, default=2000, help="RPC calls per run")
+    parser.add_argument("--failover", action="store_true", help="also measure failover")
+    parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--lease-seconds", type=float, default=4.0)
+    parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     figures = trio.run(run, args)
     if args.json:
