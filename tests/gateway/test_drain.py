@@ -250,6 +250,7 @@ async def test_a_request_still_arriving_when_the_grace_ends_is_answered_503() ->
     status, headers = _status_and_headers(answer)
     assert status == b"HTTP/1.1 503 Service Unavailable", answer
     assert (b"connection", b"close") in headers, answer
+    assert (b"retry-after", b"1") in headers, answer
 
 
 async def test_an_idle_keep_alive_connection_closes_without_an_answer() -> None:

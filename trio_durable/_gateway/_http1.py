@@ -406,6 +406,8 @@ def encode_error(conn: h11.Connection, status: int, message: str) -> bytes:
         return b""  # a response was already started: closing is all that is left
     response = error_response(status, message)
     fields = [*header_fields(response.headers, drop=frozenset()), (b"connection", b"close")]
+    if status == 503:
+        fields.append((b"retry-after", b"1"))  # a moment of unavailability: try again
     fields.append((b"content-length", b"%d" % len(response.body)))
     try:
         data = conn.send(h11.Response(status_code=status, headers=fields, reason=_reason(status)))
