@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import trio
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from .workers import ROOT, cluster, get
+from .workers import ROOT, Cluster, cluster, get
 
 pytestmark = pytest.mark.slow
 
@@ -216,3 +217,49 @@ async def test_a_killed_worker_s_alarm_fires_in_another_worker(tmp_path: Path) -
                     break
                 await trio.sleep(0.2)
         assert body["alarm"]["fired_in"] != owner, "fired in the worker that took the shard"
+
+
+def test_sighup_to_a_single_process_serve_is_logged_and_it_goes_on_serving(
+    tmp_path: Path,
+) -> None:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "trio_durable",
+            "serve",
+            "tests.cluster.app:app",
+            "--port",
+            "0",
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    running = Cluster(process)
+    try:
+        running.wait_for(r"serving \S+ on http://\S+", timeout=60)
+        match = re.search(r"serving \S+ on (http://\S+)", running.log)
+        assert match is not None
+        with urllib.request.urlopen(f"{match[1]}/hup", timeout=30) as response:
+            before = json.loads(response.read())
+        process.send_signal(signal.SIGHUP)
+        running.wait_for(r"SIGHUP ignored", timeout=30)
+        with urllib.request.urlopen(f"{match[1]}/hup", timeout=30) as response:
+            after = json.loads(response.read())
+        assert process.poll() is None, "SIGHUP did not kill it"
+        assert (after["stored"], after["hits"]) == (2, 2), "the same process serves on"
+        assert after["owner"] == before["owner"] == process.pid
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        running._reader.join(5)
+        assert process.stderr is not None
+        process.stderr.close()

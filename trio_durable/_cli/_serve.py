@@ -1,4 +1,11 @@
-"""``trio-durable serve``: one process serving an App until SIGINT or SIGTERM."""
+"""``trio-durable serve``: one process serving an App until SIGINT or SIGTERM.
+
+With ``--workers N`` (N > 1) or ``--database`` it runs a cluster's
+supervisor instead (``_cluster/_supervisor.py``), where SIGHUP is a rolling
+restart. One process cannot restart without closing its connections, so a
+single-process ``serve`` answers SIGHUP with a log line saying so, and goes
+on serving (rather than die of the signal's default action).
+"""
 
 from __future__ import annotations
 
@@ -197,7 +204,7 @@ async def serve_app(
     metrics_url: str | None = None
     base_url = ""
     worker = logged_worker(app.worker)
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         stack = contextlib.AsyncExitStack()
         try:
             runtime = await stack.enter_async_context(
@@ -221,6 +228,9 @@ async def serve_app(
                 if metrics_url is not None:
                     logger.info("metrics on %s", metrics_url)
                 async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        _ignore_sighup()
+                        continue
                     logger.debug("got %s", signal.Signals(signum).name)
                     break
                 # Requests in flight are answered; a second signal stops at once.
@@ -302,9 +312,20 @@ def _check_database(database: str) -> None:
 
 
 async def _cancel_on_signal(signals: Any, scope: trio.CancelScope) -> None:
-    async for _ in signals:
+    async for signum in signals:
+        if signum == signal.SIGHUP:
+            _ignore_sighup()
+            continue
         scope.cancel()
         return
+
+
+def _ignore_sighup() -> None:
+    logger.warning(
+        "SIGHUP ignored: this server is one process, which cannot restart without "
+        "closing its connections; for rolling restarts on SIGHUP, run serve --workers 2 "
+        "or more"
+    )
 
 
 def _listen_error(host: str, port: int, exc: OSError) -> str:
