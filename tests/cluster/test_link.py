@@ -347,3 +347,23 @@ async def test_finishing_a_link_is_cut_when_cancelled(nursery: trio.Nursery) -> 
         with trio.move_on_after(0.5):
             await server.finish()
     assert len(outcome) == 1 and not isinstance(outcome[0], LinkUnavailableError), outcome
+
+
+async def test_a_large_frame_before_the_handshake_is_refused_without_reading_it() -> None:
+    """A stranger cannot make a process buffer megabytes: before proof, frames are small."""
+    a, b = trio.socket.socketpair()
+    server = Connection(b)
+    try:
+        with trio.fail_after(5):  # the frame never arrives: a wait for it would hang
+            async with trio.open_nursery() as nursery:
+
+                async def stranger() -> None:
+                    await a.recv(4096)  # the challenge
+                    await a.send(struct.pack(">IH", 1024 * 1024, 0) + b"\x00" * 10)
+
+                nursery.start_soon(stranger)
+                with pytest.raises(LinkClosedError, match="before the handshake; the limit is"):
+                    await handshake_server(server, KEY)
+    finally:
+        server.close()
+        a.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -410,3 +411,27 @@ async def test_the_fence_leaves_out_shards_whose_lease_lapsed_locally(
         fence = member.fence()
     assert dict(fence.epochs) == {}, "every lease lapsed by the member's clock"
     await store.aclose()
+
+
+async def test_links_waiting_for_their_proof_are_bounded(
+    pair: tuple[td.Runtime, td.Runtime],
+) -> None:
+    """Strangers that connect and say nothing hold a few KiB each, and only so many."""
+    a, _ = pair
+    assert a.cluster is not None
+    extra = 3
+    socks = []
+    try:
+        for _ in range(_member.MAX_PENDING_HANDSHAKES + extra):
+            sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            await sock.connect(a.cluster.member.address)
+            socks.append(sock)
+        answers = []
+        with trio.fail_after(4):  # before the pending ones' handshake timeout (5 s)
+            for sock in socks:
+                answers.append(await sock.recv(4096))
+        refused = [n for n, data in enumerate(answers) if data == b""]
+        assert len(refused) == extra, f"closed at once: {refused}"
+    finally:
+        for sock in socks:
+            sock.close()

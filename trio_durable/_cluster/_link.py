@@ -79,6 +79,9 @@ _SEQUENCE: Final = struct.Struct(">Q")
 _TAG_BYTES: Final = 16
 #: The largest frame a link accepts (a call's arguments are limited far below).
 MAX_FRAME_BYTES: Final = 64 * 1024 * 1024
+#: The largest frame before the other side proved itself (the handshake's are
+#: a few hundred bytes): a stranger cannot make a process buffer more.
+MAX_HANDSHAKE_FRAME_BYTES: Final = 4 * 1024
 #: File descriptors one frame may carry.
 MAX_FDS_PER_FRAME: Final = 64
 _RECV_BYTES: Final = 256 * 1024
@@ -177,8 +180,10 @@ class Connection:
             frame = self._take_frame()
             if frame is not None:
                 return frame
+            # Before the handshake, read no more than one largest frame at a time.
+            size = _RECV_BYTES if self._receive_key is not None else MAX_HANDSHAKE_FRAME_BYTES
             try:
-                data, ancillary, flags, _ = await self._sock.recvmsg(_RECV_BYTES, _ANCILLARY_BYTES)
+                data, ancillary, flags, _ = await self._sock.recvmsg(size, _ANCILLARY_BYTES)
             except (OSError, trio.ClosedResourceError) as exc:
                 raise LinkClosedError(f"the link broke: {exc}") from exc
             for level, kind, payload in ancillary:
@@ -197,6 +202,11 @@ class Connection:
         if len(buffer) < _HEADER.size:
             return None
         length, fd_count = _HEADER.unpack_from(buffer)
+        if self._receive_key is None and length > MAX_HANDSHAKE_FRAME_BYTES:
+            raise LinkClosedError(
+                f"a frame of {length:,} bytes arrived before the handshake; the limit "
+                f"is {MAX_HANDSHAKE_FRAME_BYTES:,}"
+            )
         if length > MAX_FRAME_BYTES:
             raise LinkClosedError(
                 f"a frame of {length:,} bytes arrived; the limit is {MAX_FRAME_BYTES:,}"

@@ -57,6 +57,9 @@ logger: Final = logging.getLogger("trio_durable.cluster")
 _LOCAL_SHARE: Final = 0.8
 #: Seconds a link may take to connect and prove itself.
 _CONNECT_TIMEOUT: Final = 5.0
+#: Links accepted and not yet proved, at most (more are closed at once): what
+#: strangers that connect and say nothing can hold (a few KiB each).
+MAX_PENDING_HANDSHAKES: Final = 64
 
 #: Serves a proxied connection another node opened: ``(member id, connection)``.
 #: It owns the connection (it must close it).
@@ -152,6 +155,7 @@ class ClusterMember:
         # Links other members opened to this one.
         self._incoming: set[Peer] = set()
         self._listeners: list[trio.socket.SocketType] = []
+        self._handshaking = 0
         # Set by close_links(): no link is opened or accepted any more.
         self._links_closing = False
         self._connecting: dict[str, trio.Event] = {}
@@ -447,8 +451,13 @@ class ClusterMember:
                 logger.warning("accepting a link failed: %s", exc)
                 await trio.sleep(0.1)
                 continue
+            if self._handshaking >= MAX_PENDING_HANDSHAKES:
+                # A member refused here retries (its call waits for an owner).
+                sock.close()
+                continue
             if sock.family != socket.AF_UNIX:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._handshaking += 1
             self._nursery.start_soon(self._serve_connection, Connection(sock))
 
     async def _serve_connection(self, connection: Connection) -> None:
@@ -459,6 +468,8 @@ class ClusterMember:
             logger.warning("refused a link: %s", exc)
             connection.close()
             return
+        finally:
+            self._handshaking -= 1
         if purpose == PROXY:
             if self._proxy_handler is None:
                 connection.close()
