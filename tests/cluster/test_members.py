@@ -435,3 +435,9 @@ async def test_links_waiting_for_their_proof_are_bounded(
     finally:
         for sock in socks:
             sock.close()
+
+
+@pytest.mark.parametrize("name", ["lease_seconds", "call_timeout"])
+def test_a_cluster_spec_refuses_seconds_that_are_not_positive(name: str) -> None:
+    with pytest.raises(ValueError, match=f"{name} must be a positive, finite number of seconds"):
+        ClusterSpec(slot=0, run_dir="run", **{name: 0})

@@ -70,11 +70,8 @@ class ShardNotHeldError(TrioDurableError):
     """This process does not hold the object's shard (any more): route the event elsewhere."""
 
 
-def _positive_seconds(name: str) -> Any:
-    def check(instance: object, attribute: object, value: float) -> None:
-        check_seconds(name, value)
-
-    return check
+def _positive_seconds(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    check_seconds(attribute.name, value)
 
 
 @attrs.frozen
@@ -102,8 +99,8 @@ class ClusterSpec:
 
     slot: int = attrs.field(validator=attrs.validators.ge(0))
     run_dir: str
-    lease_seconds: float = attrs.field(default=4.0, validator=_positive_seconds("lease_seconds"))
-    call_timeout: float = attrs.field(default=10.0, validator=_positive_seconds("call_timeout"))
+    lease_seconds: float = attrs.field(default=4.0, validator=_positive_seconds)
+    call_timeout: float = attrs.field(default=10.0, validator=_positive_seconds)
     node: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
     link_host: str | None = None
 
