@@ -18,10 +18,21 @@ so that a lease round and a commit's fence check meet on the same rows:
 Calls run in a worker thread on one connection of their own, one at a time;
 a connection found dead (the database restarted) is replaced on the next
 call. Errors are :class:`~trio_durable.StorageError` naming the database.
+
+**Wake-up hints.** A release, a leave, a revoke and a member joining (or
+coming back after its heartbeat had lapsed) send ``NOTIFY td_leases`` in
+their transaction. :meth:`PgLeaseStore.watch` listens on a connection of its
+own and calls back on each notification, so that a member runs its next
+round now rather than at its next interval: a released shard is taken, and
+a newcomer gets its shards, within a round trip instead of up to a quarter
+of the lease later. It is a hint and nothing more: rounds run on their
+interval whether or not notifications arrive, so a lost listening
+connection (made again after a pause) only makes changes slower to notice.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Collection
 from typing import Any, Final, TypeVar
 
@@ -41,13 +52,20 @@ from ._leases import (
 )
 from ._placement import Member
 
-__all__ = ["PgLeaseStore"]
+__all__ = ["CHANNEL", "PgLeaseStore"]
 
 T = TypeVar("T")
 Cursor = psycopg.Cursor[Any]
 
+logger: Final = logging.getLogger("trio_durable.cluster")
+
 #: Members silent this many lease times are dropped from the table.
 _FORGET_AFTER_LEASES: Final = 10
+#: The channel of lease-change notifications.
+CHANNEL: Final = "td_leases"
+_NOTIFY: Final = f"SELECT pg_notify('{CHANNEL}', %s)"
+#: The longest pause between two attempts to make the listening connection again.
+_MAX_LISTEN_RETRY: Final = 30.0
 
 
 class PgLeaseStore:
@@ -133,6 +151,12 @@ class PgLeaseStore:
             now_row = cursor.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()
             assert now_row is not None
             now = float(now_row[0])
+            before = cursor.execute(
+                "SELECT heartbeat FROM _td_members WHERE member = %s", (me.member_id,)
+            ).fetchone()
+            if before is None or float(before[0]) < now - lease_seconds:
+                # A member joins (or is live again): the others rebalance now.
+                cursor.execute(_NOTIFY, (me.member_id,))
             cursor.execute(
                 f"INSERT INTO _td_members ({MEMBER_COLUMNS}) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (member) DO UPDATE SET "
@@ -182,6 +206,7 @@ class PgLeaseStore:
                 "WHERE owner = %s AND shard = ANY(%s)",
                 (member_id, wanted),
             )
+            cursor.execute(_NOTIFY, (member_id,))
 
         await self._transaction(body)
 
@@ -193,6 +218,7 @@ class PgLeaseStore:
                 "UPDATE _td_shards SET owner = NULL, expires = 0 WHERE owner = %s", (member_id,)
             )
             cursor.execute("DELETE FROM _td_members WHERE member = %s", (member_id,))
+            cursor.execute(_NOTIFY, (member_id,))
 
         await self._transaction(body)
 
@@ -202,8 +228,75 @@ class PgLeaseStore:
         def body(cursor: Cursor) -> None:
             cursor.execute("UPDATE _td_shards SET expires = 0 WHERE owner = %s", (member_id,))
             cursor.execute("DELETE FROM _td_members WHERE member = %s", (member_id,))
+            cursor.execute(_NOTIFY, (member_id,))
 
         await self._transaction(body)
+
+    def _listening_connection(self) -> psycopg.Connection[Any]:
+        settings = session_settings(self._url)
+        settings["application_name"] = "trio_durable lease hints"
+        conn = psycopg.connect(
+            self._url, autocommit=True, connect_timeout=max(2, round(self._timeout)), **settings
+        )
+        try:
+            conn.execute(f"LISTEN {CHANNEL}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def watch(
+        self,
+        wake: Callable[[], None],
+        *,
+        retry_seconds: float = 1.0,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Call ``wake`` on every lease change another member announces, until cancelled.
+
+        ``wake`` should ask for a lease round (``ClusterMember.request_round``);
+        it is also called each time the listening connection is made (again),
+        since a change may have been missed meanwhile. Started (``task_status``)
+        once the first attempt to listen has ended, whether it succeeded or
+        not. A connection that cannot be made, or is lost, is tried again
+        after ``retry_seconds``, doubled after each failure up to 30 s;
+        meanwhile the member's rounds keep their interval.
+        """
+        pause = retry_seconds
+        started = False
+        while True:
+            conn: psycopg.Connection[Any] | None = None
+            fd = -1
+            try:
+                conn = await trio.to_thread.run_sync(self._listening_connection)
+                pause = retry_seconds
+                if not started:
+                    task_status.started()
+                    started = True
+                fd = conn.fileno()
+                wake()
+                while True:
+                    await trio.lowlevel.wait_readable(fd)
+                    # Non-blocking: what arrived is read, nothing is waited for.
+                    if any(True for _ in conn.notifies(timeout=0)):
+                        wake()
+            except psycopg.Error as exc:
+                logger.warning(
+                    "no lease-change hints from %s (%s); polling only, listening again in %g s",
+                    self.where,
+                    exc,
+                    pause,
+                )
+            finally:
+                if conn is not None:
+                    if fd >= 0:
+                        trio.lowlevel.notify_closing(fd)
+                    conn.close()
+            if not started:
+                task_status.started()
+                started = True
+            await trio.sleep(pause)
+            pause = min(pause * 2, _MAX_LISTEN_RETRY)
 
     async def aclose(self) -> None:
         """Close the connection. Idempotent."""
