@@ -21,7 +21,8 @@ Tables (every name starts with ``_td_``):
     Key-value data. Keys are ``bytea`` (their UTF-8 bytes): byte order is
     the order ``list()`` promises, and a key may hold any character.
 ``_td_alarms``
-    The alarm index, one row per object.
+    The alarm index, one row per object, with the object's shard (indexed:
+    a node that takes shards loads only their alarms).
 ``_td_members``, ``_td_shards``
     Cluster membership and shard leases with epochs (fencing tokens); every
     fenced commit reads the shard rows ``FOR SHARE`` in its own transaction.
@@ -120,17 +121,26 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         )""",
         "INSERT INTO _td_owner (only_row, token) VALUES (true, NULL)",
     ),
+    # 2: each alarm's shard (the first byte of its object's ID), so that a
+    # node taking some shards reads their alarms alone.
+    (
+        "ALTER TABLE _td_alarms ADD COLUMN shard integer",
+        "UPDATE _td_alarms SET shard = get_byte(decode(substr(id, 1, 2), 'hex'), 0)",
+        "ALTER TABLE _td_alarms ALTER COLUMN shard SET NOT NULL",
+        "CREATE INDEX _td_alarms_shard ON _td_alarms (shard)",
+    ),
 )
 
 #: The schema version this code creates and understands.
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
-def migrate(conn: psycopg.Connection[tuple[object, ...]]) -> int:
+def migrate(conn: psycopg.Connection[tuple[object, ...]], up_to: int = SCHEMA_VERSION) -> int:
     """Bring the database's tables to :data:`SCHEMA_VERSION` (idempotent, concurrency-safe).
 
     Args:
         conn: A connection in autocommit mode; the work is one transaction.
+        up_to: Stop at this version (tests make databases of earlier versions).
 
     Returns:
         The version the database had before (0: it was empty).
@@ -151,11 +161,12 @@ def migrate(conn: psycopg.Connection[tuple[object, ...]]) -> int:
                 f"the database's trio_durable schema is version {before}, newer than this "
                 f"trio_durable knows (up to {SCHEMA_VERSION}): upgrade trio_durable on this node"
             )
-        for migration in MIGRATIONS[before:]:
+        for migration in MIGRATIONS[before:up_to]:
             for statement in migration:
                 conn.execute(statement.encode())
+        after = max(before, up_to)
         if row is None:
-            conn.execute("INSERT INTO _td_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
-        elif before != SCHEMA_VERSION:
-            conn.execute("UPDATE _td_schema SET version = %s", (SCHEMA_VERSION,))
+            conn.execute("INSERT INTO _td_schema (version) VALUES (%s)", (after,))
+        elif before != after:
+            conn.execute("UPDATE _td_schema SET version = %s", (after,))
     return before

@@ -63,7 +63,7 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
@@ -817,15 +817,24 @@ class PostgresBackend:
         row = await self._run(lambda: self._read(query), abandon=True)
         return None if row is None else AlarmRecord(row[0], row[1], row[2])
 
-    async def load_alarms(self) -> list[StoredAlarm]:
-        """Every stored alarm, with the object's name when it is known."""
+    async def load_alarms(self, shards: Collection[int] | None = None) -> list[StoredAlarm]:
+        """The stored alarms (of ``shards`` only, when given), with the object's name if known.
+
+        A node that takes some shards reads their alarms alone (an index on
+        the shard), not every alarm of the deployment.
+        """
+        statement = (
+            "SELECT a.namespace, a.id, COALESCE(a.name, o.name), a.time, a.scheduled, "
+            "a.retry FROM _td_alarms a LEFT JOIN _td_objects o "
+            "ON a.namespace = o.namespace AND a.id = o.id"
+        )
+        params: tuple[Any, ...] = ()
+        if shards is not None:
+            statement += " WHERE a.shard = ANY(%s)"
+            params = (sorted(shards),)
 
         def query(cursor: Cursor) -> list[tuple[Any, ...]]:
-            return cursor.execute(
-                "SELECT a.namespace, a.id, COALESCE(a.name, o.name), a.time, a.scheduled, "
-                "a.retry FROM _td_alarms a LEFT JOIN _td_objects o "
-                "ON a.namespace = o.namespace AND a.id = o.id"
-            ).fetchall()
+            return cursor.execute(statement.encode(), params).fetchall()
 
         rows = await self._run(lambda: self._read(query), abandon=True)
         return [
@@ -970,7 +979,7 @@ def _apply(
     sql_drops: list[tuple[str, str]] = []
     deletes: list[tuple[str, str, bytes]] = []
     upserts: tuple[list[str], list[str], list[bytes], list[bytes]] = ([], [], [], [])
-    alarm_rows: list[tuple[str, str, bytes | None, float, float, int]] = []
+    alarm_rows: list[tuple[str, str, int, bytes | None, float, float, int]] = []
     alarm_deletes: list[tuple[str, str]] = []
     for w in writes:
         ns, hx = w.namespace, w.hex_id
@@ -990,7 +999,15 @@ def _apply(
         if isinstance(w.alarm, AlarmRecord):
             alarm = w.alarm
             alarm_rows.append(
-                (ns, hx, _bytes(w.name), alarm.time, alarm.scheduled_time, alarm.retry_count)
+                (
+                    ns,
+                    hx,
+                    shard_of(hx),
+                    _bytes(w.name),
+                    alarm.time,
+                    alarm.scheduled_time,
+                    alarm.retry_count,
+                )
             )
         elif w.alarm is False:
             alarm_deletes.append((ns, hx))
@@ -1025,8 +1042,8 @@ def _apply(
         cursor.executemany("DELETE FROM _td_alarms WHERE namespace = %s AND id = %s", alarm_deletes)
     if alarm_rows:
         cursor.execute(
-            "INSERT INTO _td_alarms (namespace, id, name, time, scheduled, retry) "
-            "SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[], "
+            "INSERT INTO _td_alarms (namespace, id, shard, name, time, scheduled, retry) "
+            "SELECT * FROM unnest(%s::text[], %s::text[], %s::int[], %s::bytea[], "
             "%s::float8[], %s::float8[], %s::int[]) "
             "ON CONFLICT (namespace, id) DO UPDATE SET "
             "name = COALESCE(excluded.name, _td_alarms.name), time = excluded.time, "
