@@ -84,6 +84,13 @@ async def test_alarms_stored_before_version_2_gain_their_shard(postgres_url: str
             (ids,),
         )
         assert migrate(conn) == 1, "the database was at version 1"
+        # A node still running version 1 inserts alarms as before.
+        ids.append(_hex(0x42, 9))
+        conn.execute(
+            "INSERT INTO _td_alarms (namespace, id, name, time, scheduled, retry) "
+            "VALUES ('boxes', %s, NULL, 1.0, 1.0, 0)",
+            (ids[-1],),
+        )
         rows = conn.execute("SELECT id, shard FROM _td_alarms").fetchall()
     assert sorted(rows) == sorted((hex_id, int(hex_id[:2], 16)) for hex_id in ids)
     backend = PostgresBackend(postgres_url, exclusive=False)

@@ -122,11 +122,12 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "INSERT INTO _td_owner (only_row, token) VALUES (true, NULL)",
     ),
     # 2: each alarm's shard (the first byte of its object's ID), so that a
-    # node taking some shards reads their alarms alone.
+    # node taking some shards reads their alarms alone. Computed by the
+    # database: nodes still running the previous version insert alarms
+    # without it, and the rows of before get it too.
     (
-        "ALTER TABLE _td_alarms ADD COLUMN shard integer",
-        "UPDATE _td_alarms SET shard = get_byte(decode(substr(id, 1, 2), 'hex'), 0)",
-        "ALTER TABLE _td_alarms ALTER COLUMN shard SET NOT NULL",
+        "ALTER TABLE _td_alarms ADD COLUMN shard integer NOT NULL "
+        "GENERATED ALWAYS AS (get_byte(decode(substr(id, 1, 2), 'hex'), 0)) STORED",
         "CREATE INDEX _td_alarms_shard ON _td_alarms (shard)",
     ),
 )

@@ -979,7 +979,7 @@ def _apply(
     sql_drops: list[tuple[str, str]] = []
     deletes: list[tuple[str, str, bytes]] = []
     upserts: tuple[list[str], list[str], list[bytes], list[bytes]] = ([], [], [], [])
-    alarm_rows: list[tuple[str, str, int, bytes | None, float, float, int]] = []
+    alarm_rows: list[tuple[str, str, bytes | None, float, float, int]] = []
     alarm_deletes: list[tuple[str, str]] = []
     for w in writes:
         ns, hx = w.namespace, w.hex_id
@@ -999,15 +999,7 @@ def _apply(
         if isinstance(w.alarm, AlarmRecord):
             alarm = w.alarm
             alarm_rows.append(
-                (
-                    ns,
-                    hx,
-                    shard_of(hx),
-                    _bytes(w.name),
-                    alarm.time,
-                    alarm.scheduled_time,
-                    alarm.retry_count,
-                )
+                (ns, hx, _bytes(w.name), alarm.time, alarm.scheduled_time, alarm.retry_count)
             )
         elif w.alarm is False:
             alarm_deletes.append((ns, hx))
@@ -1042,8 +1034,8 @@ def _apply(
         cursor.executemany("DELETE FROM _td_alarms WHERE namespace = %s AND id = %s", alarm_deletes)
     if alarm_rows:
         cursor.execute(
-            "INSERT INTO _td_alarms (namespace, id, shard, name, time, scheduled, retry) "
-            "SELECT * FROM unnest(%s::text[], %s::text[], %s::int[], %s::bytea[], "
+            "INSERT INTO _td_alarms (namespace, id, name, time, scheduled, retry) "
+            "SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[], "
             "%s::float8[], %s::float8[], %s::int[]) "
             "ON CONFLICT (namespace, id) DO UPDATE SET "
             "name = COALESCE(excluded.name, _td_alarms.name), time = excluded.time, "
