@@ -18,7 +18,8 @@ import trio
 import trio_durable as td
 from trio_durable import _codec
 
-from .helpers import Command, one_line_error, run
+from ..postgres.server import PostgresServer
+from .helpers import ROOT, Command, one_line_error, run
 
 
 @attrs.define(eq=False)
@@ -228,3 +229,101 @@ async def test_inspect_reads_while_a_server_holds_the_data_dir_and_wakes_nothing
         assert server.stop(signal.SIGTERM) == 0, server.lines
     finally:
         server.kill()
+
+
+# ------------------------------------------------------------- on PostgreSQL
+
+
+async def _fill(runtime: td.Runtime) -> None:
+    rooms = runtime.namespace("rooms")
+    await rooms.get_by_name("lobby").fill(VALUES, 2, 3600.0)
+    await rooms.get(rooms.new_unique_id()).fill({"k": 1}, 0, None)
+    await runtime.namespace("boxes").get_by_name("empty").fill({}, 0, None)
+
+
+@pytest.fixture
+def database(postgres_url: str) -> str:
+    """The data of ``data_dir``, made by a runtime on a PostgreSQL database."""
+
+    async def make() -> None:
+        async with td.open_runtime({"rooms": Room, "boxes": Room}, database=postgres_url) as rt:
+            await _fill(rt)
+
+    trio.run(make)
+    return postgres_url
+
+
+def test_a_database_lists_what_a_data_dir_would(database: str, data_dir: Path) -> None:
+    on_postgres = inspect_json("--database", database, cwd=data_dir.parent)
+    on_sqlite = inspect_json("--data-dir", str(data_dir), cwd=data_dir.parent)
+
+    def shape(report: Any) -> Any:
+        # IDs differ (each deployment has its own secret); the rest must not.
+        return [
+            (
+                ns["name"],
+                ns["keys"],
+                ns["alarms"],
+                sorted(
+                    (o["name"] or "", o["keys"], o["size"], repr(o["sql_tables"]))
+                    for o in ns["objects"]
+                ),
+            )
+            for ns in report["namespaces"]
+        ]
+
+    assert shape(on_postgres) == shape(on_sqlite)
+    (rooms,) = [ns for ns in on_postgres["namespaces"] if ns["name"] == "rooms"]
+    (lobby,) = [o for o in rooms["objects"] if o["name"] == "lobby"]
+    assert lobby["sql_tables"] == [{"name": "members", "rows": 2}], "read from its stored pages"
+    assert lobby["alarm"]["time"] > 0, lobby
+    assert on_postgres["source"] == database, "the URL, which has no password here"
+
+
+def test_one_object_of_a_database_by_name_and_by_id(database: str, tmp_path: Path) -> None:
+    detail = inspect_json("--database", database, "rooms:lobby", cwd=tmp_path)
+    values = {entry["key"]: entry["value"] for entry in detail["entries"]}
+    assert (values["count"], values["nested"]) == ("3", "{'a': [1, None]}"), values
+    assert detail["sql_tables"] == [{"name": "members", "rows": 2}], detail
+    again = inspect_json("--database", database, detail["id"], cwd=tmp_path)
+    assert again["entries"] == detail["entries"]
+    nothing = run("inspect", "--database", database, "rooms:nobody", cwd=tmp_path)
+    assert "(nothing stored)" in nothing.stdout, nothing.stdout
+
+
+def test_a_database_password_is_not_shown(database: str, tmp_path: Path) -> None:
+    with_password = database.replace("postgres@", "postgres:hunter2@")  # trust: any password
+    result = run("inspect", "--database", with_password, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "hunter2" not in result.stdout and result.stdout.startswith(database), result.stdout
+
+
+def test_a_database_without_trio_durable_data_is_refused(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    url = postgres_server.create_database("empty")
+    line = one_line_error(run("inspect", "--database", url, cwd=tmp_path))
+    assert line == f"trio-durable: error: no trio_durable data in the database {url}", line
+
+
+def test_data_dir_and_database_together_are_refused(database: str, data_dir: Path) -> None:
+    line = one_line_error(run("inspect", "--data-dir", str(data_dir), "--database", database))
+    assert "give only one of --data-dir and --database" in line, line
+
+
+async def test_inspect_reads_a_database_in_use_and_wakes_nothing(postgres_url: str) -> None:
+    async with td.open_runtime({"rooms": Room, "boxes": Room}, database=postgres_url) as rt:
+        await _fill(rt)
+        before = rt.statistics().activations
+        report = await trio.to_thread.run_sync(
+            lambda: inspect_json("--database", postgres_url, "rooms:lobby", cwd=ROOT)
+        )
+        assert report["keys"] == 4
+        assert rt.statistics().activations == before, "no object was woken"
+        await rt.namespace("rooms").get_by_name("lobby").fill({"more": 1}, 0, None)
+    # While the runtime held the database (its owner lock), inspect read it;
+    # it wrote nothing: the runtime's last write is there, alone.
+    report = await trio.to_thread.run_sync(
+        lambda: inspect_json("--database", postgres_url, "rooms:lobby", cwd=ROOT)
+    )
+    assert report["keys"] == 5

@@ -7,12 +7,13 @@
     trio-durable inspect --data-dir data 2939e0ae...      # the same by its 64-hex ID
     trio-durable inspect --json                           # machine-readable
 
+    trio-durable inspect --database postgresql://td@db/td # a deployment on PostgreSQL
+
 No runtime is opened and the data directory's lock is not taken: the
-databases are read read-only (:mod:`._inspect_sqlite`), so it works while a
-server runs on the directory and shows what that server has committed.
+databases are read read-only (:mod:`._inspect_sqlite`, :mod:`._inspect_postgres`),
+so it works while servers run on them and shows what they have committed.
 Values are decoded with the runtime's codec and shown as their ``repr``,
-shortened. Where the data lives is a :class:`~._inspect_model.Source`; a
-PostgreSQL one (``--database URL``) plugs in beside the data directory's.
+shortened. Where the data lives is a :class:`~._inspect_model.Source`.
 """
 
 from __future__ import annotations
@@ -47,10 +48,10 @@ def add_parser(commands: Commands) -> None:
         "inspect",
         help="list stored objects, keys, SQL tables and alarms without waking any",
         description=(
-            "Show what a data directory holds: namespaces, object IDs with their names, "
-            "key counts and sizes, SQL tables and pending alarms; with an object "
-            "(a 64-hex ID or NAMESPACE:NAME), its keys and values. Read-only: no object "
-            "is woken, and it works while a server runs on the directory."
+            "Show what a data directory (or a PostgreSQL database) holds: namespaces, "
+            "object IDs with their names, key counts and sizes, SQL tables and pending "
+            "alarms; with an object (a 64-hex ID or NAMESPACE:NAME), its keys and values. "
+            "Read-only: no object is woken, and it works while servers run on it."
         ),
     )
     parser.add_argument(
@@ -64,6 +65,13 @@ def add_parser(commands: Commands) -> None:
         metavar="PATH",
         default=argparse.SUPPRESS,
         help=f"the data directory (default: data_dir of ./{CONFIG_NAME}, else ./data)",
+    )
+    parser.add_argument(
+        "--database",
+        metavar="URL",
+        dest="inspect_database",
+        help="read a deployment's PostgreSQL database (postgresql://user@host:port/db) "
+        "instead of a data directory",
     )
     parser.add_argument(
         "--config",
@@ -88,7 +96,10 @@ def run(args: argparse.Namespace) -> int:
     config = resolve("inspect", args)
     if args.limit < 0:
         raise UsageError(f"--limit must be 0 (all) or more, got {args.limit}")
-    source = open_source(config["data_dir"])
+    database = args.inspect_database
+    if database is not None and "data_dir" in vars(args):
+        raise UsageError("give only one of --data-dir and --database")
+    source = open_source(config["data_dir"], database)
     try:
         report: Deployment | ObjectDetail
         if args.object is None:
@@ -101,13 +112,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def open_source(data_dir: str) -> Source:
-    """The source to read: a data directory (a ``--database URL`` will add a second kind).
+def open_source(data_dir: str, database: str | None = None) -> Source:
+    """The source to read: the PostgreSQL ``database`` if given, else ``data_dir``.
 
     Raises:
-        UsageError: it holds no trio_durable data or cannot be read.
+        UsageError: it holds no trio_durable data or cannot be read (or
+            psycopg, which PostgreSQL needs, is not installed).
     """
-    return SqliteSource(data_dir, decode_value)
+    if database is None:
+        return SqliteSource(data_dir, decode_value)
+    try:
+        from ._inspect_postgres import PostgresSource  # psycopg is needed only here
+    except ImportError as exc:
+        raise UsageError(
+            f"--database needs psycopg (pip install 'trio-durable[postgres]'): {exc}"
+        ) from None
+    return PostgresSource(database, decode_value)
 
 
 def decode_value(data: bytes) -> tuple[str, bool]:

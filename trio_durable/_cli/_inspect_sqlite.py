@@ -35,7 +35,7 @@ from ._inspect_model import (
     ValueDecoder,
 )
 
-__all__ = ["SqliteSource"]
+__all__ = ["SqliteSource", "connect_read_only", "count_rows", "is_hex"]
 
 # Objects known from any of the runtime's tables, with their sizes and names.
 _OBJECTS = """
@@ -65,7 +65,8 @@ _USER_TABLES = (
 )
 
 
-def _connect_read_only(path: Path) -> sqlite3.Connection:
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """``path`` opened read-only (``mode=ro`` and ``query_only``)."""
     db = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True)
     db.execute("PRAGMA query_only=1")
     return db
@@ -91,7 +92,7 @@ class SqliteSource:
         if not path.is_file():
             raise UsageError(f"no trio_durable data in {str(self.data_dir)!r} (no {DATABASE_NAME})")
         try:
-            self._db = _connect_read_only(path)
+            self._db = connect_read_only(path)
             self._db.execute("SELECT 1 FROM _td_objects LIMIT 1").fetchall()
         except sqlite3.Error as exc:
             raise UsageError(f"cannot read {str(path)!r}: {exc}") from None
@@ -139,10 +140,10 @@ class SqliteSource:
         """
         namespace, colon, rest = ref.partition(":")
         if not colon:
-            if len(ref) == ID_HEX_LENGTH and _is_hex(ref):
+            if len(ref) == ID_HEX_LENGTH and is_hex(ref):
                 return [(o.namespace, o.id, o.name) for o in self._objects(hex_id=ref.lower())]
             return []
-        if len(rest) == ID_HEX_LENGTH and _is_hex(rest):
+        if len(rest) == ID_HEX_LENGTH and is_hex(rest):
             found = self._objects(namespace=namespace, hex_id=rest.lower())
             return [(o.namespace, o.id, o.name) for o in found] or [(namespace, rest.lower(), None)]
         row = self._db.execute(
@@ -218,13 +219,14 @@ class SqliteSource:
         if not path.is_file():
             return ()
         try:
-            with closing(_connect_read_only(path)) as db:
-                return tuple(_count_rows(db))
+            with closing(connect_read_only(path)) as db:
+                return tuple(count_rows(db))
         except sqlite3.Error as exc:
             return (TableView(f"(unreadable: {exc})", None),)
 
 
-def _count_rows(db: sqlite3.Connection) -> Iterator[TableView]:
+def count_rows(db: sqlite3.Connection) -> Iterator[TableView]:
+    """Each user table of ``db`` with its row count (``None`` when it cannot be counted)."""
     for (name,) in db.execute(_USER_TABLES).fetchall():
         quoted = '"' + name.replace('"', '""') + '"'
         try:
@@ -234,7 +236,8 @@ def _count_rows(db: sqlite3.Connection) -> Iterator[TableView]:
         yield TableView(name, rows)
 
 
-def _is_hex(text: str) -> bool:
+def is_hex(text: str) -> bool:
+    """True if ``text`` is hexadecimal."""
     try:
         bytes.fromhex(text)
     except ValueError:

@@ -90,7 +90,14 @@ from ._pg_schema import OWNER_LOCK_KEY, migrate
 from ._secret import check_secret, missing_secret_error
 from ._sqlcopies import UNVERIFIED, LocalCopies, Tag, remove_abandoned
 
-__all__ = ["CommitUnknownError", "PostgresBackend", "check_database_url", "storage_errors"]
+__all__ = [
+    "SQL_PAGES_QUERY",
+    "CommitUnknownError",
+    "PostgresBackend",
+    "check_database_url",
+    "storage_errors",
+    "write_sql_file",
+]
 
 T = TypeVar("T")
 Cursor = psycopg.Cursor[Any]
@@ -154,6 +161,16 @@ _RECORD_OBJECTS: Final = (
     "SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[]) "
     "ON CONFLICT (namespace, id) DO UPDATE SET name = excluded.name "
     "WHERE _td_objects.name IS NULL AND excluded.name IS NOT NULL"
+)
+
+
+#: An object's stored SQL database, page by page, for :func:`write_sql_file`
+#: (parameters: namespace, id).
+SQL_PAGES_QUERY: Final = (
+    "SELECT d.page_size, d.page_count, d.version, p.page, p.data "
+    "FROM _td_sql_databases d LEFT JOIN _td_sql_pages p "
+    "ON p.namespace = d.namespace AND p.id = d.id "
+    "WHERE d.namespace = %s AND d.id = %s ORDER BY p.page"
 )
 
 
@@ -871,14 +888,8 @@ class PostgresBackend:
         def fetch(conn: psycopg.Connection[Any]) -> int | None:
             # One statement: the pages and their version come from one snapshot.
             with conn.cursor() as cursor:
-                rows = cursor.stream(
-                    "SELECT d.page_size, d.page_count, d.version, p.page, p.data "
-                    "FROM _td_sql_databases d LEFT JOIN _td_sql_pages p "
-                    "ON p.namespace = d.namespace AND p.id = d.id "
-                    "WHERE d.namespace = %s AND d.id = %s ORDER BY p.page",
-                    key,
-                )
-                return _write_pages(path, rows)
+                rows = cursor.stream(SQL_PAGES_QUERY, key)
+                return write_sql_file(path, rows)
 
         return self._attempts(fetch, transaction=False)
 
@@ -915,8 +926,15 @@ class PostgresBackend:
         return self._copies_.changes((namespace, hex_id), connection)
 
 
-def _write_pages(path: Path, rows: Any) -> int | None:
-    """Write a database file from ``(page_size, page_count, version, page, data)`` rows."""
+def write_sql_file(path: Path, rows: Any) -> int | None:
+    """Write a database file from ``(page_size, page_count, version, page, data)`` rows.
+
+    The rows are those of :data:`SQL_PAGES_QUERY`. Returns the database's
+    version (``None``, and no file, when none is stored).
+
+    Raises:
+        StorageError: the stored pages are damaged (missing, or of the wrong size).
+    """
     version: int | None = None
     expected = 1
     page_count = 0
