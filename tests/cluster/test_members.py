@@ -441,3 +441,43 @@ async def test_links_waiting_for_their_proof_are_bounded(
 def test_a_cluster_spec_refuses_seconds_that_are_not_positive(name: str) -> None:
     with pytest.raises(ValueError, match=f"{name} must be a positive, finite number of seconds"):
         ClusterSpec(slot=0, run_dir="run", **{name: 0})
+
+
+async def test_an_unreachable_owner_gives_object_unavailable_after_call_timeout(
+    tmp_path: Path, run_dir: str
+) -> None:
+    """It renews its leases (nobody takes its shards), but answers no link: no hang."""
+    lock = DataDirLock.acquire(tmp_path)
+    call_timeout = 1.0
+    try:
+        async with AsyncExitStack() as stack:
+            a, b = [
+                await stack.enter_async_context(
+                    td.open_runtime(
+                        OBJECTS,
+                        backend=td.SqliteBackend(tmp_path, lock_fd=os.dup(lock.fd)),
+                        cluster=ClusterSpec(
+                            slot=slot,
+                            run_dir=run_dir,
+                            lease_seconds=LEASE,
+                            call_timeout=call_timeout,
+                        ),
+                    )
+                )
+                for slot in (0, 1)
+            ]
+            assert b.cluster is not None
+            with trio.fail_after(20):
+                while not _held(b):
+                    await trio.sleep(0.05)
+            [name] = _owned_by(b)
+            stub = a.namespace("counters").get_by_name(name)
+            assert await stub.increment() == 1, "reached through the link"
+            await b.cluster.close_links()  # b stops answering links; it keeps its leases
+            started = trio.current_time()
+            with trio.fail_after(call_timeout + 10), pytest.raises(td.ObjectUnavailableError):
+                await stub.increment()
+            waited = trio.current_time() - started
+            assert waited >= call_timeout, f"it tried for call_timeout, not {waited:.2f} s"
+    finally:
+        lock.release()

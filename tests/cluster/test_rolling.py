@@ -13,46 +13,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from .workers import cluster
+from .workers import Chatter, cluster
 
 pytestmark = pytest.mark.slow
-
-
-class Chatter(threading.Thread):
-    """One client: sends numbered messages (some quickly, some rarely) and checks each echo."""
-
-    def __init__(self, url: str, who: str, pause: float) -> None:
-        super().__init__(daemon=True)
-        self.who = who
-        self.pause = pause
-        self.ws: ClientConnection = connect(url, legacy=True)  # closed by the test
-        self.sent = 0
-        self.echoes: list[str] = []
-        self.owners: set[str] = set()
-        self.problem: str | None = None
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        try:
-            while not self.stop.is_set():
-                self.sent += 1
-                self.ws.send(str(self.sent))
-                reply = self.ws.recv(timeout=20)
-                assert isinstance(reply, str)
-                who, tag, owner, number = reply.split(":")
-                if (who, tag, number) != (self.who, self.who, str(self.sent)):
-                    self.problem = f"sent {self.sent}, got {reply!r}"
-                    return
-                self.owners.add(owner)
-                self.echoes.append(number)
-                time.sleep(self.pause)
-        except (ConnectionClosed, TimeoutError, OSError) as exc:
-            self.problem = f"after {self.sent} sent: {exc!r}"
-        except Exception as exc:  # a reply of the wrong shape
-            self.problem = f"after {self.sent} sent: {exc!r}"
 
 
 def test_a_rolling_restart_under_traffic_closes_nothing_and_loses_nothing(
@@ -186,3 +151,74 @@ def test_a_sighup_during_a_rolling_restart_queues_one_more(tmp_path: Path) -> No
         for chatter in chatters:
             with contextlib.suppress(Exception):
                 chatter.ws.close()
+
+
+class Pipeliner(threading.Thread):
+    """Sends bursts of numbered messages before reading their echoes, resting in between."""
+
+    def __init__(self, url: str, who: str, burst: int, rest: float) -> None:
+        super().__init__(daemon=True)
+        self.who = who
+        self.burst = burst
+        self.rest = rest
+        self.ws: ClientConnection = connect(url, legacy=True)  # closed by the test
+        self.sent = 0
+        self.echoes: list[str] = []
+        self.problem: str | None = None
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                first = self.sent + 1
+                for _ in range(self.burst):
+                    self.sent += 1
+                    self.ws.send(str(self.sent))
+                for expected in range(first, self.sent + 1):
+                    reply = self.ws.recv(timeout=20)
+                    assert isinstance(reply, str)
+                    number = reply.rsplit(":", 1)[1]
+                    if number != str(expected):
+                        self.problem = f"expected {expected}, got {reply!r}"
+                        return
+                    self.echoes.append(number)
+                time.sleep(self.rest)
+        except Exception as exc:  # a close, a timeout, a reply of the wrong shape
+            self.problem = f"after {self.sent} sent: {exc!r}"
+
+
+def test_a_rolling_restart_moves_hibernated_objects_and_pipelined_messages(
+    tmp_path: Path,
+) -> None:
+    with cluster(tmp_path / "data", 2, "--hibernate-after", "0.3") as running:
+        base = f"ws://127.0.0.1:{running.port}/echo"
+        # Some rest longer than --hibernate-after (their objects hibernate
+        # between bursts), some keep theirs awake; each has 5 messages in flight.
+        senders = [
+            Pipeliner(f"{base}/pipe{n}?who=p{n}", f"p{n}", burst=5, rest=0.6 if n % 2 else 0.02)
+            for n in range(8)
+        ]
+        for sender in senders:
+            sender.start()
+        running.wait_for(r"hibernated echoes:pipe", timeout=30)
+        running.process.send_signal(signal.SIGHUP)
+        running.wait_for(r"rolling restart done", timeout=120)
+        time.sleep(1.5)
+        for sender in senders:
+            sender.stop.set()
+        for sender in senders:
+            sender.join(30)
+        problems = {s.who: s.problem for s in senders if s.problem}
+        assert problems == {}, f"{problems}\n{running.log}"
+        for sender in senders:
+            assert sender.echoes == [str(n) for n in range(1, sender.sent + 1)], (
+                f"{sender.who}: every message answered once, in order"
+            )
+            assert sender.sent >= 10
+        restarted_at = running.log.index("rolling restart of")
+        assert re.search(r"hibernated echoes:pipe", running.log[restarted_at:]), (
+            "objects hibernate in the new workers too"
+        )
+        for sender in senders:
+            with contextlib.suppress(Exception):
+                sender.ws.close()

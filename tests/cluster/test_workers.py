@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -19,7 +21,7 @@ import trio
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from .workers import ROOT, Cluster, cluster, get
+from .workers import ROOT, Chatter, Cluster, cluster, get
 
 pytestmark = pytest.mark.slow
 
@@ -263,3 +265,88 @@ def test_sighup_to_a_single_process_serve_is_logged_and_it_goes_on_serving(
         running._reader.join(5)
         assert process.stderr is not None
         process.stderr.close()
+
+
+class KeptAlive(threading.Thread):
+    """HTTP requests one after another on one keep-alive connection, each outcome counted."""
+
+    def __init__(self, connection: http.client.HTTPConnection, path: str) -> None:
+        super().__init__(daemon=True)
+        self.connection = connection
+        self.path = path
+        self.stored: list[int] = []
+        self.problem: str | None = None
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                self.connection.request("GET", self.path)
+                response = self.connection.getresponse()
+                body = json.loads(response.read())
+                if response.status != 200:
+                    self.problem = f"status {response.status}: {body}"
+                    return
+                self.stored.append(body["stored"])
+                time.sleep(0.02)
+        except Exception as exc:  # a reset, a timeout
+            self.problem = f"after {len(self.stored)} answers: {exc!r}"
+
+
+def test_a_killed_worker_leaves_the_other_workers_clients_unaffected(tmp_path: Path) -> None:
+    with cluster(tmp_path / "data") as running:
+        pids = running.worker_pids()
+        victim, survivor = pids[0], pids[1]
+        base = f"ws://127.0.0.1:{running.port}/echo"
+        # WebSocket clients of objects the survivor runs (accepted by either worker).
+        chatters: list[Chatter] = []
+        n = 0
+        while len(chatters) < 6:
+            n += 1
+            chatter = Chatter(f"{base}/iso{n}?who=c{n}", f"c{n}", pause=0.02)
+            chatter.ws.send("0")
+            owner = str(chatter.ws.recv(timeout=10)).split(":")[2]
+            if owner == str(survivor):
+                chatters.append(chatter)
+            else:
+                chatter.ws.close()
+            assert n < 200, "no object of the survivor found"
+        for chatter in chatters:
+            chatter.sent = 0  # the probe above is not counted
+        # An HTTP keep-alive connection that the survivor accepted, to its object.
+        path = ""
+        for n in range(200):
+            connection = http.client.HTTPConnection("127.0.0.1", running.port, timeout=30)
+            connection.request("GET", f"/kept-{n}")
+            response = connection.getresponse()
+            body = json.loads(response.read())
+            if body["owner"] == survivor and response.headers["x-accepted-by"] == str(survivor):
+                path = f"/kept-{n}"
+                break
+            connection.close()
+        assert path, "no connection accepted by the survivor to an object of its own"
+        browser = KeptAlive(connection, path)
+        for chatter in chatters:
+            chatter.start()
+        browser.start()
+        time.sleep(1)
+        os.kill(victim, signal.SIGKILL)
+        # Through the failover, and the victim's restart (its shards move back to it).
+        running.wait_for(r"worker 0 \(pid \d+\) serves", timeout=60, count=2)
+        time.sleep(2)
+        for chatter in [*chatters, browser]:
+            chatter.stop.set()
+        for chatter in [*chatters, browser]:
+            chatter.join(30)
+        problems = {c.who: c.problem for c in chatters if c.problem}
+        assert problems == {}, f"{problems}\n{running.log}"
+        for chatter in chatters:
+            assert chatter.echoes == [str(k) for k in range(1, chatter.sent + 1)], chatter.who
+            assert chatter.owners == {str(survivor)}, "its object never moved"
+        assert browser.problem is None, browser.problem
+        assert browser.stored == list(range(2, len(browser.stored) + 2)), "every request answered"
+        assert len(browser.stored) > 20
+        connection.close()
+        for chatter in chatters:
+            with contextlib.suppress(Exception):
+                chatter.ws.close()

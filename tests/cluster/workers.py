@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
 
 ROOT = Path(__file__).resolve().parents[2]
 _URL = re.compile(r"serving \S+ on (http://\S+) with \d+ workers")
@@ -194,3 +196,37 @@ async def get(port: int, path: str, within: float = 15) -> tuple[int, dict[str, 
     except ValueError:
         parsed = body.decode("utf-8", "replace")
     return status, headers, parsed
+
+
+class Chatter(threading.Thread):
+    """One client: sends numbered messages (some quickly, some rarely) and checks each echo."""
+
+    def __init__(self, url: str, who: str, pause: float) -> None:
+        super().__init__(daemon=True)
+        self.who = who
+        self.pause = pause
+        self.ws: ClientConnection = connect(url, legacy=True)  # closed by the test
+        self.sent = 0
+        self.echoes: list[str] = []
+        self.owners: set[str] = set()
+        self.problem: str | None = None
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                self.sent += 1
+                self.ws.send(str(self.sent))
+                reply = self.ws.recv(timeout=20)
+                assert isinstance(reply, str)
+                who, tag, owner, number = reply.split(":")
+                if (who, tag, number) != (self.who, self.who, str(self.sent)):
+                    self.problem = f"sent {self.sent}, got {reply!r}"
+                    return
+                self.owners.add(owner)
+                self.echoes.append(number)
+                time.sleep(self.pause)
+        except (ConnectionClosed, TimeoutError, OSError) as exc:
+            self.problem = f"after {self.sent} sent: {exc!r}"
+        except Exception as exc:  # a reply of the wrong shape
+            self.problem = f"after {self.sent} sent: {exc!r}"
