@@ -176,8 +176,9 @@ async def test_a_killed_node_s_objects_answer_elsewhere_and_lose_nothing(
     recovered = trio.current_time() - started
     assert body["stored"] == 6, "no acknowledged write lost"
     assert worker_of(nodes, body["owner"]) in (1, 2)
-    # The lease (2 s) plus a round (0.5 s), with room for a loaded machine.
-    assert recovered < LEASE + 4, f"answered again after {recovered:.1f} s: {seen}"
+    # Its leases lapse at most a lease after the kill; the others take them
+    # within a round (a quarter of the lease); 2 s of room for a loaded machine.
+    assert recovered < 1.25 * LEASE + 2, f"answered again after {recovered:.1f} s: {seen}"
 
     # The client reconnects through any node and reaches the object where it runs now.
     def reconnect() -> dict[str, Any]:
