@@ -364,21 +364,21 @@ class Chaos:
             {ack.name for ack in self.acks} | {f"a-{k}" for k in range(self.args.chains)}
         )
         logs = {name: await self.read_log(name) for name in names}
+        by_seq = {name: {entry[0]: entry for entry in log["entries"]} for name, log in logs.items()}
         lost: list[str] = []
         for ack in self.acks:
-            entries = {entry[0]: entry for entry in logs[ack.name]["entries"]}
-            entry = entries.get(ack.seq)
+            entry = by_seq[ack.name].get(ack.seq)
             if entry is None or (entry[1], entry[4], entry[5]) != (ack.nonce, ack.client, ack.n):
                 lost.append(f"{ack.name}#{ack.seq} ({ack.client} {ack.n}): found {entry}")
         doubles: list[str] = []
         gaps: list[str] = []
         entries_seen = 0
         for name, log in logs.items():
-            entries = sorted(log["entries"])
-            entries_seen += len(entries)
-            if [e[0] for e in entries] != list(range(1, len(entries) + 1)):
-                gaps.append(f"{name}: sequence numbers {[e[0] for e in entries][:20]}...")
-            doubles.extend(activation_violations(name, entries))
+            in_order = sorted(log["entries"])
+            entries_seen += len(in_order)
+            if [e[0] for e in in_order] != list(range(1, len(in_order) + 1)):
+                gaps.append(f"{name}: sequence numbers {[e[0] for e in in_order][:20]}...")
+            doubles.extend(activation_violations(name, in_order))
         return {"lost": lost, "doubles": doubles, "gaps": gaps, "entries": entries_seen}
 
     # -------------------------------------------------------------------- run
