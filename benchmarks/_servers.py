@@ -165,6 +165,9 @@ def run_td(args: argparse.Namespace) -> None:
                 events=rs.events_dispatched,
                 parked=len(runtime.sockets.parking),
                 hibernatable=runtime.sockets.hibernatable_count(),
+                storage_cache_bytes=rs.storage_cache_bytes,
+                storage_cache_budget_bytes=rs.storage_cache_budget_bytes,
+                storage_cache_evictions=rs.storage_cache_evictions,
             )
             say(stats)
         cancel.cancel()

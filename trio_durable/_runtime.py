@@ -235,6 +235,7 @@ class Runtime:
             1 for key in sockets.objects_with_sockets() if registry.lookup(*key) is None
         )
         connections, parked = sockets.network_connections()
+        cache = self.storages.cache_budget
         return RuntimeStatistics(
             live_objects=len(registry),
             activations=counters.activations,
@@ -252,6 +253,9 @@ class Runtime:
             commit_seconds=self.storage_engine.commit_seconds,
             alarms_fired=self.alarms.started,
             alarm_lag_seconds=self.alarms.lag_seconds,
+            storage_cache_bytes=cache.used,
+            storage_cache_budget_bytes=cache.max_bytes,
+            storage_cache_evictions=cache.evictions,
         )
 
     async def list_object_ids(self, namespace: str) -> list[DurableObjectId]:

@@ -37,6 +37,12 @@ class RuntimeStatistics:
         alarms_fired: Alarms started because they came due (retries included).
         alarm_lag_seconds: How late those alarms started, in total (seconds
             after their time, by the runtime's clock).
+        storage_cache_bytes: Bytes the key-value caches of the live objects
+            hold together now (approximate: keys and encoded values).
+        storage_cache_budget_bytes: The most they may hold together
+            (``open_runtime(storage_cache_bytes=...)``).
+        storage_cache_evictions: Cached entries dropped to stay within that
+            budget (least recently used first).
     """
 
     live_objects: int
@@ -55,3 +61,6 @@ class RuntimeStatistics:
     commit_seconds: float = 0.0
     alarms_fired: int = 0
     alarm_lag_seconds: float = 0.0
+    storage_cache_bytes: int = 0
+    storage_cache_budget_bytes: int = 0
+    storage_cache_evictions: int = 0

@@ -170,3 +170,20 @@ async def test_a_parked_connection_then_an_awake_one() -> None:
         finally:
             await trio.to_thread.run_sync(client.close)
         nursery.cancel_scope.cancel()
+
+
+async def test_the_key_value_cache_budget(runtime_factory: Callable[..., Any]) -> None:
+    budget = 64 * 1024
+
+    async def fill(counter: Counter, ctx: td.ObjectContext) -> None:
+        for n in range(200):
+            await ctx.storage.put(f"k{n}", "x" * 1_000)
+
+    async with runtime_factory(objects=OBJECTS, storage_cache_bytes=budget) as runtime:
+        empty = runtime.statistics()
+        assert (empty.storage_cache_bytes, empty.storage_cache_budget_bytes) == (0, budget)
+        assert empty.storage_cache_evictions == 0
+        await run_in_object(runtime.namespace("counters").get_by_name("a"), fill)
+        full = runtime.statistics()
+        assert 0 < full.storage_cache_bytes <= budget, "the caches stay within the budget"
+        assert full.storage_cache_evictions > 0, "200 KB of values did not fit in 64 KiB"

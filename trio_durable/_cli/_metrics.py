@@ -126,6 +126,19 @@ METRICS: Final = (
         "Alarms started when due, and how late they started.",
         ((None, "alarm_lag_seconds"), (None, "alarms_fired")),
     ),
+    Metric(
+        "trio_durable_storage_cache_bytes",
+        "gauge",
+        "Bytes the key-value caches of live objects hold together, and their budget.",
+        (("used", "storage_cache_bytes"), ("budget", "storage_cache_budget_bytes")),
+        label="kind",
+    ),
+    Metric(
+        "trio_durable_storage_cache_evictions_total",
+        "counter",
+        "Cached key-value entries dropped to stay within the budget.",
+        ((None, "storage_cache_evictions"),),
+    ),
 )
 
 
