@@ -107,7 +107,18 @@ class Ledger(td.DurableObject):
 
 
 async def worker(request: td.Request, runtime: td.Runtime) -> td.Response:
-    """``/NAME``: the counter NAME; every answer says which worker accepted it."""
+    """``/NAME``: the counter NAME; every answer says which worker accepted it.
+
+    ``/options`` and ``/backend``: what this worker opened its runtime and
+    its storage with.
+    """
+    if request.path == "/options":
+        return td.Response.json({**attrs.asdict(runtime.options), "pid": os.getpid()})
+    if request.path == "/backend":
+        backend: Any = runtime.backend
+        return td.Response.json(
+            {"durability": backend.durability, "max_open_sql": backend.max_open_sql}
+        )
     if request.path.startswith("/ledger/"):
         ledger = runtime.namespace("ledgers").get_by_name(request.path.split("/")[2])
         return await ledger.fetch(request)  # type: ignore[no-any-return]

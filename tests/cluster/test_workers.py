@@ -207,6 +207,76 @@ async def test_serve_cluster_embeds_a_cluster_in_a_python_program(tmp_path: Path
     assert code == 0, "SIGTERM stops the embedded cluster cleanly"
 
 
+_EMBEDDED = (
+    "import functools, json, sys, trio, trio_durable as td\n"
+    "async def main():\n"
+    "    async with trio.open_nursery() as nursery:\n"
+    "        port = await nursery.start(functools.partial(\n"
+    "            td.serve_cluster, 'tests.cluster.app:app', workers=2, port=0,\n"
+    "            data_dir=sys.argv[1], **json.loads(sys.argv[2])))\n"
+    "        print(port, flush=True)\n"
+    "try:\n"
+    "    trio.run(main)\n"
+    "except* ValueError as group:\n"
+    "    print('refused:', group.exceptions[0], flush=True)\n"
+)
+
+
+async def test_serve_cluster_passes_its_options_to_every_worker(tmp_path: Path) -> None:
+    options = {"hibernate_after": 2.5, "durability": "power", "max_body_bytes": 1000}
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-c", _EMBEDDED, str(tmp_path / "data"), json.dumps(options)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert process.stdout is not None
+        with trio.fail_after(60):
+            port = int((await process.stdout.receive_some()).strip())
+        seen = {}
+        for _ in range(12):
+            _, _, body = await get(port, "/options")
+            seen[body["pid"]] = body["hibernate_after"]
+        assert len(seen) == 2 and set(seen.values()) == {2.5}, f"open_runtime's option: {seen}"
+        _, _, backend = await get(port, "/backend")
+        assert backend["durability"] == "power", "the storage's option"
+        with trio.fail_after(15):
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            async with stream:
+                await stream.send_all(
+                    b"POST /big HTTP/1.1\r\nhost: x\r\ncontent-length: 2000\r\n"
+                    b"connection: close\r\n\r\n" + b"x" * 2000
+                )
+                answer = await stream.receive_some(4096)
+        assert answer.startswith(b"HTTP/1.1 413"), f"serve()'s option: {answer[:40]!r}"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(60):
+            code = await process.wait()
+    assert code == 0
+
+
+async def test_serve_cluster_refuses_a_bad_option_naming_it(tmp_path: Path) -> None:
+    with trio.fail_after(60):  # refused at start: no restarting workers in a loop
+        result = await trio.run_process(
+            [
+                sys.executable,
+                "-c",
+                _EMBEDDED,
+                str(tmp_path / "data"),
+                json.dumps({"hibernate_after": -1}),
+            ],
+            cwd=ROOT,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    out = result.stdout.decode()
+    assert out.startswith("refused: the workers refused to start: hibernate_after must be"), out
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+
+
 async def test_a_killed_worker_s_alarm_fires_in_another_worker(tmp_path: Path) -> None:
     with cluster(tmp_path / "data") as running:
         _, _, body = await get(running.port, "/waker/set-alarm?in=3")

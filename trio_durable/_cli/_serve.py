@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import errno
 import functools
+import json
 import logging
 import signal
 import sqlite3
@@ -26,9 +27,11 @@ import trio
 from .._app import App
 from .._cluster._supervisor import ClusterOptions, run_cluster
 from .._exceptions import StorageError
+from .._gateway._options import ServeOptions
 from .._gateway._serve import Worker, drain, serve
 from .._http import Request, Response
-from .._runtime import Runtime, open_runtime
+from .._runtime import Runtime, RuntimeOptions, open_runtime
+from .._storage._sqlite import SqliteBackend
 from ._common import Commands, UsageError, configure_logging, load_app, prepare_data_dir, url
 from ._metrics import serve_metrics
 from ._options import CONFIG_NAME, SETTINGS, Config, add_settings, resolve
@@ -42,6 +45,7 @@ __all__ = [
     "serve_cluster",
     "start",
     "worker_args",
+    "worker_config",
     "worker_options",
 ]
 
@@ -134,25 +138,72 @@ def run(args: argparse.Namespace) -> int:
 WORKER_OPTIONS_FLAG = "--options"
 
 
+#: The settings a cluster's workers take from their supervisor (the rest are the command's).
+_WORKER_TARGETS = frozenset({"serve", "runtime", "tls", "import", "backend"})
+#: The ``command`` of the options ``td.serve_cluster`` gives its workers (see worker_config).
+SERVE_CLUSTER = "serve_cluster"
+
+
 def worker_args(config: Config) -> tuple[str, ...]:
     """What a cluster's workers get on their command line for the options set.
 
     ``("--options", JSON)`` (see :meth:`Config.to_json`) when the file or the
-    command line set an option of ``serve`` or ``open_runtime`` other than the
-    address; nothing otherwise (the worker's own arguments carry the app, the
-    address, the data directory and the log level).
+    command line set an option of ``serve``, ``open_runtime`` or the SQLite
+    storage (a setting whose target is ``serve``, ``tls``, ``import``,
+    ``runtime`` or ``backend``) other than the address; nothing otherwise (the worker's own
+    arguments carry the app, the address, the data directory and the log
+    level).
     """
-    options = {"serve", "runtime", "tls", "import"}
-    if any(_target(name) in options and name not in ("host", "port") for name in config.given):
+    if any(
+        _target(name) in _WORKER_TARGETS and name not in ("host", "port") for name in config.given
+    ):
         return (WORKER_OPTIONS_FLAG, config.to_json())
     return ()
+
+
+def worker_config(text: str) -> Config:
+    """The settings a cluster's worker was given in its ``--options``, checked.
+
+    ``text`` is what :meth:`Config.to_json` wrote (``serve --workers N``), or
+    the same form with only the options given (``td.serve_cluster(...,
+    **options)``): the others take their defaults.
+
+    Raises:
+        UsageError: an option is unknown, or refused by ``open_runtime``,
+            ``serve`` or the storage (the message names it).
+    """
+    data = json.loads(text)
+    values: dict[str, Any] = data["values"]
+    known = {s.name: s for s in SETTINGS if "serve" in s.commands}
+    unknown = sorted(name for name in values if name not in known)
+    if unknown:
+        raise UsageError(
+            f"unknown option {unknown[0]!r} for a cluster's workers (the options are the "
+            "keyword arguments of open_runtime() and serve(), and durability and max_open_sql)"
+        )
+    if data["command"] == SERVE_CLUSTER:
+        for name in values:
+            if known[name].target not in _WORKER_TARGETS or name in ("host", "port"):
+                raise UsageError(f"{name} is not an option of a cluster's workers")
+    config = Config(
+        "serve",
+        {**{name: s.default for name, s in known.items()}, **values},
+        frozenset(data["given"]),
+    )
+    try:
+        RuntimeOptions(**config.runtime_kwargs())
+        ServeOptions(host="127.0.0.1", port=0, **config.serve_kwargs())
+        SqliteBackend(None, **config.backend_kwargs())  # checks only: no file, no thread
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    return config
 
 
 def worker_options(text: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """What a cluster's worker passes to ``open_runtime`` and ``serve``, from its ``--options``.
 
     Args:
-        text: The JSON its supervisor passed (:func:`worker_args`), or
+        text: The JSON its supervisor passed (:func:`worker_config`), or
             ``None`` when none was passed.
 
     Returns:
@@ -161,12 +212,12 @@ def worker_options(text: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
         and never ``host`` or ``port``.
 
     Raises:
-        UsageError: a certificate cannot be loaded or ``authenticate``
-            cannot be imported.
+        UsageError: an option is unknown or refused, a certificate cannot be
+            loaded, or ``authenticate`` cannot be imported.
     """
     if text is None:
         return {"tune_gc": True}, {}
-    config = Config.from_json(text)
+    config = worker_config(text)
     return config.runtime_kwargs(), config.serve_kwargs()
 
 
@@ -207,8 +258,9 @@ async def serve_app(
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         stack = contextlib.AsyncExitStack()
         try:
+            backend = SqliteBackend(data_dir, **config.backend_kwargs())
             runtime = await stack.enter_async_context(
-                open_runtime(app.objects, data_dir, env=app.env, **config.runtime_kwargs())
+                open_runtime(app.objects, backend=backend, env=app.env, **config.runtime_kwargs())
             )
         except (StorageError, sqlite3.Error, OSError) as exc:
             raise UsageError(f"cannot open the storage in {str(data_dir)!r}: {exc}") from exc
@@ -276,7 +328,7 @@ async def serve_cluster(options: ClusterOptions, *, https: bool = False) -> None
                 options.workers,
                 options.data_dir if options.database is None else _hidden(options.database),
             )
-    except* StorageError as group:
+    except* (StorageError, ValueError) as group:
         raise UsageError(str(group.exceptions[0])) from None
     except* OSError as group:
         error = group.exceptions[0]

@@ -13,7 +13,9 @@ over to its successor and exits.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import json
 import logging
 import os
 import signal
@@ -29,7 +31,8 @@ from .._cluster._supervisor import DATABASE_VARIABLE
 from .._gateway._serve import drain, serve
 from .._runtime import open_runtime
 from .._storage._sqlite import SqliteBackend
-from ._common import LOG_LEVELS, Commands, load_app
+from ._common import LOG_LEVELS, Commands, UsageError, load_app
+from ._options import backend_options
 from ._serve import WORKER_OPTIONS_FLAG, logged_worker, worker_options
 
 __all__ = ["add_parser", "run", "run_worker"]
@@ -65,8 +68,19 @@ def add_parser(commands: Commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run one worker until it is told to stop; returns the exit status."""
-    app = load_app(args.app)
+    """Run one worker until it is told to stop; returns the exit status.
+
+    Raises:
+        UsageError: the app cannot be imported or the options are refused
+            (the supervisor is told first: every worker would fail the same
+            way, so it stops rather than restart them).
+    """
+    try:
+        app = load_app(args.app)
+        runtime_options, serve_options = worker_options(args.options)
+    except UsageError as exc:
+        _refuse(args.control_fd, str(exc))
+        raise
     spec = ClusterSpec(
         slot=args.slot,
         run_dir=args.run_dir,
@@ -74,12 +88,14 @@ def run(args: argparse.Namespace) -> int:
         node=args.node,
         link_host=args.link_host,
     )
-    runtime_options, serve_options = worker_options(args.options)
     database = os.environ.pop(DATABASE_VARIABLE, None)
     if database is not None:
         storage: dict[str, Any] = {"database": database}
     else:
-        storage = {"backend": SqliteBackend(args.data_dir, lock_fd=args.lock_fd)}
+        backend = SqliteBackend(
+            args.data_dir, lock_fd=args.lock_fd, **backend_options(args.options)
+        )
+        storage = {"backend": backend}
     trio.run(
         functools.partial(
             run_worker,
@@ -94,6 +110,12 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _refuse(control_fd: int, reason: str) -> None:
+    """Tell the supervisor that this worker refuses its options, before exiting."""
+    with socket.socket(fileno=control_fd) as control, contextlib.suppress(OSError):
+        control.sendall(json.dumps({"refused": reason}).encode() + b"\n")
 
 
 async def run_worker(

@@ -24,6 +24,7 @@ and a control channel each. Then it watches them:
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -33,7 +34,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import attrs
 import trio
@@ -104,6 +105,8 @@ class _Worker:
     exited: trio.Event = attrs.field(factory=trio.Event)
     started_at: float = 0.0
     retiring: bool = False
+    #: Why it refused to start (its app or its options), if it said so.
+    refused: str | None = None
     #: Seconds to wait before restarting it if it dies soon after starting.
     backoff: float = _FIRST_BACKOFF
 
@@ -127,6 +130,8 @@ class _Supervisor:
         self.stopping = False
         self.restart_wanted = trio.Event()
         self.restarting = False
+        #: Set once every worker served at start.
+        self.started = False
         self.store = store
         self.nursery: trio.Nursery | None = None
         self.node = ""
@@ -198,6 +203,8 @@ class _Supervisor:
                     logger.exception("could not revoke the leases of %s", worker.member_id)
         if self.stopping or worker.retiring or self.slots.get(worker.slot) is not worker:
             return
+        if worker.refused is not None and not self.started:
+            return  # the cluster does not start (start_all says why)
         logger.warning(
             "worker %d (pid %d) exited with %s; restarting it",
             worker.slot,
@@ -223,13 +230,20 @@ class _Supervisor:
                 worker.member_id = str(message["ready"])
                 worker.ready.set()
                 logger.info("worker %d (pid %d) serves", worker.slot, worker.process.pid)
+            elif "refused" in message:
+                worker.refused = str(message["refused"])
 
-    async def start_all(self) -> None:
+    async def start_all(self) -> str | None:
+        """Start every worker and wait until each serves; why they refused, if they did."""
         for slot in range(self.options.workers):
             self.slots[slot] = await self.start_worker(slot)
         for worker in list(self.slots.values()):
             with trio.move_on_after(_START_TIMEOUT):
                 await _first(worker.ready, worker.exited)
+            if worker.refused is not None:
+                # Its app or options: every worker would refuse them alike.
+                return worker.refused
+        return None
 
     def request_restart(self) -> None:
         """SIGHUP: a rolling restart now, or once the one under way ends."""
@@ -351,13 +365,15 @@ async def serve_cluster(
     lease_seconds: float = 4.0,
     log_level: str = "info",
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    **options: Any,
 ) -> None:
     """Serve ``app`` with ``workers`` processes on one port until SIGTERM or SIGINT.
 
     ::
 
         trio.run(functools.partial(
-            td.serve_cluster, "myapp:app", workers=4, port=8787, data_dir="data"
+            td.serve_cluster, "myapp:app", workers=4, port=8787, data_dir="data",
+            hibernate_after=30, max_connections=20_000,
         ))
 
     What ``trio-durable serve MODULE:APP --workers N`` runs. This process
@@ -389,16 +405,39 @@ async def serve_cluster(
             others (a dead one's are moved at once by this supervisor).
         log_level: The workers' logging level.
         task_status: Gets the bound port once every worker serves.
+        **options: What each worker passes to ``open_runtime()`` and
+            ``serve()``, and to its ``SqliteBackend`` (``durability``,
+            ``max_open_sql``), as in ``trio-durable.toml``: plain data, so
+            TLS is ``ssl_certfile``/``ssl_keyfile`` (not an ``SSLContext``)
+            and ``authenticate`` is ``"module:function"``. Each worker
+            checks them before it serves.
 
     Raises:
-        TypeError: both or neither of ``data_dir`` and ``database``.
+        TypeError: both or neither of ``data_dir`` and ``database``, or an
+            option that is not plain data.
+        ValueError: the workers refused to start: an unknown or bad option,
+            or an app that cannot be imported (the message says which).
         StorageError: the data directory is in use by another runtime, or
             the database cannot be reached.
         OSError: the address cannot be bound.
     """
     if (data_dir is None) == (database is None):
         raise TypeError("serve_cluster() takes exactly one of data_dir and database")
-    options = ClusterOptions(
+    worker_args: tuple[str, ...] = ()
+    if options:
+        try:
+            # The form trio-durable worker reads (_cli/_serve.py worker_config).
+            text = json.dumps(
+                {"command": "serve_cluster", "values": options, "given": sorted(options)}
+            )
+        except TypeError:
+            raise TypeError(
+                "serve_cluster()'s options travel to the workers as plain data (JSON); "
+                f"got {options!r:.200}: give ssl_certfile and ssl_keyfile instead of "
+                "ssl_context, and authenticate as 'module:function'"
+            ) from None
+        worker_args = (f"--options={text}",)
+    cluster = ClusterOptions(
         app=app,
         workers=workers,
         host=host,
@@ -409,8 +448,9 @@ async def serve_cluster(
         link_host=link_host,
         lease_seconds=lease_seconds,
         log_level=log_level,
+        worker_args=worker_args,
     )
-    await run_cluster(options, task_status=task_status)
+    await run_cluster(cluster, task_status=task_status)
 
 
 async def run_cluster(
@@ -423,6 +463,8 @@ async def run_cluster(
     Reports the bound port with ``task_status.started(port)``.
 
     Raises:
+        ValueError: the workers refused to start (their app cannot be
+            imported, or their options are refused).
         StorageError: the data directory is in use by another runtime.
         OSError: the address cannot be bound.
     """
@@ -445,16 +487,20 @@ async def run_cluster(
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
                 async with trio.open_nursery() as nursery:
                     supervisor.nursery = nursery
-                    await supervisor.start_all()
-                    nursery.start_soon(supervisor.run_restarts)
-                    task_status.started(listener.getsockname()[1])
-                    async for signum in signals:
-                        if signum == signal.SIGHUP:
-                            supervisor.request_restart()
-                            continue
-                        break
+                    refused = await supervisor.start_all()
+                    if refused is None:
+                        supervisor.started = True
+                        nursery.start_soon(supervisor.run_restarts)
+                        task_status.started(listener.getsockname()[1])
+                        async for signum in signals:
+                            if signum == signal.SIGHUP:
+                                supervisor.request_restart()
+                                continue
+                            break
                     await supervisor.stop_all()
                     nursery.cancel_scope.cancel()
+                if refused is not None:
+                    raise ValueError(f"the workers refused to start: {refused}")
         finally:
             listener.close()
             await supervisor.store.aclose()
