@@ -312,8 +312,10 @@ async def alarms(data_dir: Path, n: int) -> float:
     real = _clock.system_time
     _clock.system_time = lambda: real() + 7200  # type: ignore[assignment]
     try:
+        # From before the open: the runtime starts firing due alarms while it
+        # opens, and may have fired them all by the time it is open.
+        start = time.perf_counter()
         async with td.open_runtime(OBJECTS, data_dir) as rt:
-            start = time.perf_counter()
             while rt.alarms.fired < n:  # noqa: ASYNC110 - a benchmark's progress poll
                 await trio.sleep(0.01)
             await rt.storage_engine.flush()
@@ -405,7 +407,12 @@ async def main(args: argparse.Namespace) -> None:
         rows.append(("reads, cached keys", f"{cached:,.0f} reads/s"))
         rows.append(("reads, uncached keys (SQLite point lookup)", f"{uncached:,.0f} reads/s"))
         rate = await alarms(root / "alarms", args.alarms)
-        rows.append((f"{args.alarms:,} due alarms fired", f"{rate:,.0f} alarms/s"))
+        rows.append(
+            (
+                f"{args.alarms:,} due alarms fired after a restart (open included)",
+                f"{rate:,.0f} alarms/s",
+            )
+        )
     if args.json:
         await trio.Path(args.json).write_text(json.dumps(figures, indent=2))
     width = max(len(name) for name, _ in rows)
