@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import psycopg
 import pytest
 import trio
 
@@ -21,6 +22,7 @@ from ..cluster.test_leases import (
     test_first_member_takes_every_shard_at_epoch_one,
     test_shards_move_to_a_new_member_only_after_release_with_a_new_epoch,
 )
+from .helpers import waiting_on_a_lock
 from .server import PostgresServer
 
 __all__ = [
@@ -82,3 +84,38 @@ async def test_rounds_of_members_at_once_share_the_shards_out(postgres_url: str)
     assert all(state.held for state in finals), "every member got some shards"
     for store in stores:
         await store.aclose()
+
+
+async def test_a_release_waits_its_turn_instead_of_deadlocking_with_a_commit(
+    postgres_url: str,
+) -> None:
+    """A commit locks its shard rows in shard order; a release must not lock them otherwise.
+
+    An UPDATE alone locks rows in the order its plan visits them: in the
+    table's physical order when the planner prefers a bitmap or sequential
+    scan (as it may once the table has grown), as this session is made to.
+    """
+    store = PgLeaseStore(f"{postgres_url}?options=-c%20enable_indexscan%3Doff")
+    await store.setup()
+    await store.round(Member("a", 0, "", 1.0), LEASE)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        # The rows in the table in descending order (as updates scatter them):
+        # a scan in physical order locks row 2 before row 1.
+        conn.execute("CREATE INDEX shards_descending ON _td_shards (shard DESC)")
+        conn.execute("CLUSTER _td_shards USING shards_descending")
+    commit = psycopg.connect(postgres_url)  # as a commit of shards 1 and 2 does, in order
+    try:
+        commit.execute("SELECT shard FROM _td_shards WHERE shard = 1 FOR SHARE")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store.release, "a", [1, 2])
+            await waiting_on_a_lock(postgres_url)  # the release waits for row 1
+            await trio.to_thread.run_sync(
+                commit.execute, "SELECT shard FROM _td_shards WHERE shard = 2 FOR SHARE"
+            )
+            await trio.to_thread.run_sync(commit.commit)
+    finally:
+        commit.close()
+        await store.aclose()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        owners = conn.execute("SELECT owner FROM _td_shards WHERE shard IN (1, 2)").fetchall()
+    assert owners == [(None,), (None,)], "the release went through once the commit ended"

@@ -68,6 +68,20 @@ _NOTIFY: Final = f"SELECT pg_notify('{CHANNEL}', %s)"
 _MAX_LISTEN_RETRY: Final = 30.0
 
 
+def _lock_shards(cursor: Cursor) -> list[tuple[Any, ...]]:
+    """Lock every shard row, in shard order; return them as ``(shard, owner, epoch, expires)``.
+
+    Whatever changes shard rows locks them all first, in one order, as
+    commits lock theirs (``FOR SHARE``, by shard): an UPDATE alone would
+    lock its rows in the table's physical order, and a commit locking the
+    same rows in shard order could deadlock with it.
+    """
+    rows: list[tuple[Any, ...]] = cursor.execute(
+        "SELECT shard, owner, epoch, expires FROM _td_shards ORDER BY shard FOR UPDATE"
+    ).fetchall()
+    return rows
+
+
 class PgLeaseStore:
     """Leases in a PostgreSQL database shared by the nodes of a deployment.
 
@@ -143,11 +157,7 @@ class PgLeaseStore:
         """Renew ``me``, plan and apply one round, in one transaction."""
 
         def body(cursor: Cursor) -> LeaseState:
-            # Every shard row first, in a fixed order: rounds take turns, and
-            # commits that read a row FOR SHARE wait or are waited for.
-            locked = cursor.execute(
-                "SELECT shard, owner, epoch, expires FROM _td_shards ORDER BY shard FOR UPDATE"
-            ).fetchall()
+            locked = _lock_shards(cursor)
             now_row = cursor.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()
             assert now_row is not None
             now = float(now_row[0])
@@ -201,6 +211,7 @@ class PgLeaseStore:
         wanted = sorted(shards)
 
         def body(cursor: Cursor) -> None:
+            _lock_shards(cursor)
             cursor.execute(
                 "UPDATE _td_shards SET owner = NULL, expires = 0 "
                 "WHERE owner = %s AND shard = ANY(%s)",
@@ -214,6 +225,7 @@ class PgLeaseStore:
         """Release every shard of ``member_id`` and forget it (a clean exit)."""
 
         def body(cursor: Cursor) -> None:
+            _lock_shards(cursor)
             cursor.execute(
                 "UPDATE _td_shards SET owner = NULL, expires = 0 WHERE owner = %s", (member_id,)
             )
@@ -226,6 +238,7 @@ class PgLeaseStore:
         """Expire every lease of a member known to be dead."""
 
         def body(cursor: Cursor) -> None:
+            _lock_shards(cursor)
             cursor.execute("UPDATE _td_shards SET expires = 0 WHERE owner = %s", (member_id,))
             cursor.execute("DELETE FROM _td_members WHERE member = %s", (member_id,))
             cursor.execute(_NOTIFY, (member_id,))
