@@ -378,7 +378,11 @@ class Chaos:
             entries_seen += len(in_order)
             if [e[0] for e in in_order] != list(range(1, len(in_order) + 1)):
                 gaps.append(f"{name}: sequence numbers {[e[0] for e in in_order][:20]}...")
-            doubles.extend(activation_violations(name, in_order))
+            found = activation_violations(name, in_order)
+            doubles.extend(found)
+            for violation in found[:3]:  # the entries around it, to see what happened
+                seq = int(violation.split("#", 1)[1].split(":", 1)[0])
+                doubles.extend(f"  {entry}" for entry in in_order[max(0, seq - 4) : seq + 3])
         return {"lost": lost, "doubles": doubles, "gaps": gaps, "entries": entries_seen}
 
     # -------------------------------------------------------------------- run
@@ -415,7 +419,7 @@ class Chaos:
         violations = {
             "lost acknowledged writes": len(logs["lost"]),
             "log gaps": len(logs["gaps"]),
-            "double activations": len(logs["doubles"]),
+            "double activations": sum(1 for d in logs["doubles"] if not d.startswith("  ")),
             "alarms due and not fired": len(alarms["overdue"]),
             "HTTP 500 (or other unclear statuses)": http_500,
             "faults whose objects never answered elsewhere": len(unanswered),
@@ -444,7 +448,7 @@ class Chaos:
             "details": {
                 "lost": logs["lost"][:20],
                 "gaps": logs["gaps"][:20],
-                "doubles": logs["doubles"][:20],
+                "doubles": logs["doubles"][:60],
                 "overdue": alarms["overdue"][:20],
                 "unclear": self.unclear[:20],
             },
