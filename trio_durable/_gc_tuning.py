@@ -10,8 +10,11 @@ from typing import Final
 __all__ = ["TUNED_GC_THRESHOLDS", "tuned_gc"]
 
 #: The collector's thresholds while a runtime with ``tune_gc=True`` is open:
-#: young collections ten times rarer than Python's default (700), chosen by
-#: measurement (``docs/benchmarks.md``, activations).
+#: young collections about fourteen times rarer than Python's default (700).
+#: Chosen by the young-threshold sweep of ``python -m benchmarks.bench_rpc``
+#: (the collector's share of activation CPU: ~50% at 700, 35-38% at 2,000,
+#: 22-26% at 10,000; ``docs/benchmarks.md``, activations). Higher values
+#: cut it further in short runs but leave more garbage between collections.
 TUNED_GC_THRESHOLDS: Final = (10_000, 10, 10)
 
 
