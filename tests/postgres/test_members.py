@@ -201,4 +201,5 @@ async def test_a_reset_for_a_lost_shard_says_why(
         shards = _shards_of(runtime)
         shards.holds = lambda shard: held_again
         reset = await _reset_of_a_call_in_flight(runtime, shards)
-    assert reason in str(reset) and reset.__cause__ is None
+    assert reason in str(reset)
+    assert isinstance(reset.__cause__, td.ObjectUnavailableError), "not the object's fault"

@@ -29,7 +29,7 @@ import trio
 
 from .._alarms import AlarmScheduler
 from .._core._registry import Registry
-from .._exceptions import ObjectResetError, StorageError
+from .._exceptions import ObjectResetError, ObjectUnavailableError, StorageError
 from .._ids import shard_of
 from .._limits import CloseCode
 from .._storage._engine import StorageEngine
@@ -92,7 +92,9 @@ class LocalShards:
 
         The objects' callers get :class:`~trio_durable.ObjectResetError`.
         When the lease lapsed because the storage was out of reach, its cause
-        is that :class:`~trio_durable.StorageError` (the gateway answers 503).
+        is that :class:`~trio_durable.StorageError` (the gateway answers 503);
+        otherwise an :class:`~trio_durable.ObjectUnavailableError` saying the
+        shard moved.
         """
         unreachable = self.storage_unreachable()
         for record in self._registry:
@@ -117,11 +119,15 @@ class LocalShards:
             return error
         if self.holds(shard):
             # Taken again at a new epoch: our renewals came too late (a pause, say).
-            return ObjectResetError(
+            error = ObjectResetError(
                 "this process's lease on the object's shard lapsed before it was renewed; "
                 "the object starts again"
             )
-        return ObjectResetError("another process of the deployment runs this object now")
+        else:
+            error = ObjectResetError("another process of the deployment runs this object now")
+        # Not the object's fault: where it runs now, a new call reaches it.
+        error.__cause__ = ObjectUnavailableError("the object's shard moved; call it again")
+        return error
 
     def shards_gained(self, shards: Collection[int]) -> None:
         """This process holds these shards now: their alarms fire here, adopted sockets read."""
