@@ -19,6 +19,7 @@ __all__ = [
     "AUTO_RESPONSE_MAX_BYTES",
     "CLOSE_TIMEOUT",
     "EVICT_AFTER",
+    "FIRST_REQUEST_GRACE",
     "FRAME_TIMEOUT",
     "HANDSHAKE_TIMEOUT",
     "HIBERNATE_AFTER",
@@ -118,6 +119,10 @@ MAX_PROXIED_CONNECTIONS: Final = 10_000
 MAX_HEADER_BYTES: Final = 16 * 1024
 #: Bytes of a request body.
 MAX_BODY_BYTES: Final = 1024 * 1024
+#: Seconds a connection gets, once the server drains, to deliver the request
+#: it has begun: its first (its client sent it with the connection), or one
+#: whose first bytes have arrived.
+FIRST_REQUEST_GRACE: Final = 1.0
 
 # ----------------------------------------------------------- watchdog
 

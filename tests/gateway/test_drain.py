@@ -7,17 +7,20 @@ What a stopping or restarting server does before it goes (``serve`` and
 from __future__ import annotations
 
 import functools
+import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import attrs
+import pytest
 import trio
 
 import trio_durable as td
+from trio_durable._gateway import _connection
 from trio_durable._gateway._connection import Site, serve_connection
 from trio_durable._gateway._options import ServeOptions
-from trio_durable._gateway._serve import drain
+from trio_durable._gateway._serve import _gateways, drain
 from trio_durable._gateway._upgrade import Upgrades
 
 from .helpers import PATIENCE
@@ -49,7 +52,18 @@ async def _request(stream: trio.SocketStream, path: str) -> bytes:
     return head + b"\r\n\r\n" + body
 
 
-async def test_drain_answers_requests_in_flight_and_closes_the_rest() -> None:
+def _assert_refused(port: int) -> None:
+    """Nothing listens on ``port`` any more: a connection is refused, not accepted and closed."""
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port)).close()
+
+
+async def test_drain_answers_requests_in_flight_and_closes_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The fresh connection below sends its request after the drain began:
+    # a grace this long cannot end first, however loaded the machine.
+    monkeypatch.setattr(_connection, "FIRST_REQUEST_GRACE", PATIENCE)
     release = trio.Event()
     started = trio.Event()
 
@@ -75,7 +89,7 @@ async def test_drain_answers_requests_in_flight_and_closes_the_rest() -> None:
         await started.wait()
         # A connection accepted before the drain whose request is still on its way.
         fresh = await trio.open_tcp_stream("127.0.0.1", port)
-        await trio.sleep(0.2)  # accepted by now, and waiting for its first request
+        await trio.testing.wait_all_tasks_blocked()  # accepted, waiting for its first request
         drained = trio.Event()
 
         async def draining() -> None:
@@ -88,15 +102,8 @@ async def test_drain_answers_requests_in_flight_and_closes_the_rest() -> None:
         late = await _request(fresh, "/late")
         assert late.startswith(b"HTTP/1.1 200") and b"connection: close" in late.lower()
         await fresh.aclose()
-        # No new connection is taken any more.
-        try:
-            refused = await trio.open_tcp_stream("127.0.0.1", port)
-        except OSError:
-            pass
-        else:
-            with trio.fail_after(10):
-                assert await refused.receive_some() == b""
-            await refused.aclose()
+        await trio.testing.wait_all_tasks_blocked()  # the accept loop has ended
+        _assert_refused(port)  # no new connection is taken any more
         assert not drained.is_set(), "drain waits for the request in flight"
         release.set()
         with trio.fail_after(10):
@@ -144,18 +151,18 @@ def _connect_and_send(port: int, data: bytes) -> socket.socket:
 
 async def _read_to_end(sock: socket.socket) -> bytes:
     """Everything the server sends until it closes (a reset counts as a close)."""
-    data = b""
+    data = bytearray()
     with trio.fail_after(PATIENCE):
         while True:
             try:
-                chunk = sock.recv(65536)
+                chunk = sock.recv(1 << 20)
             except BlockingIOError:
                 await trio.lowlevel.wait_readable(sock)
                 continue
             except ConnectionResetError:
-                return data + b"<reset>"
+                return bytes(data) + b"<reset>"
             if not chunk:
-                return data
+                return bytes(data)
             data += chunk
 
 
@@ -296,11 +303,93 @@ async def test_drain_stops_every_serve_of_the_runtime() -> None:
         for port, stream in zip(ports, idle, strict=True):
             assert await stream.receive_some() == b"", f"the connection to {port} is closed"
             await stream.aclose()
-            try:
-                late = await trio.open_tcp_stream("127.0.0.1", port)
-            except OSError:
-                continue
-            with trio.fail_after(PATIENCE):
-                assert await late.receive_some() == b"", f"{port} takes no new connection"
-            await late.aclose()
+            _assert_refused(port)
         nursery.cancel_scope.cancel()
+
+
+# ------------------------------------------------ a drain that begins during an answer
+
+#: Larger than what the kernel buffers between the server and a client that
+#: reads nothing (the server's send buffer, at most 4 MiB by default, and the
+#: client's receive buffer, set small below): the answer stays in progress.
+_BIG = 16 * 1024 * 1024
+
+
+async def _big_or_path(request: td.Request, runtime: td.Runtime) -> td.Response:
+    if request.path == "/big":
+        return td.Response(body=b"x" * _BIG)
+    return td.Response.text(request.path)
+
+
+@pytest.mark.parametrize("second", ["sent with the first", "sent during the answer", "none"])
+async def test_a_drain_during_a_long_answer_serves_the_request_pipelined_behind_it(
+    second: str,
+) -> None:
+    big = b"GET /big HTTP/1.1\r\nHost: h\r\n\r\n"
+    two = b"GET /two HTTP/1.1\r\nHost: h\r\n\r\n"
+    async with _serving(_big_or_path) as (runtime, port):
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        client.connect(("127.0.0.1", port))
+        client.sendall(big + two if second == "sent with the first" else big)
+        client.setblocking(False)
+        with trio.fail_after(PATIENCE):
+            # The answer has begun (encoded before the drain: no
+            # ``connection: close``) and cannot end before we read it.
+            await trio.lowlevel.wait_readable(client)
+        if second == "sent during the answer":
+            client.send(two)  # unread in the server's kernel buffer
+        answer = await _drain_while_reading(runtime, client)
+    assert not answer.endswith(b"<reset>"), "the connection was reset"
+    status, headers = _status_and_headers(answer)
+    assert status == b"HTTP/1.1 200 OK", answer[:200]
+    assert (b"connection", b"close") not in headers, "the drain began before the answer"
+    head_length = answer.index(b"\r\n\r\n") + 4
+    rest = answer[head_length + _BIG :]
+    assert answer[head_length : head_length + _BIG] == b"x" * _BIG, "the whole body arrived"
+    if second == "none":
+        assert rest == b"", rest[:200]
+        return
+    status, headers = _status_and_headers(rest)
+    assert status == b"HTTP/1.1 200 OK", f"the pipelined request was not answered: {rest!r}"
+    assert (b"connection", b"close") in headers, rest
+    assert rest.endswith(b"/two"), rest
+
+
+# ------------------------------------------------ a socket shared with other processes
+
+
+async def test_a_drain_leaves_the_backlog_of_a_shared_socket_to_the_other_processes() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as other_process:
+        port = other_process.getsockname()[1]
+        async with td.open_runtime({"nothing": Nothing}) as runtime:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(
+                    functools.partial(
+                        td.serve,
+                        runtime,
+                        _echo_path,
+                        host="127.0.0.1",
+                        port=port,
+                        sock=socket.socket(fileno=os.dup(other_process.fileno())),
+                    )
+                )
+                await trio.testing.wait_all_tasks_blocked()  # the accept loop waits
+                client = _connect_and_send(port, b"GET /queued HTTP/1.1\r\nHost: h\r\n\r\n")
+                with trio.fail_after(PATIENCE):
+                    await drain(runtime)
+                nursery.cancel_scope.cancel()
+            other_process.setblocking(False)
+            # Still waiting for the process that goes on accepting.
+            queued, _peer = other_process.accept()
+            queued.close()
+            client.close()
+
+
+async def test_serve_that_cannot_listen_leaves_nothing_for_drain() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        async with td.open_runtime({"nothing": Nothing}) as runtime:
+            with pytest.raises(OSError, match="ddress already in use"):
+                await td.serve(runtime, _echo_path, host="127.0.0.1", port=port)
+            assert not _gateways.get(runtime), "the failed serve() is still registered"

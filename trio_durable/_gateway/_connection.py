@@ -30,6 +30,7 @@ import trio
 
 from .._exceptions import ObjectResetError, ObjectUnavailableError, StorageError
 from .._http import Request, Response
+from .._limits import FIRST_REQUEST_GRACE
 from .._websocket._socket import abandon_pair
 from .._websocket._tls import TlsState
 from ._handoff import CURRENT_HANDOFF, UpgradeHandoff
@@ -50,11 +51,6 @@ __all__ = ["Site", "serve_connection"]
 
 logger: Final = logging.getLogger("trio_durable.gateway")
 
-#: Seconds a connection gets, once the server drains, to deliver the request
-#: it has begun: its first (its client sent it with the connection), or one
-#: whose first bytes have arrived.
-FIRST_REQUEST_GRACE: Final = 1.0
-
 
 class _Waiting(Protocol):
     def request_begun(self) -> bool: ...
@@ -70,7 +66,10 @@ class Site:
             ``connection: close``) and closes. One waiting for its next
             request with nothing received closes at once; one whose request
             has begun (a new connection's first, or bytes already received)
-            gets :data:`FIRST_REQUEST_GRACE` to deliver it, and is answered.
+            gets :data:`~trio_durable._limits.FIRST_REQUEST_GRACE` to deliver
+            it, and is answered. So does one whose next request has begun
+            when an answer sent without ``connection: close`` (the drain
+            began while it was being sent) is out.
         waiting: The cancel scopes of connections waiting for a request,
             each with its connection.
     """
@@ -144,7 +143,16 @@ async def serve_connection(site: Site, sock: socket.socket, peer: tuple[str, int
 class _Connection:
     """The state of one connection while it speaks HTTP/1.1."""
 
-    __slots__ = ("conn", "handed_over", "options", "peer", "scheme", "served", "site", "wire")
+    __slots__ = (
+        "awaiting_first_request",
+        "conn",
+        "handed_over",
+        "options",
+        "peer",
+        "scheme",
+        "site",
+        "wire",
+    )
 
     def __init__(self, site: Site, sock: socket.socket, peer: tuple[str, int]) -> None:
         self.site = site
@@ -158,7 +166,9 @@ class _Connection:
             h11.SERVER, max_incomplete_event_size=self.options.max_header_bytes
         )
         self.handed_over = False
-        self.served = 0
+        # True until the first read of a request ends: a new connection's
+        # client sent its request with it, so a drain gives it the grace.
+        self.awaiting_first_request = True
 
     def close(self) -> None:
         if not self.handed_over:
@@ -174,11 +184,19 @@ class _Connection:
         conn = self.conn
         while True:
             outcome = await self.exchange()
-            if outcome is not _Outcome.KEEP or self.site.draining.is_set():
+            if outcome is not _Outcome.KEEP:
                 return
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return
             conn.start_next_cycle()
+            if self.site.draining.is_set() and not self.request_begun():
+                # The drain began while the answer (kept alive) was being
+                # sent. A next request already on its way is read (with the
+                # grace) and answered with ``connection: close``; with none,
+                # close, draining what the client may send meanwhile so
+                # that the close does not reset the connection.
+                await self.wire.linger()
+                return
 
     async def exchange(self) -> _Outcome:
         """Read one request, call the worker, answer; say what happens next."""
@@ -234,7 +252,7 @@ class _Connection:
                 got = await read_request(self.wire, self.conn, self.options)
             finally:
                 del site.waiting[waiting]
-        self.served += 1
+        self.awaiting_first_request = False
         if waiting.cancelled_caught and self._received_part():
             # Cut by the drain in the middle of a request: say so, rather than
             # leave the client to guess whether it was processed.
@@ -243,7 +261,7 @@ class _Connection:
 
     def request_begun(self) -> bool:
         """Whether a request is on its way: the first, or bytes of one received."""
-        if self.served == 0 or self._received_part():
+        if self.awaiting_first_request or self._received_part():
             return True
         try:
             return bool(self.wire.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))

@@ -55,7 +55,8 @@ logger: Final = logging.getLogger("trio_durable.gateway")
 
 # Headers the gateway writes itself: the framing of a response is ours.
 _FRAMING_HEADERS: Final = frozenset({"content-length", "transfer-encoding"})
-_CLOSING_DROPS: Final = _FRAMING_HEADERS | {"connection"}
+# With ``close``, the app's Connection header goes too: ours says close.
+_HEADERS_REPLACED_ON_CLOSE: Final = _FRAMING_HEADERS | {"connection"}
 # RFC 9112 section 7.1: a chunk size must not overflow the recipient's integers.
 _MAX_CHUNK_SIZE: Final = 2**63 - 1
 _HEX_DIGITS: Final = frozenset(b"0123456789abcdefABCDEF")
@@ -383,7 +384,8 @@ def encode_response(
     body = response.body
     if not isinstance(body, bytes | bytearray | memoryview):
         raise InvalidResponseError(f"body must be bytes, got {type(body).__name__}")
-    fields = header_fields(response.headers, drop=_CLOSING_DROPS if close else _FRAMING_HEADERS)
+    dropped = _HEADERS_REPLACED_ON_CLOSE if close else _FRAMING_HEADERS
+    fields = header_fields(response.headers, drop=dropped)
     if close:
         fields.append((b"connection", b"close"))
     has_body = status not in (204, 304)

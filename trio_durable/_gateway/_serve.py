@@ -160,7 +160,9 @@ async def serve(
             touched.
         sock: An already bound and listening socket to accept on instead of
             binding ``host:port`` (a cluster's workers share one; ``host``
-            and ``port`` then only name it in logs).
+            and ``port`` then only name it in logs). A drain leaves the
+            connections waiting in its backlog to the other processes
+            accepting on it.
         task_status: Gets the bound port (an ``int``) once listening, so
             ``port = await nursery.start(partial(serve, ...))`` works.
 
@@ -193,16 +195,17 @@ async def serve(
     )
     upgrades = Upgrades(runtime, options)
     register_upgrades(runtime, upgrades)
-    gateway = _Gateway(Site(runtime, worker, options, upgrades))
-    _gateways.setdefault(runtime, set()).add(gateway)
-    if sock is not None:
-        # Already bound and listening (a cluster's workers share one socket):
-        # each serve() accepts on its own descriptor of it.
-        sock.setblocking(False)
-        listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock))]
-    else:
-        listeners = await trio.open_tcp_listeners(options.port, host=options.host)
+    gateway = _Gateway(Site(runtime, worker, options, upgrades), shared=sock is not None)
+    listeners: list[trio.SocketListener] = []
     try:
+        _gateways.setdefault(runtime, set()).add(gateway)
+        if sock is not None:
+            # Already bound and listening (a cluster's workers share one
+            # socket): each serve() accepts on its own descriptor of it.
+            sock.setblocking(False)
+            listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock))]
+        else:
+            listeners = await trio.open_tcp_listeners(options.port, host=options.host)
         async with trio.open_nursery() as nursery:
             gateway.listening = len(listeners)
             for listener in listeners:
@@ -221,20 +224,23 @@ async def serve(
 
 
 # The gateways of the serve() calls serving each runtime (for drain()).
-_gateways: Final[weakref.WeakKeyDictionary[Any, set[_Gateway]]] = weakref.WeakKeyDictionary()
+_gateways: Final[weakref.WeakKeyDictionary[ServedRuntime, set[_Gateway]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-async def drain(runtime: Any) -> None:
+async def drain(runtime: ServedRuntime) -> None:
     """Stop taking requests on every ``serve()`` serving ``runtime``; wait for those in flight.
 
     The listening sockets are closed (with a socket shared by a cluster's
     workers, only this process's descriptor of it: the others go on
-    accepting). Connections that completed their TCP handshake before that
-    are still accepted and get a moment (one second) to
-    send their request; connections waiting for a next request close; each
-    request being served is answered (with ``connection: close``). A
-    request cut by the end of that moment while it was arriving is answered
-    503. WebSockets are not touched. Returns once no HTTP connection is left
+    accepting, and take the connections waiting in its backlog).
+    Connections that completed their TCP handshake before that are still
+    accepted (on a socket of this process alone) and get a moment (one
+    second) to send their request; connections waiting for a next request
+    close; each request being served is answered (with ``connection:
+    close``). A request cut by the end of that moment while it was arriving
+    is answered 503. WebSockets are not touched. Returns once no HTTP connection is left
     (bound the wait with ``trio.move_on_after``), then cancel the
     ``serve()`` calls. Returns at once when nothing serves ``runtime``.
     """
@@ -248,10 +254,17 @@ async def drain(runtime: Any) -> None:
 
 
 class _Gateway:
-    """The accept side of one ``serve()`` call: counts, capacity, the spare descriptor."""
+    """The accept side of one ``serve()`` call: counts, capacity, the spare descriptor.
 
-    def __init__(self, site: Site) -> None:
+    Args:
+        site: What the connections share.
+        shared: Whether the listening socket is shared with other processes
+            (a cluster's workers): its backlog is theirs to take on a drain.
+    """
+
+    def __init__(self, site: Site, *, shared: bool) -> None:
         self.site = site
+        self.shared = shared
         self.accepting: list[trio.CancelScope] = []
         self.listening = 0  # accept loops still running (drain waits for them)
         self.http_connections = 0
@@ -286,7 +299,9 @@ class _Gateway:
                 scope.cancel()
             with scope:
                 await self.accept_loop(listener, nursery)
-            if scope.cancelled_caught:
+            if scope.cancelled_caught and not self.shared:
+                # Closing our descriptor of a shared socket leaves its
+                # backlog to the other processes; closing our own resets it.
                 self._accept_backlog(listener.socket.fileno(), nursery)
             listener.socket.close()  # this process takes no new connection
         finally:
@@ -319,8 +334,8 @@ class _Gateway:
         Closing a listening socket resets the connections in its backlog:
         their clients connected before the drain, and may have sent their
         request already. Served like any other, they get the grace of a
-        first request. Bounded, so that a stream of new connections on a
-        socket shared with other processes cannot keep this going.
+        first request. Bounded, so that a stream of new connections cannot
+        keep this going.
         """
         for _ in range(_MAX_BACKLOG):
             try:
