@@ -381,6 +381,35 @@ async def test_a_member_closing_its_links_answers_the_calls_in_flight_first(
     assert answers == ["rested"], "the call in flight was answered before the link closed"
 
 
+async def test_a_call_cut_by_a_broken_link_is_a_reset_caused_by_an_unreachable_owner(
+    pair: tuple[td.Runtime, td.Runtime],
+) -> None:
+    """Not the object's fault: a gateway can answer it as an owner out of reach (503)."""
+    a, b = pair
+    assert a.cluster is not None
+    [name] = _owned_by(a)
+    via_b = b.namespace("counters").get_by_name(name)
+    outcome: list[BaseException] = []
+
+    async def call() -> None:
+        try:
+            await via_b.nap(30)
+        except td.ObjectResetError as exc:
+            outcome.append(exc)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call)
+            while (
+                record := a.registry.lookup("counters", via_b.id.hex)
+            ) is None or not record.busy:
+                await trio.sleep(0.01)
+            with trio.move_on_after(0.1):  # the call would take 30 s: its link is cut
+                await a.cluster.close_links()
+    assert len(outcome) == 1, outcome
+    assert isinstance(outcome[0].__cause__, td.ObjectUnavailableError), outcome[0].__cause__
+
+
 class _NoEvents:
     def shards_lost(self, shards: Any) -> None:
         pass

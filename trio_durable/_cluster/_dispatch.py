@@ -103,7 +103,9 @@ class ClusterDispatcher:
         Raises:
             TypeError: an argument or the result is not data.
             ObjectUnavailableError: no process ran the object within ``call_timeout``.
-            ObjectResetError: the owner went away during the call.
+            ObjectResetError: the owner went away during the call (its cause
+                is an ``ObjectUnavailableError``: the call may or may not
+                have run).
             Exception: what the object raised, with its type when it may be rebuilt.
         """
         member = self._member
@@ -173,7 +175,7 @@ class ClusterDispatcher:
                 raise ObjectResetError(
                     f"the process running {object_id!r} went away during the call; "
                     "it may or may not have run"
-                ) from exc
+                ) from _gone(object_id, exc)
         except LinkClosedError:
             return _RETRY  # could not connect: its owner may have changed
         finally:
@@ -248,7 +250,7 @@ class ClusterDispatcher:
             handoff.taken = True
             raise ObjectResetError(
                 f"the process running {object_id!r} went away during a WebSocket upgrade"
-            ) from exc
+            ) from _gone(object_id, exc)
         for fd in fds:
             _close(fd)
         if reply[0] == "moved":
@@ -326,7 +328,7 @@ class ClusterDispatcher:
                 # Nothing reached the client yet: the gateway answers it.
                 raise ObjectResetError(
                     f"the node running {object_id!r} went away during a WebSocket upgrade"
-                ) from exc
+                ) from _gone(object_id, exc)
             raise
         if reply[0] != "ok":
             connection.close()
@@ -475,6 +477,17 @@ class ClusterDispatcher:
         namespace_name, hex_id, name = reference
         namespace = self._namespace(namespace_name)
         return namespace.get(DurableObjectId(namespace.name, hex_id, name))
+
+
+def _gone(object_id: DurableObjectId, exc: LinkClosedError) -> ObjectUnavailableError:
+    """The cause of a reset by a link that broke: the owner is out of reach, not at fault.
+
+    (A gateway answers such a reset as it answers an unreachable owner;
+    the object answers again where it runs next.)
+    """
+    gone = ObjectUnavailableError(f"the process running {object_id!r} is out of reach: {exc}")
+    gone.__cause__ = exc
+    return gone
 
 
 def _offered_connection(invocation: Invocation) -> UpgradeHandoff | None:
