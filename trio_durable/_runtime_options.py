@@ -30,34 +30,25 @@ from ._limits import (
 __all__ = ["RuntimeOptions"]
 
 
-def _optional_seconds(name: str) -> Any:
-    def check(instance: object, attribute: object, value: float | None) -> None:
-        if value is not None:
-            check_seconds(name, value)
-
-    return check
+# attrs validators: each error names the option (the attribute).
 
 
-def _seconds(name: str) -> Any:
-    def check(instance: object, attribute: object, value: float) -> None:
-        check_seconds(name, value)
-
-    return check
+def _optional_seconds(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None:
+        check_seconds(attribute.name, value)
 
 
-def _size(name: str) -> Any:
-    def check(instance: object, attribute: object, value: int) -> None:
-        check_positive_int(name, value)
-
-    return check
+def _seconds(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    check_seconds(attribute.name, value)
 
 
-def _flag(name: str) -> Any:
-    def check(instance: object, attribute: object, value: object) -> None:
-        if not isinstance(value, bool):
-            raise TypeError(f"{name} must be True or False, got {value!r}")
+def _size(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    check_positive_int(attribute.name, value)
 
-    return check
+
+def _flag(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{attribute.name} must be True or False, got {value!r}")
 
 
 @attrs.frozen
@@ -68,24 +59,16 @@ class RuntimeOptions:
     the option), before anything is opened.
     """
 
-    hibernate_after: float = attrs.field(
-        default=HIBERNATE_AFTER, validator=_seconds("hibernate_after")
-    )
-    evict_after: float = attrs.field(default=EVICT_AFTER, validator=_seconds("evict_after"))
-    max_value_bytes: int = attrs.field(default=MAX_VALUE_BYTES, validator=_size("max_value_bytes"))
-    storage_cache_bytes: int = attrs.field(
-        default=STORAGE_CACHE_BYTES, validator=_size("storage_cache_bytes")
-    )
-    max_websockets_per_object: int = attrs.field(
-        default=MAX_WEBSOCKETS_PER_OBJECT, validator=_size("max_websockets_per_object")
-    )
-    max_attachment_bytes: int = attrs.field(
-        default=MAX_ATTACHMENT_BYTES, validator=_size("max_attachment_bytes")
-    )
+    hibernate_after: float = attrs.field(default=HIBERNATE_AFTER, validator=_seconds)
+    evict_after: float = attrs.field(default=EVICT_AFTER, validator=_seconds)
+    max_value_bytes: int = attrs.field(default=MAX_VALUE_BYTES, validator=_size)
+    storage_cache_bytes: int = attrs.field(default=STORAGE_CACHE_BYTES, validator=_size)
+    max_websockets_per_object: int = attrs.field(default=MAX_WEBSOCKETS_PER_OBJECT, validator=_size)
+    max_attachment_bytes: int = attrs.field(default=MAX_ATTACHMENT_BYTES, validator=_size)
     blocking_warning_after: float | None = attrs.field(
-        default=WATCHDOG_WARN_AFTER, validator=_optional_seconds("blocking_warning_after")
+        default=WATCHDOG_WARN_AFTER, validator=_optional_seconds
     )
     blocking_reset_after: float | None = attrs.field(
-        default=WATCHDOG_RESET_AFTER, validator=_optional_seconds("blocking_reset_after")
+        default=WATCHDOG_RESET_AFTER, validator=_optional_seconds
     )
-    tune_gc: bool = attrs.field(default=False, validator=_flag("tune_gc"))
+    tune_gc: bool = attrs.field(default=False, validator=_flag)

@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 
 import trio_durable as td
+from trio_durable._limits import MAX_VALUE_BYTES
 from trio_durable._storage import _sql
-from trio_durable._storage._guard import MAX_SQL_VALUE_BYTES
+from trio_durable._storage._guard import install_guard
+from trio_durable._storage._sqlite import sql_database_path
 from trio_durable.testing import evict, run_in_object
 
 from .objects import OBJECTS
@@ -187,40 +189,138 @@ async def test_the_temp_schema_is_refused(primed: td.Stub, attempt: str) -> None
     assert rows == [(1,), (2,), (5,)], f"no trigger ran after {attempt!r}: {rows}"
 
 
-_TOO_BIG = [
+_TOO_BIG_READS = [
     ("SELECT randomblob(999999999)",),
     ("SELECT zeroblob(3000000)",),
     ("SELECT length(printf('%.*c', 3000000, 'x')) IS NULL OR zeroblob(3000000)",),
-    ("INSERT INTO t (x, y) VALUES (randomblob(1500000), randomblob(1500000))",),
-    ("INSERT INTO t (x) VALUES (?)", b"x" * 3_000_000),
-    ("INSERT INTO t (x) VALUES (?)", "x" * 3_000_000),
     ("SELECT group_concat(hex(zeroblob(100000))) FROM (SELECT 1 UNION ALL SELECT 2 "
      "UNION ALL SELECT 3 UNION ALL SELECT 4 UNION ALL SELECT 5 UNION ALL SELECT 6 "
      "UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9 UNION ALL SELECT 10 "
      "UNION ALL SELECT 11)",),
 ]  # fmt: skip
+_TOO_BIG_WRITES = [
+    ("INSERT INTO t (x, y) VALUES (randomblob(1500000), randomblob(1500000))",),
+    ("INSERT INTO t (x) VALUES (?)", b"x" * 3_000_000),
+    ("INSERT INTO t (x) VALUES (?)", "x" * 3_000_000),
+    ("INSERT INTO t (x) VALUES (zeroblob(3000000))",),
+]
 
 
-@pytest.mark.parametrize("statement", _TOO_BIG, ids=lambda s: s[0][:40])
+@pytest.mark.parametrize(
+    ("statement", "writes"),
+    [(statement, False) for statement in _TOO_BIG_READS]
+    + [(statement, True) for statement in _TOO_BIG_WRITES],
+    ids=lambda s: s[0][:40] if isinstance(s, tuple) else ("write" if s else "read"),
+)
 async def test_one_value_or_row_over_the_limit_is_refused(
-    primed: td.Stub, statement: tuple[Any, ...]
+    primed: td.Stub, statement: tuple[Any, ...], writes: bool
 ) -> None:
-    async def body(obj: Any, ctx: td.ObjectContext) -> Exception:
-        with pytest.raises(td.LimitExceededError) as refused:
-            ctx.storage.sql.exec(*statement)
-        return refused.value
+    async def body(obj: Any, ctx: td.ObjectContext) -> list[Exception]:
+        errors = []
+        for _ in range(2):  # the second run reuses sqlite3's cached statement
+            with pytest.raises(td.LimitExceededError) as refused:
+                ctx.storage.sql.exec(*statement)
+            errors.append(refused.value)
+        return errors
 
-    error = await run_in_object(primed, body)
-    assert f"{MAX_SQL_VALUE_BYTES:,} bytes" in str(error), f"the limit is named: {error}"
+    for error in await run_in_object(primed, body):
+        assert f"{MAX_VALUE_BYTES:,} bytes" in str(error), f"the limit is named: {error}"
+        assert ("the statement was not applied" in str(error)) == writes, error
+        if not writes:
+            assert "reads or makes" in str(error), error
     rows = await _rows(primed, "SELECT x FROM t ORDER BY x")
     assert rows == [(1,), (2,)], f"nothing was written: {rows}"
 
 
 async def test_a_value_under_the_limit_is_stored(primed: td.Stub) -> None:
-    size = MAX_SQL_VALUE_BYTES // 2
+    size = MAX_VALUE_BYTES // 2
     await _sql(primed, ("INSERT INTO t (x) VALUES (randomblob(?))", size))
     rows = await _rows(primed, "SELECT length(x) FROM t WHERE typeof(x) = 'blob'")
     assert rows == [(size,)], rows
+
+
+# --------------------------------------- values stored before the length limit existed
+
+#: Over the limit: an object's database could hold it before there was one.
+_OLD_BIG = 3_000_000
+
+
+async def _database_with_an_old_big_row(data_dir: Path) -> Path:
+    """An object's database holding a row with a value over the limit, written without it."""
+    async with td.open_runtime(OBJECTS, data_dir=data_dir) as runtime:
+        box = runtime.namespace("boxes").get_by_name("old")
+        await _sql(box, ("CREATE TABLE t (id INTEGER PRIMARY KEY, big BLOB, note TEXT)",))
+        path = sql_database_path(data_dir, "boxes", box.id.hex)
+    db = sqlite3.connect(path)  # no guard, no length limit: as the runtime once wrote
+    with db:
+        db.execute("INSERT INTO t VALUES (1, ?, 'old'), (2, x'00', 'small')", (b"x" * _OLD_BIG,))
+    db.close()
+    return path
+
+
+async def test_a_value_stored_over_the_limit_before_it_existed_reads_with_a_clear_error(
+    tmp_path: Path,
+) -> None:
+    await _database_with_an_old_big_row(tmp_path)
+    async with td.open_runtime(OBJECTS, data_dir=tmp_path) as runtime:
+        box = runtime.namespace("boxes").get_by_name("old")
+
+        async def body(obj: Any, ctx: td.ObjectContext) -> tuple[Exception, Exception]:
+            sql = ctx.storage.sql
+            with pytest.raises(td.LimitExceededError) as read:
+                sql.exec("SELECT big FROM t WHERE id = 1").raw()
+            with pytest.raises(td.LimitExceededError) as update:
+                sql.exec("UPDATE t SET note = 'new' WHERE id = 1")
+            return read.value, update.value
+
+        read, update = await run_in_object(box, body)
+        assert f"{MAX_VALUE_BYTES:,} bytes" in str(read), read
+        assert "not applied" not in str(read), f"a read applies nothing: {read}"
+        assert "reads or makes" in str(read) and "max_value_bytes" in str(read), read
+        assert "the statement was not applied" in str(update), update
+        # Its other rows and its length are readable; DELETE removes it.
+        assert await _rows(box, "SELECT id, length(big), note FROM t ORDER BY id") == [
+            (1, _OLD_BIG, "old"),
+            (2, 1, "small"),
+        ]
+        await _sql(box, ("DELETE FROM t WHERE id = 1",))
+        assert await _rows(box, "SELECT id FROM t") == [(2,)]
+
+
+async def test_the_guard_with_a_larger_limit_reads_an_old_big_value(tmp_path: Path) -> None:
+    path = await _database_with_an_old_big_row(tmp_path)
+    db = sqlite3.connect(path)
+    try:
+        install_guard(db, max_value_bytes=4 * 1024 * 1024)
+        assert db.execute("SELECT length(big), big FROM t WHERE id = 1").fetchone() == (
+            _OLD_BIG,
+            b"x" * _OLD_BIG,
+        )
+        with pytest.raises(sqlite3.DataError):
+            db.execute("SELECT zeroblob(5000000)")  # still bounded, by the larger limit
+    finally:
+        db.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open_runtime's max_value_bytes does not reach the SQL guard yet: _store.py "
+    "passes install_guard without it (see the fixer's report)",
+)
+async def test_open_runtime_with_a_larger_max_value_bytes_reads_an_old_big_value(
+    tmp_path: Path,
+) -> None:
+    await _database_with_an_old_big_row(tmp_path)
+    async with td.open_runtime(
+        OBJECTS, data_dir=tmp_path, max_value_bytes=4 * 1024 * 1024
+    ) as runtime:
+        box = runtime.namespace("boxes").get_by_name("old")
+        assert await _rows(box, "SELECT length(big), length(CAST(big AS BLOB)) FROM t") == [
+            (_OLD_BIG, _OLD_BIG),
+            (1, 1),
+        ]
+        rows = await _rows(box, "SELECT big FROM t WHERE id = 1")
+        assert rows == [(b"x" * _OLD_BIG,)]
 
 
 async def test_vacuum_into_writes_no_file(primed: td.Stub, tmp_path: Path) -> None:
@@ -450,3 +550,12 @@ async def test_repeated_identical_insert_counts_its_rows(box: td.Stub) -> None:
 
     written = await run_in_object(box, body)
     assert written == [1, 1, 1], f"a statement from sqlite3's cache counts too: {written}"
+
+
+def test_a_max_value_bytes_above_what_sqlite_takes_is_its_ceiling() -> None:
+    db = sqlite3.connect(":memory:")
+    try:
+        install_guard(db, max_value_bytes=5 * 10**9)  # more than a C int
+        assert 0 < db.getlimit(sqlite3.SQLITE_LIMIT_LENGTH) <= 10**9
+    finally:
+        db.close()

@@ -41,7 +41,6 @@ __all__ = [
     "ALLOWED_FUNCTIONS",
     "ALLOWED_MODULES",
     "ALLOWED_PRAGMAS",
-    "MAX_SQL_VALUE_BYTES",
     "RESERVED_PREFIX",
     "NO_ATTACH",
     "GuardState",
@@ -54,6 +53,7 @@ __all__ = [
 
 #: Table, index, view and trigger names that belong to the runtime.
 RESERVED_PREFIX: Final = "_td_"
+_C_INT_MAX: Final = 2**31 - 1
 
 #: Functions user SQL may call: SQLite's core scalar, aggregate, window,
 #: date/time, JSON and math functions, and FTS5's auxiliary functions.
@@ -204,12 +204,6 @@ _NO_TEMP: Final = (
 #: which SQLite reports as a write to ``sqlite_temp_master``) is refused.
 _MAIN: Final = "main"
 
-#: Bytes of one string, BLOB or row that user SQL may make (SQLite's
-#: ``SQLITE_LIMIT_LENGTH``): the limit of a stored value, so that neither
-#: ``randomblob(999999999)`` nor a row of many large values can allocate
-#: more than that at once.
-MAX_SQL_VALUE_BYTES: Final = MAX_VALUE_BYTES
-
 
 class GuardState:
     """What the authorizer knows about the statement being prepared (one per thread).
@@ -264,13 +258,20 @@ def runtime_statements() -> Iterator[None]:
         current.runtime = previous
 
 
-def install_guard(db: sqlite3.Connection) -> None:
+def install_guard(db: sqlite3.Connection, *, max_value_bytes: int = MAX_VALUE_BYTES) -> None:
     """Put the guard on a newly opened object database (the backend's ``setup``).
 
     Besides the authorizer, it bounds one string, BLOB or row to
-    :data:`MAX_SQL_VALUE_BYTES`.
+    ``max_value_bytes`` (``open_runtime``'s, the limit of a stored value;
+    SQLite's ``SQLITE_LIMIT_LENGTH``), so that neither
+    ``randomblob(999999999)`` nor a row of many large values can allocate
+    more than that at once. SQLite applies it to what a statement reads as
+    well as to what it makes: a larger value stored before (when there was
+    no such limit) is read with a larger ``max_value_bytes`` only.
     """
-    db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_SQL_VALUE_BYTES)
+    # SQLite lowers a larger value to its own ceiling (10**9 by default);
+    # setlimit() takes a C int.
+    db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, min(max_value_bytes, _C_INT_MAX))
     db.set_authorizer(authorize)
 
 

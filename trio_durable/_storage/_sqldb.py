@@ -17,7 +17,6 @@ from typing import Any, Final
 
 from .._exceptions import LimitExceededError, SqlError, StorageError
 from ._guard import (
-    MAX_SQL_VALUE_BYTES,
     NO_ATTACH,
     RESERVED_PREFIX,
     expire_statements,
@@ -130,7 +129,7 @@ class ObjectDatabase:
                 if not began and not db.in_transaction:
                     self._lost = exc
                     self._savepoint = False
-                raise _translated(exc, guard.reason, db) from None
+                raise _translated(exc, guard.reason, db, query, bindings) from None
         finally:
             if guard.wrote or db.total_changes != changes or (began and self._savepoint):
                 on_pending(self)
@@ -156,7 +155,7 @@ class ObjectDatabase:
             try:
                 result = self._run(query, bindings)
             except sqlite3.DatabaseError as exc:
-                raise _translated(exc, guard.reason, self.connection) from None
+                raise _translated(exc, guard.reason, self.connection, query, bindings) from None
             finally:
                 guard.allow_alter = False
             reserved = self.connection.execute(_RESERVED_NAMES).fetchall()
@@ -295,8 +294,60 @@ def _full(exc: sqlite3.DatabaseError, db: sqlite3.Connection) -> Exception:
     return StorageError(f"the object's SQL database cannot grow: {exc} (is the disk full?)")
 
 
+def _too_big(db: sqlite3.Connection, query: str, bindings: Sequence[Any]) -> LimitExceededError:
+    """The error for SQLITE_TOOBIG: one string, BLOB or row over the length limit.
+
+    SQLite applies the limit to what a statement reads as well as to what it
+    makes, so a read fails on a value stored when the limit was higher (or
+    absent): its error says how to read it, and does not claim that
+    something was not applied.
+    """
+    limit = db.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
+    over = (
+        f"over the limit of {limit:,} bytes for one string, BLOB or row in an object's "
+        "SQL database (open_runtime's max_value_bytes)"
+    )
+    if _writes(db, query, bindings):
+        return LimitExceededError(
+            f"a string, BLOB or row of the statement would be {over}; the statement was not applied"
+        )
+    return LimitExceededError(
+        f"a string, BLOB or row that the statement reads or makes is {over}. A value "
+        "stored when there was no such limit can be read with a larger max_value_bytes; "
+        "length() and DELETE work on it without"
+    )
+
+
+def _writes(db: sqlite3.Connection, query: str, bindings: Sequence[Any]) -> bool:
+    """Whether ``query`` writes, as the guard sees it when SQLite prepares it anew.
+
+    The failed run may have used a cached statement, which SQLite does not
+    authorize again; ``EXPLAIN`` prepares the statement (the authorizer sees
+    each of its actions) without running it. The guard's state of the
+    failed statement is put back.
+    """
+    guard = state()
+    saved = guard.wrote, guard.reason, guard.alter_table
+    guard.wrote, guard.alter_table = False, None
+    expire_statements(db)  # a cached EXPLAIN is prepared again when it runs
+    try:
+        # NULLs in place of the values: an oversized one would fail to bind
+        # before a cached statement is prepared again.
+        db.execute("EXPLAIN " + query, [None] * len(bindings)).fetchall()
+    except sqlite3.Error:
+        pass  # what was authorized before the failure is known
+    finally:
+        writes = guard.wrote or guard.alter_table is not None
+        guard.wrote, guard.reason, guard.alter_table = saved
+    return writes
+
+
 def _translated(
-    exc: sqlite3.DatabaseError, reason: str | None, db: sqlite3.Connection
+    exc: sqlite3.DatabaseError,
+    reason: str | None,
+    db: sqlite3.Connection,
+    query: str,
+    bindings: Sequence[Any],
 ) -> Exception:
     """The error a user sees for a statement that SQLite or the guard refused."""
     if reason is not None:
@@ -305,11 +356,7 @@ def _translated(
     if code == sqlite3.SQLITE_FULL:
         return _full(exc, db)
     if code == sqlite3.SQLITE_TOOBIG:
-        return LimitExceededError(
-            f"a string, BLOB or row of the statement would be over the limit of "
-            f"{MAX_SQL_VALUE_BYTES:,} bytes for one value or row in an object's SQL "
-            "database; the statement was not applied"
-        )
+        return _too_big(db, query, bindings)
     if str(exc) == "cannot VACUUM from within a transaction":
         # SQLite refuses VACUUM before the authorizer sees its ATTACH, because
         # user SQL always runs inside the object's transaction.
