@@ -65,6 +65,18 @@ async def test_transfer_encoding_on_http_1_0_gets_400(port: int) -> None:
     assert answer.count(b"HTTP/1.1 ") == 1 and seen == [], (answer, seen)
 
 
+async def test_chunk_data_not_followed_by_crlf_gets_400(port: int) -> None:
+    # h11 before 0.16 skipped the two bytes after chunk data unchecked
+    # (CVE-2025-43859): "XX" would pass, and a proxy that reads the body
+    # differently could smuggle a request. ChunkSizeWatch skips them too,
+    # relying on h11 to check them (hence h11>=0.16).
+    body = b"5\r\nhelloXX0\r\n\r\n"
+    request = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+    answer = await raw_exchange(port, request + SMUGGLED)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    assert answer.count(b"HTTP/1.1 ") == 1 and seen == [], (answer, seen)
+
+
 @pytest.mark.parametrize("version", [b"9.9", b"2.0", b"0.9", b"3.1"])
 async def test_unsupported_http_version_gets_505(port: int, version: bytes) -> None:
     answer = await raw_exchange(port, b"GET /hello HTTP/" + version + b"\r\nHost: x\r\n\r\n")
