@@ -8,8 +8,6 @@ their effect (a 413, a 403, a 401, HTTPS).
 
 from __future__ import annotations
 
-import argparse
-import inspect
 import json
 import signal
 import ssl
@@ -25,9 +23,9 @@ import trustme
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from trio_durable._cli import _build_parser, _serve, _worker
+from trio_durable._cli import _build_parser
 from trio_durable._cli._options import Config, backend_options, resolve
-from trio_durable._cli._serve import WORKER_OPTIONS_FLAG, worker_args
+from trio_durable._cli._serve import worker_args
 
 from .helpers import Command, one_line_error, run
 
@@ -341,18 +339,7 @@ def test_workers_get_the_options_on_their_command_line(
     assert worker_args(resolve("serve", plain)) == (), "nothing to pass: no --options"
 
 
-def _worker_takes_options() -> bool:
-    commands = argparse.ArgumentParser().add_subparsers()
-    _worker.add_parser(commands)
-    worker = commands.choices["worker"]
-    return any(WORKER_OPTIONS_FLAG in action.option_strings for action in worker._actions)
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not _worker_takes_options(),
-    reason=f"trio-durable worker (_cli/_worker.py) does not take {WORKER_OPTIONS_FLAG} yet",
-)
 def test_every_worker_of_a_cluster_opens_its_runtime_with_the_options(project: Path) -> None:
     (project / "trio-durable.toml").write_text("evict_after = 40\n")
     with serving(project, "optapp:app", "--workers", "2", "--hibernate-after", "2.5") as base:
@@ -440,16 +427,6 @@ def test_storage_options_are_refused_with_a_database(project: Path) -> None:
     ), line
 
 
-def _built_from_settings(function: object, name: str) -> bool:
-    # The backends are built in _serve.py and _worker.py, which another part
-    # of the command owns; until they pass the settings on, these tests wait.
-    return name in inspect.getsource(function)  # type: ignore[arg-type]
-
-
-@pytest.mark.skipif(
-    not _built_from_settings(_serve.serve_app, "backend_kwargs"),
-    reason="serve_app (_cli/_serve.py) does not build SqliteBackend from the settings yet",
-)
 def test_storage_options_reach_the_backend(project: Path) -> None:
     (project / "trio-durable.toml").write_text("max_open_sql = 8\n")
     with serving(project, "optapp:app", "--durability", "power") as base:
@@ -460,13 +437,6 @@ def test_storage_options_reach_the_backend(project: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not (
-        _built_from_settings(_worker.run, "backend_options")
-        and _built_from_settings(_serve.worker_args, "backend")
-    ),
-    reason="a cluster's workers (_cli/_worker.py) do not build SqliteBackend from the settings yet",
-)
 def test_storage_options_reach_every_workers_backend(project: Path) -> None:
     with serving(project, "optapp:app", "--workers", "2", "--durability", "power") as base:
         seen = {json.dumps(get(base + "/backend"), sort_keys=True) for _ in range(8)}

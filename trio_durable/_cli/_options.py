@@ -314,7 +314,8 @@ _COMMAND_SETTINGS: Final = (
         "int",
         1,
         "worker processes serving the port, one live instance per object across them "
-        "(1: this process serves); SIGHUP restarts them one by one.",
+        "(1: this process serves, and SIGHUP is logged and ignored); with 2 or more, "
+        "SIGHUP restarts them one by one.",
         "command",
         commands=frozenset({"serve"}),
     ),
