@@ -194,13 +194,18 @@ class Proxy(td.DurableObject):
 
 
 @attrs.define(eq=False)
-class Ledger(td.DurableObject):
-    """``"write K"`` stores K and answers "stored K"; anything else is echoed, no write."""
+class AcceptsAPair(td.DurableObject):
+    """A ``fetch`` that accepts a new pair's server end (hibernatable) and returns its client."""
 
     async def fetch(self, request: td.Request) -> td.Response:
         client, server = td.WebSocketPair()
         self.ctx.accept_websocket(server)
         return td.Response.websocket(client)
+
+
+@attrs.define(eq=False)
+class Ledger(AcceptsAPair):
+    """``"write K"`` stores K and answers "stored K"; anything else is echoed, no write."""
 
     async def websocket_message(self, ws: td.WebSocket, message: str | bytes) -> None:
         if isinstance(message, str) and message.startswith("write "):

@@ -7,6 +7,7 @@ made, and with wsproto's client role as an independent implementation.
 from __future__ import annotations
 
 import os
+import re
 import struct
 from collections.abc import Sequence
 
@@ -429,6 +430,17 @@ def test_validate_close_accepts(code: int) -> None:
 def test_validate_close_refuses_code(code: int) -> None:
     with pytest.raises(ValueError, match=f"close code {code} "):
         validate_close(code, "")
+
+
+@pytest.mark.parametrize("code", ["1000", 1000.0, True, None])
+def test_validate_close_refuses_a_code_that_is_not_an_int(code: object) -> None:
+    with pytest.raises(TypeError, match=f"close code must be an int, got {re.escape(repr(code))}"):
+        validate_close(code, "")  # type: ignore[arg-type]
+
+
+def test_validate_close_refuses_a_reason_that_is_not_a_str() -> None:
+    with pytest.raises(TypeError, match="close reason must be a str, got b'bye'"):
+        validate_close(1000, b"bye")  # type: ignore[arg-type]
 
 
 def test_validate_close_refuses_long_reason_naming_size_and_limit() -> None:

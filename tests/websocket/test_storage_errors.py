@@ -27,18 +27,15 @@ import trio_durable as td
 from trio_durable._websocket._hub import STORAGE_ERROR_REASON
 from trio_durable.testing import open_websocket
 
+from .objects import AcceptsAPair
+
 #: Generous: a failing run (no close) waits this long, a passing one never does.
 PATIENCE = 10
 
 
 @attrs.define(eq=False)
-class Shelf(td.DurableObject):
+class Shelf(AcceptsAPair):
     """``"get K"`` answers the value stored under K; ``"boom"`` raises a plain error."""
-
-    async def fetch(self, request: td.Request) -> td.Response:
-        client, server = td.WebSocketPair()
-        self.ctx.accept_websocket(server)
-        return td.Response.websocket(client)
 
     async def websocket_message(self, ws: td.WebSocket, message: str | bytes) -> None:
         assert isinstance(message, str)

@@ -6,8 +6,8 @@ from typing import Any
 
 import attrs
 
-from .._exceptions import LimitExceededError
 from .._limits import AUTO_RESPONSE_MAX_BYTES
+from ._checks import check_utf8_size
 
 __all__ = ["WebSocketRequestResponsePair"]
 
@@ -15,11 +15,7 @@ __all__ = ["WebSocketRequestResponsePair"]
 def _check_pair_text(name: str, value: Any, limit: int) -> str:
     if not isinstance(value, str):
         raise TypeError(f"the auto-response {name} must be a str, got {type(value).__name__}")
-    size = len(value.encode("utf-8"))
-    if size > limit:
-        raise LimitExceededError(
-            f"the auto-response {name} is {size:,} bytes; the limit is {limit:,}"
-        )
+    check_utf8_size(f"the auto-response {name}", value, limit)
     if not value:
         raise ValueError(f"the auto-response {name} must not be empty")
     return value

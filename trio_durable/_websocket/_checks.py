@@ -10,7 +10,18 @@ from typing import Any
 
 from .._exceptions import LimitExceededError
 
-__all__ = ["check_attachment", "check_message", "check_tags"]
+__all__ = ["check_attachment", "check_message", "check_tags", "check_utf8_size"]
+
+
+def check_utf8_size(name: str, value: str, limit: int) -> None:
+    """Refuse a text over ``limit`` UTF-8 bytes, naming it (``name``), its size and the limit.
+
+    Raises:
+        LimitExceededError: it is.
+    """
+    size = len(value.encode("utf-8"))
+    if size > limit:
+        raise LimitExceededError(f"{name} is {size:,} bytes; the limit is {limit:,}")
 
 
 def check_message(message: object) -> str | bytes:
@@ -59,11 +70,7 @@ def check_tags(tags: Any, *, max_tags: int, max_tag_bytes: int) -> tuple[str, ..
     for tag in items:
         if not isinstance(tag, str):
             raise TypeError(f"each tag must be a str, got {type(tag).__name__}")
-        size = len(tag.encode("utf-8"))
-        if size > max_tag_bytes:
-            raise LimitExceededError(
-                f"tag {tag[:20]!r}… is {size:,} bytes; the limit is {max_tag_bytes:,}"
-            )
+        check_utf8_size(f"tag {tag[:20]!r}…", tag, max_tag_bytes)
         if not tag:
             raise ValueError("a tag must not be empty")
         unique[tag] = None

@@ -51,6 +51,7 @@ from .._limits import (
     UNSENDABLE_CLOSE_CODES,
     CloseCode,
 )
+from ._checks import check_utf8_size
 
 __all__ = [
     "BinaryMessage",
@@ -172,9 +173,14 @@ def validate_close(code: int, reason: str) -> None:
         reason: The close reason.
 
     Raises:
+        TypeError: The code is not an int, or the reason not a str.
         ValueError: The code is not allowed.
         LimitExceededError: The reason is over 123 bytes (a ``ValueError`` too).
     """
+    if not isinstance(code, int) or isinstance(code, bool):
+        raise TypeError(f"close code must be an int, got {code!r}")
+    if not isinstance(reason, str):
+        raise TypeError(f"close reason must be a str, got {reason!r}")
     if code not in SENDABLE_CLOSE_CODES:
         low, high = SENDABLE_CLOSE_CODES[0], SENDABLE_CLOSE_CODES[-1]
         raise ValueError(f"close code {code} is outside the allowed range {low}-{high}")
@@ -182,11 +188,7 @@ def validate_close(code: int, reason: str) -> None:
         raise ValueError(
             f"close code {code} is reserved and may not be sent (1004, 1005, 1006 and 1015 are)"
         )
-    size = len(reason.encode("utf-8"))
-    if size > MAX_CLOSE_REASON_BYTES:
-        raise LimitExceededError(
-            f"close reason is {size} bytes; the limit is {MAX_CLOSE_REASON_BYTES}"
-        )
+    check_utf8_size("close reason", reason, MAX_CLOSE_REASON_BYTES)
 
 
 _PACK_16 = struct.Struct("!BBH").pack

@@ -270,6 +270,7 @@ class WebSocket:
         ``close()`` inside ``websocket_close`` is fine.
 
         Raises:
+            TypeError: ``code`` is not an int, or ``reason`` not a str.
             ValueError: ``code`` is not 1000-4999, or is 1004, 1005, 1006 or
                 1015; or ``reason`` is over 123 UTF-8 bytes.
         """
@@ -523,11 +524,8 @@ def bind_client_end(
     client._mode = _Mode.NETWORK_CLIENT
     client._peer = None
     server._peer = None
-    server.url = url
-    server.protocol = protocol
-    server._transport = transport
     closing = server._state == WebSocket.CLOSING
-    server._state = WebSocket.OPEN
+    _open_over(server, transport, url=url, protocol=protocol)
     for message in server._take_early():
         transport.send_message(message)
     if closing:
@@ -541,11 +539,18 @@ def outbound_socket(transport: Transport, *, url: str, protocol: str | None) -> 
     ws = WebSocket(is_client=True)
     ws._mode = _Mode.STANDARD
     ws._inbox = deque()
-    ws._state = WebSocket.OPEN
+    _open_over(ws, transport, url=url, protocol=protocol)
+    return ws
+
+
+def _open_over(
+    ws: WebSocket, transport: Transport, *, url: str | None, protocol: str | None
+) -> None:
+    """``ws`` is open over ``transport``, a connection to ``url`` speaking ``protocol``."""
     ws._transport = transport
+    ws._state = WebSocket.OPEN
     ws.url = url
     ws.protocol = protocol
-    return ws
 
 
 # ---------------------------------------------------- the runtime's side
@@ -621,10 +626,7 @@ def adopt_socket(
     ws._tags = tags
     ws._attachment = attachment
     ws._auto_response_at = auto_response_at
-    ws._transport = transport
-    ws._state = WebSocket.OPEN
-    ws.url = url
-    ws.protocol = protocol
+    _open_over(ws, transport, url=url, protocol=protocol)
     return ws
 
 
