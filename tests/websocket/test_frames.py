@@ -439,8 +439,10 @@ def test_validate_close_refuses_a_code_that_is_not_an_int(code: object) -> None:
 
 
 def test_validate_close_refuses_a_reason_that_is_not_a_str() -> None:
-    with pytest.raises(TypeError, match="close reason must be a str, got b'bye'"):
+    with pytest.raises(TypeError, match="close reason must be a str, got b'bye'") as refused:
         validate_close(1000, b"bye")  # type: ignore[arg-type]
+    # close() promises a ValueError for anything but an allowed code and reason.
+    assert isinstance(refused.value, ValueError)
 
 
 def test_validate_close_refuses_long_reason_naming_size_and_limit() -> None:

@@ -55,6 +55,7 @@ from ._checks import check_utf8_size
 
 __all__ = [
     "BinaryMessage",
+    "CloseArgumentTypeError",
     "CloseReceived",
     "ConnectionLost",
     "FrameCodec",
@@ -161,6 +162,15 @@ def accept_key(sec_websocket_key: str) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
+class CloseArgumentTypeError(TypeError, ValueError):
+    """A close code that is not an int, or a close reason that is not a str.
+
+    A ``TypeError``, as any argument of the wrong type; and a ``ValueError``
+    too, since ``WebSocket.close()`` promises one for anything but an
+    allowed code and reason.
+    """
+
+
 def validate_close(code: int, reason: str) -> None:
     """Check a close code and reason that we are about to send.
 
@@ -173,14 +183,15 @@ def validate_close(code: int, reason: str) -> None:
         reason: The close reason.
 
     Raises:
-        TypeError: The code is not an int, or the reason not a str.
+        CloseArgumentTypeError: The code is not an int, or the reason not a
+            str (a ``TypeError`` and a ``ValueError``).
         ValueError: The code is not allowed.
         LimitExceededError: The reason is over 123 bytes (a ``ValueError`` too).
     """
     if not isinstance(code, int) or isinstance(code, bool):
-        raise TypeError(f"close code must be an int, got {code!r}")
+        raise CloseArgumentTypeError(f"close code must be an int, got {code!r}")
     if not isinstance(reason, str):
-        raise TypeError(f"close reason must be a str, got {reason!r}")
+        raise CloseArgumentTypeError(f"close reason must be a str, got {reason!r}")
     if code not in SENDABLE_CLOSE_CODES:
         low, high = SENDABLE_CLOSE_CODES[0], SENDABLE_CLOSE_CODES[-1]
         raise ValueError(f"close code {code} is outside the allowed range {low}-{high}")

@@ -270,9 +270,9 @@ class WebSocket:
         ``close()`` inside ``websocket_close`` is fine.
 
         Raises:
-            TypeError: ``code`` is not an int, or ``reason`` not a str.
             ValueError: ``code`` is not 1000-4999, or is 1004, 1005, 1006 or
-                1015; or ``reason`` is over 123 UTF-8 bytes.
+                1015; or ``reason`` is over 123 UTF-8 bytes; or either has
+                the wrong type (that error is a ``TypeError`` too).
         """
         validate_close(code, reason)
         await trio.lowlevel.checkpoint_if_cancelled()
