@@ -391,7 +391,7 @@ async def open_runtime(
             (for example ``SqliteBackend(path, durability="power")``).
             ``data_dir``, ``database`` and ``backend`` exclude each other.
         max_value_bytes: Largest serialized value ``ctx.storage.put`` accepts
-            (default 2 MiB).
+            (default 2 MiB), and the largest string, BLOB or row in user SQL.
         storage_cache_bytes: How much the key-value caches of all live
             objects may hold together (default 64 MiB); past it, the caches
             of the least recently used objects are emptied.

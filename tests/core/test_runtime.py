@@ -11,6 +11,7 @@ import trio.testing
 
 import trio_durable as td
 from trio_durable._gc_tuning import TUNED_GC_THRESHOLDS
+from trio_durable._limits import STORAGE_CACHE_BYTES
 
 from .conftest import OBJECTS
 from .objects import Counter
@@ -23,7 +24,12 @@ async def test_statistics_count_activations_events_and_live_objects(runtime: td.
     await ns.get_by_name("b").increment()
     stats = runtime.statistics()
     assert stats == td.RuntimeStatistics(
-        live_objects=2, activations=2, evictions=0, resets=0, events_dispatched=3
+        live_objects=2,
+        activations=2,
+        evictions=0,
+        resets=0,
+        events_dispatched=3,
+        storage_cache_budget_bytes=STORAGE_CACHE_BYTES,
     ), f"unexpected {stats}"
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         stats.activations = 0  # type: ignore[misc]

@@ -302,11 +302,6 @@ async def test_the_guard_with_a_larger_limit_reads_an_old_big_value(tmp_path: Pa
         db.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open_runtime's max_value_bytes does not reach the SQL guard yet: _store.py "
-    "passes install_guard without it (see the fixer's report)",
-)
 async def test_open_runtime_with_a_larger_max_value_bytes_reads_an_old_big_value(
     tmp_path: Path,
 ) -> None:

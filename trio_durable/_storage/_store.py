@@ -10,6 +10,7 @@ transaction is open.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 import trio
@@ -180,7 +181,8 @@ class ObjectStore:
         """
         oid = self.record.object_id
         try:
-            connection = self._engine.backend.sql_database(oid.namespace, oid.hex, install_guard)
+            guard = functools.partial(install_guard, max_value_bytes=self._engine.max_value_bytes)
+            connection = self._engine.backend.sql_database(oid.namespace, oid.hex, guard)
         except NotImplementedError:
             raise NotImplementedError(
                 "this storage backend has no SQL database; use the key-value API"
