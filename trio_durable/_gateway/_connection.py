@@ -302,12 +302,14 @@ class _Connection:
             logger.warning("%s %s: %s: %s", request.method, request.url, type(exc).__name__, exc)
             return _unavailable(exc)
         except ObjectResetError as exc:
-            if not isinstance(_root_cause(exc), StorageError):
+            cause = _root_cause(exc)
+            if not isinstance(cause, (StorageError, ObjectUnavailableError)):
                 logger.exception("worker failed on %s %s", request.method, request.url)
                 return error_response(500)
-            # Reset because a commit could not reach the storage: same as above.
+            # Reset because a commit could not reach the storage, or the
+            # link to the object's process broke mid-call: same as above.
             logger.warning("%s %s: %s", request.method, request.url, exc)
-            return _unavailable(_root_cause(exc))
+            return _unavailable(cause)
         except Exception:
             logger.exception("worker failed on %s %s", request.method, request.url)
             return error_response(500)
@@ -380,8 +382,10 @@ def _client_closes(request: Request) -> bool:
 
 
 def _root_cause(exc: BaseException) -> BaseException:
-    """The first StorageError in ``exc``'s chain of causes, else its last cause."""
-    while exc.__cause__ is not None and not isinstance(exc, StorageError):
+    """The first StorageError or ObjectUnavailableError in ``exc``'s causes, else its last."""
+    while exc.__cause__ is not None and not isinstance(
+        exc, (StorageError, ObjectUnavailableError)
+    ):
         exc = exc.__cause__
     return exc
 
