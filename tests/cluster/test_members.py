@@ -88,6 +88,13 @@ class Ledger(td.DurableObject):
         self.ctx.storage.sql.exec("INSERT INTO entries (amount) VALUES (?)", amount)
         await self.ctx.storage.put("count", int(await self.ctx.storage.get("count") or 0) + 1)
 
+    async def add_then_transact(self, amount: int) -> None:
+        """An INSERT, then a transaction block with SQL in it: the INSERT is committed first."""
+        self.ctx.storage.sql.exec("INSERT INTO entries (amount) VALUES (?)", amount)
+        async with self.ctx.storage.transaction() as txn:
+            self.ctx.storage.sql.exec("INSERT INTO entries (amount) VALUES (?)", amount + 1)
+            await txn.put("count", int(await txn.get("count") or 0) + 1)
+
     async def entries(self) -> list[int]:
         return [row["amount"] for row in self.ctx.storage.sql.exec("SELECT amount FROM entries")]
 
@@ -353,6 +360,50 @@ async def test_a_member_that_lost_its_shard_unknowingly_cannot_commit_sql_for_it
             via_b = b.namespace("ledgers").get_by_name(name)
             assert await via_b.count() == 1, "the stale member's put never reached the disk"
             assert await via_b.entries() == [1], "nor did its INSERT"
+    finally:
+        lock.release()
+
+
+async def test_sql_committed_ahead_of_a_transaction_block_is_fenced_too(
+    tmp_path: Path, run_dir: str
+) -> None:
+    """Statements pending when a transaction block begins are committed early, under the fence."""
+    lock = DataDirLock.acquire(tmp_path)
+    slow = 60.0  # rounds every 15 s: the stale member will not notice by itself in time
+    try:
+        async with AsyncExitStack() as stack:
+            a, b = [
+                await stack.enter_async_context(
+                    td.open_runtime(
+                        OBJECTS,
+                        backend=td.SqliteBackend(tmp_path, lock_fd=os.dup(lock.fd)),
+                        cluster=ClusterSpec(slot=slot, run_dir=run_dir, lease_seconds=slow),
+                    )
+                )
+                for slot in (0, 1)
+            ]
+            assert a.cluster is not None and b.cluster is not None
+            held = _held(a)
+            name = next(
+                f"ledger-{n}"
+                for n in range(10_000)
+                if shard_of(a.namespace("ledgers").id_from_name(f"ledger-{n}").hex) in held
+            )
+            via_a = a.namespace("ledgers").get_by_name(name)
+            await via_a.add_then_transact(10)
+            assert await via_a.entries() == [10, 11], "unfenced, both INSERTs are committed"
+            store = SqliteLeaseStore(tmp_path / "trio_durable.sqlite3")
+            await store.revoke(a.cluster.member.member_id)
+            await store.aclose()
+            await b.cluster.wait_for_round()
+            assert shard_of(via_a.id.hex) in _held(a), "a has not noticed: it still runs the object"
+            # In a, whose early commit is fenced off: the block's first
+            # statement raises, and the object is reset.
+            with pytest.raises(td.StorageError, match="no longer holds the shard"):
+                await via_a.add_then_transact(20)
+            via_b = b.namespace("ledgers").get_by_name(name)
+            assert await via_b.entries() == [10, 11], "no INSERT of the stale member reached the disk"
+            assert await via_b.count() == 1
     finally:
         lock.release()
 

@@ -307,6 +307,50 @@ class StorageEngine:
         if self.block_times is not None:
             self.block_times.append(blocked + time.perf_counter() - started)
 
+    def commit_sql_now(self, record: LiveObject, db: ObjectDatabase) -> None:
+        """Commit ``db``'s pending statements at once, ahead of the object's batch.
+
+        A ``storage.transaction()`` block that begins while statements of the
+        same event are pending needs them committed first (its savepoint
+        must never hold back their commit). In a cluster on local SQL files
+        this commit is fenced like a batch's: it is made only while this
+        process still holds the object's shard.
+
+        Raises:
+            StorageError: this process no longer holds the object's shard:
+                nothing was committed, and the object is reset as after a
+                refused batch.
+        """
+        fence = self.current_fence()
+        if fence is None or not self._fences_sql:
+            db.commit()
+            return
+        backend = self.backend
+        assert isinstance(backend, FencedSqlCommits)
+        oid = record.object_id
+        key = (oid.namespace, oid.hex)
+        failed: list[Exception] = []
+
+        def commit_sql(write: ObjectWrite) -> bool:
+            try:
+                db.commit()
+            except Exception as exc:
+                failed.append(exc)
+                return False
+            return True
+
+        write = ObjectWrite(oid.namespace, oid.hex, oid.name)
+        refused = shard_of(oid.hex) not in fence.epochs or bool(
+            backend.commit_with_sql([write], fence, commit_sql)
+        )
+        error = _not_held(key) if refused else (failed[0] if failed else None)
+        if error is None:
+            return
+        batch = self.dirty.get(key)
+        if batch is not None:
+            self._fail(batch, error)
+        raise error
+
     def current_fence(self) -> Fence | None:
         """The shards (and epochs) this process holds now; ``None`` in a single process."""
         return self.fence() if self.fence is not None else None

@@ -60,12 +60,21 @@ class ObjectDatabase:
 
     Args:
         connection: The object's connection, with the guard installed.
+        commit_now: Commits the pending statements at once, ahead of the
+            object's batch (when a ``storage.transaction()`` block begins
+            with some pending); it may refuse by raising. Default: a plain
+            :meth:`commit`.
     """
 
-    __slots__ = ("_lost", "_savepoint", "connection")
+    __slots__ = ("_commit_now", "_lost", "_savepoint", "connection")
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(
+        self,
+        connection: sqlite3.Connection,
+        commit_now: Callable[[ObjectDatabase], None] | None = None,
+    ) -> None:
         self.connection = connection
+        self._commit_now = commit_now
         self._savepoint = False
         # Set when SQLite rolled back the whole transaction after an error
         # (SQLITE_FULL, an I/O error): its earlier statements are gone, so the
@@ -104,7 +113,10 @@ class ObjectDatabase:
                 # Statements from before the block are made durable now, so
                 # that the block's open savepoint never holds back their
                 # commit (see commit()).
-                self.commit()
+                if self._commit_now is None:
+                    self.commit()
+                else:
+                    self._commit_now(self)
             self._begin()
             began = True
             self._control(_SAVEPOINT)

@@ -189,7 +189,7 @@ class ObjectStore:
             ) from None
         db = self._db
         if db is None or db.connection is not connection:
-            db = self._db = ObjectDatabase(connection)
+            db = self._db = ObjectDatabase(connection, self._commit_sql_now)
         return db
 
     def has_database(self) -> bool:
@@ -198,6 +198,9 @@ class ObjectStore:
         return self._db is not None or self._engine.backend.has_sql_database(
             oid.namespace, oid.hex
         )
+
+    def _commit_sql_now(self, db: ObjectDatabase) -> None:
+        self._engine.commit_sql_now(self.record, db)
 
     def sql_changed(self, db: ObjectDatabase) -> None:
         """``db`` holds changes: commit them with the object's next batch."""
