@@ -402,7 +402,7 @@ async def test_sql_committed_ahead_of_a_transaction_block_is_fenced_too(
             with pytest.raises(td.StorageError, match="no longer holds the shard"):
                 await via_a.add_then_transact(20)
             via_b = b.namespace("ledgers").get_by_name(name)
-            assert await via_b.entries() == [10, 11], "no INSERT of the stale member reached the disk"
+            assert await via_b.entries() == [10, 11], "no INSERT of the stale member landed"
             assert await via_b.count() == 1
     finally:
         lock.release()
