@@ -22,6 +22,7 @@ import trio
 
 from ._alarms import AlarmScheduler
 from ._cluster._dispatch import ClusterDispatcher
+from ._cluster._leases import LeaseHints
 from ._cluster._link import link_key
 from ._cluster._member import ClusterMember, ClusterSpec
 from ._cluster._remote import AppClasses
@@ -95,6 +96,8 @@ class Runtime:
         self._cluster_spec = cluster
         #: This process's membership of a cluster (``None`` in a single process).
         self.cluster: ClusterMember | None = None
+        # The cluster's lease store, when it can hint at other members' changes.
+        self._lease_hints: LeaseHints | None = None
         self.backend = backend
         self.options = options
         self.clock = WallClock()
@@ -154,9 +157,12 @@ class Runtime:
         shards = LocalShards(
             self.registry, self.alarms, self.sockets, self.storage_engine, self._spawn
         )
-        member = ClusterMember(spec, lease_store_for(self.backend), link_key(secret), shards)
+        store = lease_store_for(self.backend)
+        member = ClusterMember(spec, store, link_key(secret), shards)
         self.cluster = member
+        self._lease_hints = store if isinstance(store, LeaseHints) else None
         shards.holds = member.holds
+        shards.storage_unreachable = member.storage_unreachable
         self.registry.admit = member.admit
         self.storage_engine.fence = member.fence
         app_roots = {cls.__module__.split(".")[0] for cls in self._object_classes.values()}
@@ -461,6 +467,11 @@ async def open_runtime(
                 if runtime.cluster is not None:
                     # Serve only once the first lease round says what is ours.
                     await nursery.start(runtime.cluster.run)
+                    hints = runtime._lease_hints
+                    if hints is not None:
+                        # Another member's lease change starts our round at
+                        # once instead of at the next interval.
+                        nursery.start_soon(hints.watch, runtime.cluster.request_round)
                 try:
                     yield runtime
                 finally:

@@ -327,3 +327,11 @@ async def test_inspect_reads_a_database_in_use_and_wakes_nothing(postgres_url: s
         lambda: inspect_json("--database", postgres_url, "rooms:lobby", cwd=ROOT)
     )
     assert report["keys"] == 5
+
+
+def test_the_database_of_the_config_file_is_read(database: str, tmp_path: Path) -> None:
+    (tmp_path / "trio-durable.toml").write_text(f'database = "{database}"\n')
+    from_file = inspect_json(cwd=tmp_path)
+    assert from_file["source"] == database, "no flag: the config file's database"
+    both = run("inspect", "--data-dir", str(tmp_path / "data"), cwd=tmp_path)
+    assert both.returncode == 2 and "only one of --data-dir and --database" in both.stderr

@@ -128,7 +128,9 @@ def test_https_is_for_dev_and_workers_for_serve() -> None:
     assert "--workers" in flags_of("serve") and "--workers" not in flags_of("dev"), (
         "workers: serve only"
     )
-    assert [s.name for s in settings_of("inspect")] == ["data_dir"], "inspect reads data_dir"
+    assert [s.name for s in settings_of("inspect")] == ["data_dir", "database"], (
+        "inspect reads data_dir or database"
+    )
 
 
 # ------------------------------------------------- the embedded storage's options

@@ -12,8 +12,8 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Collection, Iterator
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -559,5 +559,48 @@ async def test_an_unreachable_owner_gives_object_unavailable_after_call_timeout(
                 await stub.increment()
             waited = trio.current_time() - started
             assert waited >= call_timeout, f"it tried for call_timeout, not {waited:.2f} s"
+    finally:
+        lock.release()
+
+
+async def test_a_hand_over_whose_release_fails_is_retried_by_a_later_round(
+    tmp_path: Path, run_dir: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The storage refusing a release (out of reach) does not end the member."""
+    lock = DataDirLock.acquire(tmp_path)
+    try:
+        async with AsyncExitStack() as stack:
+
+            def member(slot: int) -> AbstractAsyncContextManager[td.Runtime]:
+                return td.open_runtime(
+                    OBJECTS,
+                    backend=td.SqliteBackend(tmp_path, lock_fd=os.dup(lock.fd)),
+                    cluster=ClusterSpec(slot=slot, run_dir=run_dir, lease_seconds=LEASE),
+                )
+
+            a = await stack.enter_async_context(member(0))
+            with trio.fail_after(20):
+                while len(_held(a)) < 256:
+                    await trio.sleep(0.05)
+            assert a.cluster is not None
+            store = a.cluster._store
+            release = store.release
+            refusals: list[int] = []
+
+            async def refuse_once(member_id: str, shards: Collection[int]) -> None:
+                if not refusals:
+                    refusals.append(len(shards))
+                    raise td.StorageError("the database is out of reach")
+                await release(member_id, shards)
+
+            store.release = refuse_once  # type: ignore[method-assign]
+            b = await stack.enter_async_context(member(1))
+            with trio.fail_after(20):
+                while not (_held(a) and _held(b) and len(_held(a) | _held(b)) == 256):
+                    await trio.sleep(0.05)
+            assert refusals, "the first release was refused"
+            assert any("releasing" in r.getMessage() for r in caplog.records)
+            [name] = _owned_by(a)
+            assert await a.namespace("counters").get_by_name(name).increment() == 1, "a runs on"
     finally:
         lock.release()

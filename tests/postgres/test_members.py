@@ -203,3 +203,31 @@ async def test_a_reset_for_a_lost_shard_says_why(
         reset = await _reset_of_a_call_in_flight(runtime, shards)
     assert reason in str(reset)
     assert isinstance(reset.__cause__, td.ObjectUnavailableError), "not the object's fault"
+
+
+async def test_the_runtime_tells_its_shards_when_the_storage_is_out_of_reach(
+    postgres_url: str, run_dir: str
+) -> None:
+    async with _member(postgres_url, run_dir, 0) as runtime:
+        assert runtime.cluster is not None
+        shards = _shards_of(runtime)
+        assert shards.storage_unreachable() is None
+        away = td.StorageError("the database is unreachable")
+        runtime.cluster.round_error = away
+        assert shards.storage_unreachable() is away, "a reset now says the storage was away"
+
+
+async def test_a_member_gets_its_shards_sooner_than_a_round_interval(
+    postgres_url: str, run_dir: str
+) -> None:
+    """The runtime listens for lease hints: the holder hands over at once, not at its next round."""
+    slow = 60.0  # rounds every 15 s: without a hint, b would wait for a's next one
+    async with _member(postgres_url, run_dir, 0, slow) as a:
+        with trio.fail_after(10):
+            while len(_held(a)) < 256:
+                await trio.sleep(0.05)
+        async with _member(postgres_url, run_dir, 1, slow) as b:
+            with trio.fail_after(10):  # well within the 15 s between a's rounds
+                while not _held(b):
+                    await trio.sleep(0.05)
+            assert len(_held(a) | _held(b)) == 256

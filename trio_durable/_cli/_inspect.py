@@ -69,9 +69,9 @@ def add_parser(commands: Commands) -> None:
     parser.add_argument(
         "--database",
         metavar="URL",
-        dest="inspect_database",
+        default=argparse.SUPPRESS,
         help="read a deployment's PostgreSQL database (postgresql://user@host:port/db) "
-        "instead of a data directory",
+        f"instead of a data directory (default: database of ./{CONFIG_NAME}, if any)",
     )
     parser.add_argument(
         "--config",
@@ -96,8 +96,8 @@ def run(args: argparse.Namespace) -> int:
     config = resolve("inspect", args)
     if args.limit < 0:
         raise UsageError(f"--limit must be 0 (all) or more, got {args.limit}")
-    database = args.inspect_database
-    if database is not None and "data_dir" in vars(args):
+    database: str | None = config["database"]
+    if database is not None and "data_dir" in config.given:
         raise UsageError("give only one of --data-dir and --database")
     source = open_source(config["data_dir"], database)
     try:

@@ -2,8 +2,9 @@
 
 A :class:`Source` reads a deployment's stored objects without waking any
 (no runtime, no lock, read-only). :class:`~trio_durable._cli._inspect_sqlite.SqliteSource`
-reads a data directory; a PostgreSQL source (``--database URL``) will
-implement the same protocol and return the same records.
+reads a data directory, :class:`~trio_durable._cli._inspect_postgres.PostgresSource`
+a deployment's PostgreSQL database (``--database URL``); both return the
+same records.
 """
 
 from __future__ import annotations

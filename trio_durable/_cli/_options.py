@@ -326,7 +326,7 @@ _COMMAND_SETTINGS: Final = (
         "keep everything in this PostgreSQL database (postgresql://user@host:port/db) "
         "instead of --data-dir; every node of a deployment names the same one.",
         "command",
-        commands=frozenset({"serve"}),
+        commands=frozenset({"serve", "inspect"}),
     ),
     Setting(
         "node",

@@ -25,7 +25,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar, runtime_checkable
 
 import attrs
 import trio
@@ -36,6 +36,7 @@ from ._placement import Member, desired_owners
 
 __all__ = [
     "Fence",
+    "LeaseHints",
     "LeaseState",
     "LeaseStore",
     "RoundPlan",
@@ -187,6 +188,24 @@ CREATE TABLE IF NOT EXISTS _td_shards (
     expires REAL NOT NULL
 );
 """
+
+
+@runtime_checkable
+class LeaseHints(Protocol):
+    """A lease store that can tell its members when another one changed the leases.
+
+    A hint only makes the next lease round come sooner: rounds keep their
+    interval whether or not hints arrive (``PgLeaseStore``: LISTEN/NOTIFY).
+    """
+
+    async def watch(
+        self,
+        wake: Callable[[], None],
+        *,
+        retry_seconds: float = ...,
+        task_status: trio.TaskStatus[None] = ...,
+    ) -> None:
+        """Call ``wake`` on every change another member announces, until cancelled."""
 
 
 class SqliteLeaseStore:

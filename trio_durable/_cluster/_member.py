@@ -403,7 +403,15 @@ class ClusterMember:
                 await self._events.hand_over(group, successor)
             except Exception:
                 logger.exception("handing over %d shard(s) failed", len(group))
-            await self._store.release(self.member.member_id, group)
+            try:
+                await self._store.release(self.member.member_id, group)
+            except StorageError as exc:
+                # Still ours in the store: a later round hands them over again.
+                logger.warning(
+                    "releasing %d shard(s) failed, retried at the next round: %s", len(group), exc
+                )
+                self._handing_over -= group
+                continue
             for shard in group:
                 self._held.pop(shard, None)
             self._handing_over -= group
