@@ -181,6 +181,68 @@ def bench_postgres(full: bool) -> tuple[dict[str, Any], list[Row]]:
     return result, rows
 
 
+def bench_cluster(full: bool) -> tuple[dict[str, Any], list[Row]]:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / ".cluster.json"
+    argv = ["-m", "benchmarks.bench_cluster", "--json", str(out)]
+    if not full:
+        argv.append("--quick")
+    result = _run_script(argv, timeout=1800)
+    f = json.loads(out.read_text())
+    out.unlink()
+    result["figures"] = f
+    one, two = f["echo"]["workers_1"], f["echo"]["workers_2"]
+    local, remote = f["rpc"]["in_process"], f["rpc"]["across_workers"]
+    hib, failover, restart = f["hibernated"], f["failover"], f["restart"]
+    rows = [
+        _row("cluster", "echo msgs/s, 100 clients, --workers 2 vs 1", two["messages_per_second"],
+             one["messages_per_second"], "msg/s", True, "--workers 1", target=1.4),
+        _row("cluster", "echo server CPU us/msg (all processes), --workers 2 vs 1",
+             two["cpu_us_per_message"], one["cpu_us_per_message"], "us", False, "--workers 1",
+             target=1.25),
+        _row("cluster", "RPC calls/s between objects in two workers, vs one process",
+             remote["calls_per_second"], local["calls_per_second"], "calls/s", True,
+             "one process"),
+        _row("cluster", "RPC p99 ms between objects in two workers, vs one process",
+             remote["p99_ms"], local["p99_ms"], "ms", False, "one process"),
+        _row("cluster", f"RSS KiB per hibernated connection, {hib['connected']:,} over 2 workers",
+             hib["kib_per_connection"], None, "KiB", False, "", absolute_target=2.0),
+        _row("cluster", "failover after kill -9, max s", failover["max_seconds"], None, "s",
+             False, "", absolute_target=5.0),
+        _row("cluster", f"rolling restart, {restart['connected']:,} clients: closes + lost",
+             restart["connections_closed"] + restart["messages_lost"], None, "", False, "",
+             absolute_target=0),
+    ]  # fmt: skip
+    return result, rows
+
+
+def bench_chaos(full: bool) -> tuple[dict[str, Any], list[Row]]:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / ".chaos.json"
+    argv = [sys.executable, "benchmarks/chaos.py", "--json", str(out)]
+    if not full:
+        argv.append("--quick")
+    # Exit 1 means a violation: its figures are the result, not a crash.
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    if not out.exists():
+        raise RuntimeError(f"{' '.join(argv[1:])} exited {done.returncode}: {done.stderr[-2000:]}")
+    f = json.loads(out.read_text())
+    out.unlink()
+    result = {"command": "python " + " ".join(argv[1:]), "output": done.stdout, "figures": f}
+    violations = sum(f["violations"].values())
+    kills = f["failover_kill"]
+    rows = [
+        _row("chaos", f"{f['seconds']:.0f} s, {f['faults']['kill']} kills + "
+             f"{f['faults']['stop']} stops: violations (lost, double activations, 500s, ...)",
+             violations, None, "", False, "", absolute_target=0),
+        _row("chaos", "alarms fired / due", f["alarms_fired"], f["alarms_due"], "", True,
+             "due", target=1.0),
+        _row("chaos", "failover after kill -9, max s, vs the lease",
+             max(kills) if kills else 0.0, f["lease_seconds"], "s", False, "lease"),
+    ]  # fmt: skip
+    return result, rows
+
+
 def bench_idle(full: bool) -> tuple[dict[str, Any], list[Row]]:
     return _run_script(["benchmarks/bench_idle.py", *([] if full else ["--quick"])]), []
 
@@ -570,6 +632,8 @@ BENCHMARKS: dict[str, Callable[[bool], tuple[dict[str, Any], list[Row]]]] = {
     "values": bench_values,
     "storage": bench_storage,
     "postgres": bench_postgres,
+    "cluster": bench_cluster,
+    "chaos": bench_chaos,
     "idle": bench_idle,
     "echo": bench_echo,
     "broadcast": bench_broadcast,

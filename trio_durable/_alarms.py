@@ -123,9 +123,8 @@ class AlarmScheduler:
 
     async def load(self, shards: Collection[int] | None = None) -> None:
         """Load the stored alarms (of ``shards`` only, when given); those due fire at once."""
-        for stored in await self._backend.load_alarms():
-            if shards is None or shard_of(stored.hex_id) in shards:
-                self._set((stored.namespace, stored.hex_id), stored.name, stored.alarm.time)
+        for stored in await self._backend.load_alarms(shards):
+            self._set((stored.namespace, stored.hex_id), stored.name, stored.alarm.time)
 
     def forget_shards(self, shards: Collection[int]) -> None:
         """Drop the alarms of shards another process now holds (it fires them)."""

@@ -24,6 +24,17 @@ class Nothing(td.DurableObject):
     pass
 
 
+@attrs.define(eq=False)
+class Room(td.DurableObject):
+    async def fetch(self, request: td.Request) -> td.Response:
+        client, server = td.WebSocketPair()
+        self.ctx.accept_websocket(server)
+        return td.Response.websocket(client)
+
+    async def abort_me(self) -> None:
+        self.ctx.abort("reset between the accept and the handshake")
+
+
 def _reset_caused_by(cause: BaseException) -> td.ObjectResetError:
     try:
         raise td.ObjectResetError("the object was reset") from cause
@@ -73,4 +84,30 @@ async def test_the_status_says_whether_a_retry_can_help(name: str) -> None:
             assert b"retry-after: 1" in answer.lower(), answer
         fine = b"GET /fine HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
         assert (await raw_exchange(port, fine)).startswith(b"HTTP/1.1 200 "), "still serving"
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_upgrade_whose_object_was_reset_meanwhile_gets_503() -> None:
+    """The object accepted the socket, then was reset before the gateway sent the 101."""
+
+    async def resetting_worker(request: td.Request, runtime: td.Runtime) -> td.Response:
+        room = runtime.namespace("rooms").get_by_name("lobby")
+        response = await room.fetch(request)
+        with pytest.raises(td.ObjectResetError):
+            await room.abort_me()
+        return response
+
+    async with td.open_runtime({"rooms": Room}) as runtime, trio.open_nursery() as nursery:
+        port = await nursery.start(
+            functools.partial(td.serve, runtime, resetting_worker, host="127.0.0.1", port=0)
+        )
+        upgrade = (
+            "GET /lobby HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        answer = await raw_exchange(port, upgrade.encode())
+        assert answer.startswith(b"HTTP/1.1 503 "), answer
+        assert b"retry-after: 1" in answer.lower(), answer
+        assert runtime.sockets.hibernatable_count() == 0, "the object keeps no orphan socket"
         nursery.cancel_scope.cancel()

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from typing import Any
 
 import attrs
 import pytest
@@ -126,10 +127,16 @@ async def test_sql_state_follows_its_object_to_the_member_that_takes_its_shard(
     assert entries == ["written in b", "written in a"], "the SQL rows moved with the object"
 
 
+async def _hear_nothing(self: PgLeaseStore, wake: Any, **options: Any) -> None:
+    await trio.sleep_forever()
+
+
 async def test_a_member_that_lost_its_shard_unknowingly_cannot_commit_sql_for_it(
-    postgres_url: str, run_dir: str
+    postgres_url: str, run_dir: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     slow = 60.0  # rounds every 15 s: the stale member does not notice by itself in time
+    # Cut off from the lease hints too, as a partitioned or paused member is.
+    monkeypatch.setattr(PgLeaseStore, "watch", _hear_nothing)
     async with AsyncExitStack() as stack:
         a, b = [
             await stack.enter_async_context(_member(postgres_url, run_dir, slot, slow))

@@ -12,6 +12,7 @@ import trio.testing
 import trio_durable as td
 from trio_durable import _alarms
 from trio_durable._core import _clock
+from trio_durable._ids import shard_of
 from trio_durable.testing import evict, run_alarm, run_in_object
 
 from .objects import OBJECTS
@@ -234,3 +235,18 @@ async def test_run_alarm_runs_a_pending_alarm_now(
 
 async def test_run_alarm_without_alarm_is_false(box: td.Stub) -> None:
     assert False is await run_alarm(box), "nothing to run"
+
+
+async def test_the_backend_loads_the_alarms_of_some_shards(runtime: td.Runtime) -> None:
+    """What a cluster member reads when it takes shards: only their alarms."""
+    boxes = runtime.namespace("boxes")
+    stubs = [boxes.get_by_name(f"shard-{n}") for n in range(20)]
+    for stub in stubs:
+        await _set(stub, runtime.wall_time() + 3600)
+    await runtime.storage_engine.flush()
+    shards = {shard_of(stub.id.hex) for stub in stubs[:5]}
+    some = await runtime.backend.load_alarms(shards)
+    every = await runtime.backend.load_alarms()
+    assert {a.hex_id for a in every} == {stub.id.hex for stub in stubs}
+    assert {a.hex_id for a in some} == {s.id.hex for s in stubs if shard_of(s.id.hex) in shards}
+    assert {a.name for a in some} <= {f"shard-{n}" for n in range(20)}, "names come along"

@@ -14,7 +14,8 @@ runtime does.
 
 Whatever goes wrong before the transport starts, the pair is abandoned
 (the object does not keep a socket that no connection serves) and the
-client gets 500 (503 while the runtime shuts down).
+client gets 500 (503, which invites a retry, while the runtime shuts down
+or when the object was reset or evicted before the handshake ended).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from .._websocket._frames import accept_key
 from .._websocket._home import ConnectionHome
 from .._websocket._hub import SocketHub
 from .._websocket._network import NetworkTransport
-from .._websocket._socket import abandon_pair, bind_client_end
+from .._websocket._socket import ServerEndDroppedError, abandon_pair, bind_client_end
 from ._http1 import InvalidResponseError, error_response, header_fields
 from ._options import ServeOptions
 from ._wire import Wire
@@ -202,6 +203,13 @@ class Upgrades:
         url = "ws" + request.url[4:] if request.url.startswith("http") else request.url
         try:
             sink = bind_client_end(client, transport, url=url, protocol=protocol)
+        except ServerEndDroppedError as exc:
+            # The object was reset or evicted meanwhile: a retry may succeed.
+            logger.warning("WebSocket upgrade for %s: %s", request.url, exc)
+            abandon_pair(client)
+            return Response.text(
+                "the object was reset; retry shortly\n", status=503, headers={"retry-after": "1"}
+            )
         except (TypeError, RuntimeError) as exc:
             logger.error("cannot complete the WebSocket upgrade for %s: %s", request.url, exc)
             abandon_pair(client)

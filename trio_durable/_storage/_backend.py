@@ -23,7 +23,7 @@ this process has none that is current.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 import attrs
@@ -202,8 +202,12 @@ class Backend(Protocol):
     async def read_alarm(self, namespace: str, hex_id: str) -> AlarmRecord | None:
         """The object's committed alarm, if any."""
 
-    async def load_alarms(self) -> list[StoredAlarm]:
-        """Every stored alarm (the scheduler loads them once at start)."""
+    async def load_alarms(self, shards: Collection[int] | None = None) -> list[StoredAlarm]:
+        """Every stored alarm, or those of objects in ``shards`` (``shard_of`` their ID).
+
+        A single process loads them all once at start; a cluster member
+        loads those of the shards it has just taken.
+        """
 
     def has_sql_database(self, namespace: str, hex_id: str) -> bool:
         """True if the object's SQL database exists (``delete_all`` empties it)."""

@@ -36,7 +36,7 @@ import contextlib
 import os
 import secrets
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Final, Literal
 from urllib.parse import quote
@@ -476,13 +476,22 @@ class SqliteBackend:
         ).fetchone()
         return None if row is None else AlarmRecord(row[0], row[1], row[2])
 
-    async def load_alarms(self) -> list[StoredAlarm]:
-        """Every stored alarm, with the object's name when it is known."""
+    async def load_alarms(self, shards: Collection[int] | None = None) -> list[StoredAlarm]:
+        """Every stored alarm (or those of ``shards``), with the object's name when known.
+
+        The shard is a function of the ID, not a column here: one machine's
+        alarm table is read whole and filtered.
+        """
         rows = self._read_db.execute(
             "SELECT a.namespace, a.id, COALESCE(a.name, o.name), a.time, a.scheduled, a.retry "
             "FROM _td_alarms a LEFT JOIN _td_objects o ON a.namespace = o.namespace AND a.id = o.id"
         ).fetchall()
-        return [StoredAlarm(ns, hx, name, AlarmRecord(t, s, r)) for ns, hx, name, t, s, r in rows]
+        wanted = None if shards is None else frozenset(shards)
+        return [
+            StoredAlarm(ns, hx, name, AlarmRecord(t, s, r))
+            for ns, hx, name, t, s, r in rows
+            if wanted is None or shard_of(hx) in wanted
+        ]
 
     # -------------------------------------------------------------------- sql
 

@@ -56,6 +56,7 @@ from ._socket_home import SocketGroup, SocketHome, current_attachment_limit, cur
 from ._transport import DISCONNECTED_REASON, MessageSink, Transport
 
 __all__ = [
+    "ServerEndDroppedError",
     "WebSocket",
     "WebSocketPair",
     "abandon_pair",
@@ -498,6 +499,14 @@ def abandon_pair(client: object) -> None:
         server._finish(CloseCode.ABNORMAL, DISCONNECTED_REASON, was_clean=False)
 
 
+class ServerEndDroppedError(RuntimeError):
+    """The runtime dropped the server end of a pair before the gateway bound its client end.
+
+    Its object was reset or evicted between accepting the socket and the
+    handshake's end: the client may try again.
+    """
+
+
 def bind_client_end(
     client: WebSocket, transport: Transport, *, url: str, protocol: str | None
 ) -> MessageSink:
@@ -508,8 +517,9 @@ def bind_client_end(
 
     Raises:
         TypeError: ``client`` is not the client end of a WebSocketPair.
+        ServerEndDroppedError: the runtime dropped the server end meanwhile.
         RuntimeError: the client end was already used, or the server end was
-            never accepted.
+            never accepted or is closed.
     """
     if not isinstance(client, WebSocket) or not client._is_client:
         raise TypeError(
@@ -520,6 +530,11 @@ def bind_client_end(
         raise RuntimeError(f"this client end was already used ({client._mode.value})")
     server = _accepted_server_end(client)
     if server._state >= WebSocket.CLOSED:
+        close_info = server._close_info
+        if close_info is not None and not close_info[2]:
+            raise ServerEndDroppedError(
+                f"the server end of this WebSocketPair was dropped: {close_info[1]}"
+            )
         raise RuntimeError("the server end of this WebSocketPair is already closed")
     client._mode = _Mode.NETWORK_CLIENT
     client._peer = None
