@@ -205,8 +205,11 @@ def bench_cluster(full: bool) -> tuple[dict[str, Any], list[Row]]:
              "one process"),
         _row("cluster", "RPC p99 ms between objects in two workers, vs one process",
              remote["p99_ms"], local["p99_ms"], "ms", False, "one process"),
+        # The target is for 38,000 connections (--full); at the quick run's
+        # 4,000 the processes' fixed memory is a larger share of each.
         _row("cluster", f"RSS KiB per hibernated connection, {hib['connected']:,} over 2 workers",
-             hib["kib_per_connection"], None, "KiB", False, "", absolute_target=2.0),
+             hib["kib_per_connection"], None, "KiB", False, "",
+             absolute_target=2.0 if full else None),
         _row("cluster", "failover after kill -9, max s", failover["max_seconds"], None, "s",
              False, "", absolute_target=5.0),
         _row("cluster", f"rolling restart, {restart['connected']:,} clients: closes + lost",
