@@ -165,9 +165,11 @@ def run_td(args: argparse.Namespace) -> None:
                 events=rs.events_dispatched,
                 parked=len(runtime.sockets.parking),
                 hibernatable=runtime.sockets.hibernatable_count(),
-                storage_cache_bytes=rs.storage_cache_bytes,
-                storage_cache_budget_bytes=rs.storage_cache_budget_bytes,
-                storage_cache_evictions=rs.storage_cache_evictions,
+                # Absent before the cache budget was reported (these
+                # benchmarks also run against older releases).
+                storage_cache_bytes=getattr(rs, "storage_cache_bytes", None),
+                storage_cache_budget_bytes=getattr(rs, "storage_cache_budget_bytes", None),
+                storage_cache_evictions=getattr(rs, "storage_cache_evictions", None),
             )
             say(stats)
         cancel.cancel()

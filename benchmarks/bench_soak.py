@@ -153,7 +153,7 @@ def check_cache(
     Returns what was found: ``checked`` is False when the server does not
     report the figures.
     """
-    reported = [s for s in [*samples, final] if all(k in s for k in CACHE_FIGURES)]
+    reported = [s for s in [*samples, final] if all(s.get(k) is not None for k in CACHE_FIGURES)]
     if not reported:
         return {"checked": False}
     budget = final.get("storage_cache_budget_bytes") or budget
