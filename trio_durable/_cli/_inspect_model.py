@@ -14,6 +14,8 @@ from typing import Protocol
 
 import attrs
 
+from .._ids import ID_HEX_LENGTH, IdMinter
+
 __all__ = [
     "AlarmView",
     "Deployment",
@@ -24,7 +26,12 @@ __all__ = [
     "Source",
     "TableView",
     "ValueDecoder",
+    "find_objects",
+    "is_hex",
 ]
+
+#: ``(namespace, hex id, name)`` of a stored object.
+ObjectRef = tuple[str, str, str | None]
 
 #: Stored bytes → ``(text to show, True if the text is the whole value)``.
 ValueDecoder = Callable[[bytes], tuple[str, bool]]
@@ -138,3 +145,50 @@ class Source(Protocol):
 
     def close(self) -> None:
         """Release what the source holds open."""
+
+
+def find_objects(
+    ref: str,
+    *,
+    by_id: Callable[[str | None, str], list[ObjectRef]],
+    by_name: Callable[[str, str], str | None],
+    secret: Callable[[], bytes | None],
+) -> list[ObjectRef]:
+    """The objects ``ref`` names: a 64-hex ID, ``NAMESPACE:NAME`` or ``NAMESPACE:ID``.
+
+    A name that was never recorded still finds its ID (minted with the
+    deployment's secret), so asking about an object that holds nothing says
+    so rather than failing; so does an ID of a namespace that holds nothing.
+
+    Args:
+        ref: What the user typed.
+        by_id: The recorded objects with this ID (in this namespace, or any
+            when ``None``).
+        by_name: The recorded ID of this namespace's name, if any.
+        secret: The deployment's ID secret, ``None`` when it has none yet.
+    """
+    namespace, colon, rest = ref.partition(":")
+    if not colon:
+        return by_id(None, ref.lower()) if _is_id(ref) else []
+    if _is_id(rest):
+        return by_id(namespace, rest.lower()) or [(namespace, rest.lower(), None)]
+    hex_id = by_name(namespace, rest)
+    if hex_id is not None:
+        return [(namespace, hex_id, rest)]
+    key = secret()
+    if key is None:
+        return []
+    return [(namespace, IdMinter(key).from_name(namespace, rest).hex, rest)]
+
+
+def is_hex(text: str) -> bool:
+    """True if ``text`` is hexadecimal."""
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_id(text: str) -> bool:
+    return len(text) == ID_HEX_LENGTH and is_hex(text)

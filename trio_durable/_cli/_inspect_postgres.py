@@ -22,7 +22,6 @@ import psycopg
 from psycopg import conninfo
 
 from .._exceptions import StorageError
-from .._ids import ID_HEX_LENGTH, IdMinter
 from .._storage._postgres import SQL_PAGES_QUERY, check_database_url, write_sql_file
 from ._common import UsageError
 from ._inspect_model import (
@@ -34,8 +33,9 @@ from ._inspect_model import (
     ObjectView,
     TableView,
     ValueDecoder,
+    find_objects,
 )
-from ._inspect_sqlite import count_rows, is_hex
+from ._inspect_sqlite import count_rows
 
 __all__ = ["PostgresSource"]
 
@@ -140,33 +140,25 @@ class PostgresSource:
         )
 
     def find(self, ref: str) -> list[tuple[str, str, str | None]]:
-        """The objects ``ref`` names: a 64-hex ID, ``NAMESPACE:NAME`` or ``NAMESPACE:ID``.
+        """The objects ``ref`` names (see :func:`find_objects`)."""
 
-        A name that was never recorded still finds its ID (minted with the
-        deployment's secret), so asking about an object that holds nothing
-        says so rather than failing.
-        """
-        namespace, colon, rest = ref.partition(":")
-        if not colon:
-            if len(ref) == ID_HEX_LENGTH and is_hex(ref):
-                return [(v.namespace, v.id, v.name) for v, _ in self._objects(hex_id=ref.lower())]
-            return []
-        if len(rest) == ID_HEX_LENGTH and is_hex(rest):
-            found = self._objects(namespace=namespace, hex_id=rest.lower())
-            return [(v.namespace, v.id, v.name) for v, _ in found] or [
-                (namespace, rest.lower(), None)
-            ]
-        row = self._conn.execute(
-            "SELECT id FROM _td_objects WHERE namespace = %s AND name = %s",
-            (namespace, rest.encode()),
-        ).fetchone()
-        if row is not None:
-            return [(namespace, str(row[0]), rest)]
-        secret = self._conn.execute("SELECT value FROM _td_meta WHERE key = 'id_secret'").fetchone()
-        if secret is None:
-            return []
-        minted = IdMinter(bytes(secret[0])).from_name(namespace, rest)
-        return [(namespace, minted.hex, rest)]
+        def by_id(namespace: str | None, hex_id: str) -> list[tuple[str, str, str | None]]:
+            found = self._objects(namespace=namespace, hex_id=hex_id)
+            return [(v.namespace, v.id, v.name) for v, _ in found]
+
+        def by_name(namespace: str, name: str) -> str | None:
+            row = self._conn.execute(
+                "SELECT id FROM _td_objects WHERE namespace = %s AND name = %s",
+                (namespace, name.encode()),
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        def secret() -> bytes | None:
+            query = "SELECT value FROM _td_meta WHERE key = 'id_secret'"
+            row = self._conn.execute(query).fetchone()
+            return None if row is None else bytes(row[0])
+
+        return find_objects(ref, by_id=by_id, by_name=by_name, secret=secret)
 
     def detail(
         self, namespace: str, hex_id: str, name: str | None, *, limit: int | None

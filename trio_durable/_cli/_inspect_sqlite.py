@@ -21,7 +21,6 @@ from urllib.parse import quote, unquote
 
 import attrs
 
-from .._ids import ID_HEX_LENGTH, IdMinter
 from .._storage._sqlite import DATABASE_NAME, SQL_DIR, sql_database_path
 from ._common import UsageError
 from ._inspect_model import (
@@ -33,9 +32,10 @@ from ._inspect_model import (
     ObjectView,
     TableView,
     ValueDecoder,
+    find_objects,
 )
 
-__all__ = ["SqliteSource", "connect_read_only", "count_rows", "is_hex"]
+__all__ = ["SqliteSource", "connect_read_only", "count_rows"]
 
 # Objects known from any of the runtime's tables, with their sizes and names.
 _OBJECTS = """
@@ -129,33 +129,23 @@ class SqliteSource:
         )
 
     def find(self, ref: str) -> list[tuple[str, str, str | None]]:
-        """The objects ``ref`` names: a 64-hex ID, ``NAMESPACE:NAME`` or ``NAMESPACE:ID``.
+        """The objects ``ref`` names (see :func:`find_objects`)."""
 
-        A name that was never recorded still finds its ID (minted with the
-        deployment's secret), so asking about an object that holds nothing
-        says so rather than failing.
+        def by_id(namespace: str | None, hex_id: str) -> list[tuple[str, str, str | None]]:
+            found = self._objects(namespace=namespace, hex_id=hex_id)
+            return [(o.namespace, o.id, o.name) for o in found]
 
-        Returns:
-            ``(namespace, hex id, name)`` of each match.
-        """
-        namespace, colon, rest = ref.partition(":")
-        if not colon:
-            if len(ref) == ID_HEX_LENGTH and is_hex(ref):
-                return [(o.namespace, o.id, o.name) for o in self._objects(hex_id=ref.lower())]
-            return []
-        if len(rest) == ID_HEX_LENGTH and is_hex(rest):
-            found = self._objects(namespace=namespace, hex_id=rest.lower())
-            return [(o.namespace, o.id, o.name) for o in found] or [(namespace, rest.lower(), None)]
-        row = self._db.execute(
-            "SELECT id FROM _td_objects WHERE namespace = ? AND name = ?", (namespace, rest)
-        ).fetchone()
-        if row is not None:
-            return [(namespace, row[0], rest)]
-        secret = self._db.execute("SELECT value FROM _td_meta WHERE key = 'id_secret'").fetchone()
-        if secret is None:
-            return []
-        minted = IdMinter(bytes(secret[0])).from_name(namespace, rest)
-        return [(namespace, minted.hex, rest)]
+        def by_name(namespace: str, name: str) -> str | None:
+            row = self._db.execute(
+                "SELECT id FROM _td_objects WHERE namespace = ? AND name = ?", (namespace, name)
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        def secret() -> bytes | None:
+            row = self._db.execute("SELECT value FROM _td_meta WHERE key = 'id_secret'").fetchone()
+            return None if row is None else bytes(row[0])
+
+        return find_objects(ref, by_id=by_id, by_name=by_name, secret=secret)
 
     def detail(
         self, namespace: str, hex_id: str, name: str | None, *, limit: int | None
@@ -234,12 +224,3 @@ def count_rows(db: sqlite3.Connection) -> Iterator[TableView]:
         except sqlite3.Error:  # a virtual table whose module this Python lacks
             rows = None
         yield TableView(name, rows)
-
-
-def is_hex(text: str) -> bool:
-    """True if ``text`` is hexadecimal."""
-    try:
-        bytes.fromhex(text)
-    except ValueError:
-        return False
-    return True
