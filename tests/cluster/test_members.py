@@ -13,7 +13,7 @@ import socket
 import tempfile
 import time
 from collections.abc import AsyncIterator, Collection, Iterator
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -285,12 +285,13 @@ async def test_a_member_that_leaves_hands_its_shards_to_the_other(
         lock.release()
 
 
-async def test_a_member_that_lost_its_shard_unknowingly_cannot_commit_for_it(
+@asynccontextmanager
+async def members_with_slow_rounds(
     tmp_path: Path, run_dir: str
-) -> None:
-    """The fence, not the lease round: the stale member still believes it holds the shard."""
+) -> AsyncIterator[tuple[td.Runtime, td.Runtime]]:
+    """Two members whose rounds are 15 s apart: a stale one will not notice in time."""
     lock = DataDirLock.acquire(tmp_path)
-    slow = 60.0  # rounds every 15 s: the stale member will not notice by itself in time
+    slow = 60.0
     try:
         async with AsyncExitStack() as stack:
             a, b = [
@@ -303,109 +304,84 @@ async def test_a_member_that_lost_its_shard_unknowingly_cannot_commit_for_it(
                 )
                 for slot in (0, 1)
             ]
-            assert a.cluster is not None and b.cluster is not None
-            [name] = _owned_by(a)
-            via_a = a.namespace("counters").get_by_name(name)
-            assert await via_a.increment() == 1
-            # The supervisor decides a is dead; b takes its shards (a new epoch).
-            store = SqliteLeaseStore(tmp_path / "trio_durable.sqlite3")
-            await store.revoke(a.cluster.member.member_id)
-            await store.aclose()
-            await b.cluster.wait_for_round()
-            assert shard_of(via_a.id.hex) in _held(b)
-            assert shard_of(via_a.id.hex) in _held(a), "a has not noticed: it still runs the object"
-            with pytest.raises(td.ObjectResetError):
-                await via_a.increment()  # runs in a, whose commit is fenced off
-            via_b = b.namespace("counters").get_by_name(name)
-            assert await via_b.stored() == 1, "the stale member's write never reached the disk"
+            yield a, b
     finally:
         lock.release()
+
+
+async def revoke_behind_its_back(tmp_path: Path, a: td.Runtime, b: td.Runtime) -> None:
+    """The supervisor decides ``a`` is dead and ``b`` takes its shards (a new epoch); ``a``
+    still believes it holds them."""
+    assert a.cluster is not None and b.cluster is not None
+    store = SqliteLeaseStore(tmp_path / "trio_durable.sqlite3")
+    await store.revoke(a.cluster.member.member_id)
+    await store.aclose()
+    await b.cluster.wait_for_round()
+
+
+def _ledger_owned_by(runtime: td.Runtime) -> str:
+    held = _held(runtime)
+    ledgers = runtime.namespace("ledgers")
+    return next(
+        f"ledger-{n}"
+        for n in range(10_000)
+        if shard_of(ledgers.id_from_name(f"ledger-{n}").hex) in held
+    )
+
+
+async def test_a_member_that_lost_its_shard_unknowingly_cannot_commit_for_it(
+    tmp_path: Path, run_dir: str
+) -> None:
+    """The fence, not the lease round: the stale member still believes it holds the shard."""
+    async with members_with_slow_rounds(tmp_path, run_dir) as (a, b):
+        [name] = _owned_by(a)
+        via_a = a.namespace("counters").get_by_name(name)
+        assert await via_a.increment() == 1
+        await revoke_behind_its_back(tmp_path, a, b)
+        assert shard_of(via_a.id.hex) in _held(b)
+        assert shard_of(via_a.id.hex) in _held(a), "a has not noticed: it still runs the object"
+        with pytest.raises(td.ObjectResetError):
+            await via_a.increment()  # runs in a, whose commit is fenced off
+        via_b = b.namespace("counters").get_by_name(name)
+        assert await via_b.stored() == 1, "the stale member's write never reached the disk"
 
 
 async def test_a_member_that_lost_its_shard_unknowingly_cannot_commit_sql_for_it(
     tmp_path: Path, run_dir: str
 ) -> None:
     """The fence covers the object's SQL database too, not only its key-value writes."""
-    lock = DataDirLock.acquire(tmp_path)
-    slow = 60.0  # rounds every 15 s: the stale member will not notice by itself in time
-    try:
-        async with AsyncExitStack() as stack:
-            a, b = [
-                await stack.enter_async_context(
-                    td.open_runtime(
-                        OBJECTS,
-                        backend=td.SqliteBackend(tmp_path, lock_fd=os.dup(lock.fd)),
-                        cluster=ClusterSpec(slot=slot, run_dir=run_dir, lease_seconds=slow),
-                    )
-                )
-                for slot in (0, 1)
-            ]
-            assert a.cluster is not None and b.cluster is not None
-            held = _held(a)
-            name = next(
-                f"ledger-{n}"
-                for n in range(10_000)
-                if shard_of(a.namespace("ledgers").id_from_name(f"ledger-{n}").hex) in held
-            )
-            via_a = a.namespace("ledgers").get_by_name(name)
-            await via_a.add(1)
-            store = SqliteLeaseStore(tmp_path / "trio_durable.sqlite3")
-            await store.revoke(a.cluster.member.member_id)
-            await store.aclose()
-            await b.cluster.wait_for_round()
-            assert shard_of(via_a.id.hex) in _held(b)
-            assert shard_of(via_a.id.hex) in _held(a), "a has not noticed: it still runs the object"
-            with pytest.raises(td.ObjectResetError):
-                await via_a.add(2)  # an INSERT and a put, in a, whose commit is fenced off
-            via_b = b.namespace("ledgers").get_by_name(name)
-            assert await via_b.count() == 1, "the stale member's put never reached the disk"
-            assert await via_b.entries() == [1], "nor did its INSERT"
-    finally:
-        lock.release()
+    async with members_with_slow_rounds(tmp_path, run_dir) as (a, b):
+        name = _ledger_owned_by(a)
+        via_a = a.namespace("ledgers").get_by_name(name)
+        await via_a.add(1)
+        await revoke_behind_its_back(tmp_path, a, b)
+        assert shard_of(via_a.id.hex) in _held(b)
+        assert shard_of(via_a.id.hex) in _held(a), "a has not noticed: it still runs the object"
+        with pytest.raises(td.ObjectResetError):
+            await via_a.add(2)  # an INSERT and a put, in a, whose commit is fenced off
+        via_b = b.namespace("ledgers").get_by_name(name)
+        assert await via_b.count() == 1, "the stale member's put never reached the disk"
+        assert await via_b.entries() == [1], "nor did its INSERT"
 
 
 async def test_sql_committed_ahead_of_a_transaction_block_is_fenced_too(
     tmp_path: Path, run_dir: str
 ) -> None:
     """Statements pending when a transaction block begins are committed early, under the fence."""
-    lock = DataDirLock.acquire(tmp_path)
-    slow = 60.0  # rounds every 15 s: the stale member will not notice by itself in time
-    try:
-        async with AsyncExitStack() as stack:
-            a, b = [
-                await stack.enter_async_context(
-                    td.open_runtime(
-                        OBJECTS,
-                        backend=td.SqliteBackend(tmp_path, lock_fd=os.dup(lock.fd)),
-                        cluster=ClusterSpec(slot=slot, run_dir=run_dir, lease_seconds=slow),
-                    )
-                )
-                for slot in (0, 1)
-            ]
-            assert a.cluster is not None and b.cluster is not None
-            held = _held(a)
-            name = next(
-                f"ledger-{n}"
-                for n in range(10_000)
-                if shard_of(a.namespace("ledgers").id_from_name(f"ledger-{n}").hex) in held
-            )
-            via_a = a.namespace("ledgers").get_by_name(name)
-            await via_a.add_then_transact(10)
-            assert await via_a.entries() == [10, 11], "unfenced, both INSERTs are committed"
-            store = SqliteLeaseStore(tmp_path / "trio_durable.sqlite3")
-            await store.revoke(a.cluster.member.member_id)
-            await store.aclose()
-            await b.cluster.wait_for_round()
-            assert shard_of(via_a.id.hex) in _held(a), "a has not noticed: it still runs the object"
-            # In a, whose early commit is fenced off: the block's first
-            # statement raises, and the object is reset.
-            with pytest.raises(td.StorageError, match="no longer holds the shard"):
-                await via_a.add_then_transact(20)
-            via_b = b.namespace("ledgers").get_by_name(name)
-            assert await via_b.entries() == [10, 11], "no INSERT of the stale member landed"
-            assert await via_b.count() == 1
-    finally:
-        lock.release()
+    async with members_with_slow_rounds(tmp_path, run_dir) as (a, b):
+        name = _ledger_owned_by(a)
+        via_a = a.namespace("ledgers").get_by_name(name)
+        await via_a.add_then_transact(10)
+        assert await via_a.entries() == [10, 11], "unfenced, both INSERTs are committed"
+        await revoke_behind_its_back(tmp_path, a, b)
+        assert shard_of(via_a.id.hex) in _held(a), "a has not noticed: it still runs the object"
+        # In a, whose early commit is fenced off: the block's first
+        # statement raises, and the object is reset.
+        with pytest.raises(td.StorageError, match="no longer holds the shard"):
+            await via_a.add_then_transact(20)
+        via_b = b.namespace("ledgers").get_by_name(name)
+        assert await via_b.entries() == [10, 11], "no INSERT of the stale member landed"
+        assert await via_b.count() == 1
 
 
 async def test_a_member_closing_its_links_answers_the_calls_in_flight_first(
