@@ -9,7 +9,7 @@ same records.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import attrs
@@ -100,6 +100,15 @@ class Deployment:
 
     location: str
     namespaces: tuple[NamespaceView, ...]
+
+    @classmethod
+    def of(cls, location: str, objects: Iterable[ObjectView]) -> Deployment:
+        """The deployment holding ``objects``, grouped by namespace in name order."""
+        by_namespace: dict[str, list[ObjectView]] = {}
+        for view in objects:
+            by_namespace.setdefault(view.namespace, []).append(view)
+        groups = sorted(by_namespace.items())
+        return cls(location, tuple(NamespaceView(name, tuple(found)) for name, found in groups))
 
 
 @attrs.frozen

@@ -28,7 +28,6 @@ from ._inspect_model import (
     AlarmView,
     Deployment,
     EntryView,
-    NamespaceView,
     ObjectDetail,
     ObjectView,
     TableView,
@@ -127,15 +126,13 @@ class PostgresSource:
 
     def deployment(self, namespace: str | None = None) -> Deployment:
         """Every namespace (or just ``namespace``) with its objects."""
-        by_namespace: dict[str, list[ObjectView]] = {}
-        for view, has_sql in self._objects(namespace=namespace):
-            if has_sql:
-                view = attrs.evolve(view, sql_tables=self._tables(view.namespace, view.id))
-            by_namespace.setdefault(view.namespace, []).append(view)
-        return Deployment(
+        return Deployment.of(
             self.location,
-            tuple(
-                NamespaceView(name, tuple(found)) for name, found in sorted(by_namespace.items())
+            (
+                attrs.evolve(view, sql_tables=self._tables(view.namespace, view.id))
+                if has_sql
+                else view
+                for view, has_sql in self._objects(namespace=namespace)
             ),
         )
 

@@ -27,7 +27,6 @@ from ._inspect_model import (
     AlarmView,
     Deployment,
     EntryView,
-    NamespaceView,
     ObjectDetail,
     ObjectView,
     TableView,
@@ -116,15 +115,13 @@ class SqliteSource:
         # An object with a SQL database but nothing in the shared file yet.
         objects += [ObjectView(ns, hex_id, None, 0, 0, None) for ns, hex_id in sql_files - known]
         objects.sort(key=lambda o: (o.namespace, o.id))
-        by_namespace: dict[str, list[ObjectView]] = {}
-        for view in objects:
-            if (view.namespace, view.id) in sql_files:
-                view = attrs.evolve(view, sql_tables=self._tables(view.namespace, view.id))
-            by_namespace.setdefault(view.namespace, []).append(view)
-        return Deployment(
+        return Deployment.of(
             self.location,
-            tuple(
-                NamespaceView(name, tuple(found)) for name, found in sorted(by_namespace.items())
+            (
+                attrs.evolve(view, sql_tables=self._tables(view.namespace, view.id))
+                if (view.namespace, view.id) in sql_files
+                else view
+                for view in objects
             ),
         )
 
