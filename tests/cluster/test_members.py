@@ -384,6 +384,14 @@ async def test_sql_committed_ahead_of_a_transaction_block_is_fenced_too(
         assert await via_b.count() == 1
 
 
+async def _until_busy_in(runtime: td.Runtime, stub: td.Stub) -> None:
+    """Wait until ``stub``'s object, live in ``runtime``, is running an event."""
+    while (record := runtime.registry.lookup(stub.id.namespace, stub.id.hex)) is None or (
+        not record.busy
+    ):
+        await trio.sleep(0.01)
+
+
 async def test_a_member_closing_its_links_answers_the_calls_in_flight_first(
     pair: tuple[td.Runtime, td.Runtime],
 ) -> None:
@@ -400,10 +408,7 @@ async def test_a_member_closing_its_links_answers_the_calls_in_flight_first(
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(call)
-            while (
-                record := a.registry.lookup("counters", via_b.id.hex)
-            ) is None or not record.busy:
-                await trio.sleep(0.01)
+            await _until_busy_in(a, via_b)
             await a.cluster.close_links()
     assert answers == ["rested"], "the call in flight was answered before the link closed"
 
@@ -427,17 +432,16 @@ async def test_a_call_cut_by_a_broken_link_is_a_reset_caused_by_an_unreachable_o
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(call)
-            while (
-                record := a.registry.lookup("counters", via_b.id.hex)
-            ) is None or not record.busy:
-                await trio.sleep(0.01)
+            await _until_busy_in(a, via_b)
             with trio.move_on_after(0.1):  # the call would take 30 s: its link is cut
                 await a.cluster.close_links()
     assert len(outcome) == 1, outcome
     assert isinstance(outcome[0].__cause__, td.ObjectUnavailableError), outcome[0].__cause__
 
 
-class _NoEvents:
+class NoShardEvents:
+    """A member's shard events that do nothing (a member tested alone, without a runtime)."""
+
     def shards_lost(self, shards: Any) -> None:
         pass
 
@@ -458,7 +462,7 @@ async def test_the_fence_leaves_out_shards_whose_lease_lapsed_locally(
     store = SqliteLeaseStore(tmp_path / "trio_durable.sqlite3")
     await store.setup()
     spec = ClusterSpec(slot=0, run_dir=run_dir, lease_seconds=30)
-    member = ClusterMember(spec, store, b"k" * 32, _NoEvents())
+    member = ClusterMember(spec, store, b"k" * 32, NoShardEvents())
     await member._round()  # one lease round, without running the member
     assert set(member.fence().epochs) == set(range(256)), "a fresh lease: every shard"
     paused_until = time.monotonic() + 30  # past the local share of a 30 s lease

@@ -107,20 +107,18 @@ async def test_a_killed_worker_s_objects_answer_again_and_lose_nothing(tmp_path:
         assert recovered < 5, f"answered again after {recovered:.1f} s: {seen}"
 
 
+def _single_serve(data_dir: Path) -> list[str]:
+    """``serve`` of the test app in one process on a free port."""
+    return [
+        sys.executable, "-m", "trio_durable", "serve", "tests.cluster.app:app",
+        "--port", "0", "--data-dir", str(data_dir),
+    ]  # fmt: skip
+
+
 def test_a_second_server_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
     with cluster(tmp_path / "data") as running:
         second = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "trio_durable",
-                "serve",
-                "tests.cluster.app:app",
-                "--port",
-                "0",
-                "--data-dir",
-                str(tmp_path / "data"),
-            ],
+            _single_serve(tmp_path / "data"),
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -295,17 +293,7 @@ def test_sighup_to_a_single_process_serve_is_logged_and_it_goes_on_serving(
     tmp_path: Path,
 ) -> None:
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "trio_durable",
-            "serve",
-            "tests.cluster.app:app",
-            "--port",
-            "0",
-            "--data-dir",
-            str(tmp_path / "data"),
-        ],
+        _single_serve(tmp_path / "data"),
         cwd=ROOT,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,

@@ -16,6 +16,7 @@ import trio
 
 import trio_durable as td
 
+from ..websocket.objects import AcceptsAPair
 from .helpers import raw_exchange
 
 
@@ -25,12 +26,7 @@ class Nothing(td.DurableObject):
 
 
 @attrs.define(eq=False)
-class Room(td.DurableObject):
-    async def fetch(self, request: td.Request) -> td.Response:
-        client, server = td.WebSocketPair()
-        self.ctx.accept_websocket(server)
-        return td.Response.websocket(client)
-
+class Room(AcceptsAPair):
     async def abort_me(self) -> None:
         self.ctx.abort("reset between the accept and the handshake")
 

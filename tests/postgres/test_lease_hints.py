@@ -23,26 +23,14 @@ from trio_durable._cluster._member import ClusterMember, ClusterSpec
 from trio_durable._cluster._pg_leases import PgLeaseStore
 from trio_durable._ids import SHARD_COUNT
 
+from ..cluster.test_members import NoShardEvents
+
 pytestmark = pytest.mark.slow
 
 #: Rounds every 10 s: polling alone takes up to that long to notice a change.
 LONG_LEASE = 40.0
 INTERVAL = LONG_LEASE / 4
 HINTS = "trio_durable lease hints"
-
-
-class _NoEvents:
-    def shards_lost(self, shards: Any) -> None:
-        pass
-
-    def shards_gained(self, shards: Any) -> None:
-        pass
-
-    async def freeze(self, shards: Any) -> None:
-        pass
-
-    async def hand_over(self, shards: Any, successor: Any) -> None:
-        pass
 
 
 @pytest.fixture
@@ -58,9 +46,8 @@ async def running_member(
 ) -> AsyncIterator[ClusterMember]:
     """A member keeping its leases, with a watch that asks for a round on each hint."""
     store = PgLeaseStore(url)
-    member = ClusterMember(
-        ClusterSpec(slot=slot, run_dir=run_dir, lease_seconds=lease), store, b"k" * 32, _NoEvents()
-    )
+    spec = ClusterSpec(slot=slot, run_dir=run_dir, lease_seconds=lease)
+    member = ClusterMember(spec, store, b"k" * 32, NoShardEvents())
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(member.run)
