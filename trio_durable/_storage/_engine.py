@@ -32,7 +32,9 @@ the object's shard cannot commit its SQL either.
 
 from __future__ import annotations
 
+import functools
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -45,6 +47,7 @@ from .._exceptions import CommitFailedError, StorageError
 from .._ids import shard_of
 from ._backend import AlarmRecord, Backend, Fence, ObjectWrite
 from ._cache import MISSING
+from ._guard import install_guard
 
 if TYPE_CHECKING:
     from .._core._live import LiveObject
@@ -107,7 +110,16 @@ class StorageEngine:
     def __init__(self, backend: Backend, *, max_value_bytes: int) -> None:
         self.backend = backend
         self.max_value_bytes = max_value_bytes
-        self._fences_sql = isinstance(backend, FencedSqlCommits)
+        #: Installs the SQL guard on an object's database, with user SQL's
+        #: length limit at ``max_value_bytes``.
+        self.sql_guard: Callable[[sqlite3.Connection], None] = functools.partial(
+            install_guard, max_value_bytes=max_value_bytes
+        )
+        # The backend again, when it commits local SQL files inside its fenced
+        # transaction (checked once: the protocol check is slow).
+        self._fenced_sql: FencedSqlCommits | None = (
+            backend if isinstance(backend, FencedSqlCommits) else None
+        )
         self.dirty: dict[ObjectKey, Batch] = {}
         self.inflight: dict[ObjectKey, Batch] = {}
         # The committer task while it waits for work (see _kick).
@@ -254,7 +266,7 @@ class StorageEngine:
         # transaction (see commit_with_sql), not before it.
         sql_in_transaction = (
             fence is not None
-            and self._fences_sql
+            and self._fenced_sql is not None
             and any(batch.sql is not None for batch in ready.values())
         )
         writes = []
@@ -322,11 +334,10 @@ class StorageEngine:
                 refused batch.
         """
         fence = self.current_fence()
-        if fence is None or not self._fences_sql:
+        backend = self._fenced_sql
+        if fence is None or backend is None:
             db.commit()
             return
-        backend = self.backend
-        assert isinstance(backend, FencedSqlCommits)
         oid = record.object_id
         key = (oid.namespace, oid.hex)
         failed: list[Exception] = []
@@ -369,17 +380,13 @@ class StorageEngine:
         The objects whose SQL commit failed are put in ``failed`` (failed by
         the caller, once the transaction is over).
         """
-        backend = self.backend
-        assert isinstance(backend, FencedSqlCommits)
+        backend = self._fenced_sql
+        assert backend is not None
 
         def commit_sql(write: ObjectWrite) -> bool:
             key = (write.namespace, write.hex_id)
-            db = ready[key].sql
-            if db is None:
-                return True
             try:
-                db.commit()
-                write.sql = self.backend.sql_changes(write.namespace, write.hex_id, db.connection)
+                self._commit_sql_file(ready[key])
             except Exception as exc:
                 failed[key] = exc
                 return False
@@ -387,15 +394,20 @@ class StorageEngine:
 
         return backend.commit_with_sql(writes, fence, commit_sql)
 
-    def _commit_sql(self, batch: Batch) -> bool:
+    def _commit_sql_file(self, batch: Batch) -> None:
+        """Commit the batch's local SQL changes, if it has any (raises on failure)."""
         db = batch.sql
-        assert db is not None
+        if db is None:
+            return
         write = batch.write
+        db.commit()
+        # A backend that stores SQL remotely gets the pages this local
+        # commit wrote, to store in the same transaction as the rest.
+        write.sql = self.backend.sql_changes(write.namespace, write.hex_id, db.connection)
+
+    def _commit_sql(self, batch: Batch) -> bool:
         try:
-            db.commit()
-            # A backend that stores SQL remotely gets the pages this local
-            # commit wrote, to store in the same transaction as the rest.
-            write.sql = self.backend.sql_changes(write.namespace, write.hex_id, db.connection)
+            self._commit_sql_file(batch)
         except Exception as exc:
             logger.error("SQL commit of %s failed", batch.write.hex_id, exc_info=exc)
             self._fail(batch, exc)

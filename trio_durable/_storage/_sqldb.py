@@ -62,8 +62,7 @@ class ObjectDatabase:
         connection: The object's connection, with the guard installed.
         commit_now: Commits the pending statements at once, ahead of the
             object's batch (when a ``storage.transaction()`` block begins
-            with some pending); it may refuse by raising. Default: a plain
-            :meth:`commit`.
+            with some pending); it may refuse by raising (a fenced commit).
     """
 
     __slots__ = ("_commit_now", "_lost", "_savepoint", "connection")
@@ -71,7 +70,7 @@ class ObjectDatabase:
     def __init__(
         self,
         connection: sqlite3.Connection,
-        commit_now: Callable[[ObjectDatabase], None] | None = None,
+        commit_now: Callable[[ObjectDatabase], None],
     ) -> None:
         self.connection = connection
         self._commit_now = commit_now
@@ -113,10 +112,7 @@ class ObjectDatabase:
                 # Statements from before the block are made durable now, so
                 # that the block's open savepoint never holds back their
                 # commit (see commit()).
-                if self._commit_now is None:
-                    self.commit()
-                else:
-                    self._commit_now(self)
+                self._commit_now(self)
             self._begin()
             began = True
             self._control(_SAVEPOINT)

@@ -10,7 +10,6 @@ transaction is open.
 
 from __future__ import annotations
 
-import functools
 from typing import TYPE_CHECKING
 
 import trio
@@ -20,7 +19,6 @@ from ._backend import KeyRange
 from ._cache import MISSING, ObjectCache
 from ._engine import StorageEngine
 from ._gate import InputGateHold
-from ._guard import install_guard
 from ._overlay import merged_rows
 from ._sqldb import ObjectDatabase
 from ._values import ValueCodec
@@ -181,8 +179,9 @@ class ObjectStore:
         """
         oid = self.record.object_id
         try:
-            guard = functools.partial(install_guard, max_value_bytes=self._engine.max_value_bytes)
-            connection = self._engine.backend.sql_database(oid.namespace, oid.hex, guard)
+            connection = self._engine.backend.sql_database(
+                oid.namespace, oid.hex, self._engine.sql_guard
+            )
         except NotImplementedError:
             raise NotImplementedError(
                 "this storage backend has no SQL database; use the key-value API"
