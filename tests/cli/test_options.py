@@ -24,8 +24,8 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from trio_durable._cli import _build_parser
-from trio_durable._cli._options import Config, backend_options, resolve
-from trio_durable._cli._serve import worker_args
+from trio_durable._cli._options import Config, resolve
+from trio_durable._cli._serve import worker_args, worker_options
 
 from .helpers import Command, one_line_error, run
 
@@ -379,8 +379,8 @@ def test_storage_options_travel_to_a_child_as_json(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = resolved(project, monkeypatch, "--durability", "power")
-    assert backend_options(config.to_json()) == {"durability": "power", "max_open_sql": 256}
-    assert backend_options(None) == {}, "no --options: the backend's defaults"
+    assert worker_options(config.to_json())[2] == {"durability": "power", "max_open_sql": 256}
+    assert worker_options(None)[2] == {}, "no --options: the backend's defaults"
 
 
 def test_a_bad_durability_in_the_file_is_named(project: Path) -> None:

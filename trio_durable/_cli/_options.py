@@ -64,7 +64,6 @@ __all__ = [
     "Config",
     "Setting",
     "add_settings",
-    "backend_options",
     "load_config_file",
     "resolve",
 ]
@@ -713,19 +712,6 @@ class Config:
         if spec is None:
             return None
         return import_object(spec, what="authenticate")
-
-
-def backend_options(config_json: str | None) -> dict[str, Any]:
-    """Keyword arguments for ``SqliteBackend`` from a child's resolved settings.
-
-    Args:
-        config_json: What :meth:`Config.to_json` wrote (a cluster worker's
-            ``--options``), or ``None`` when nothing was passed: then the
-            backend's defaults (an empty dict).
-    """
-    if config_json is None:
-        return {}
-    return Config.from_json(config_json).backend_kwargs()
 
 
 def resolve(command: str, args: argparse.Namespace) -> Config:

@@ -25,7 +25,7 @@ import attrs
 import trio
 
 from .._app import App
-from .._cluster._supervisor import ClusterOptions, run_cluster
+from .._cluster._supervisor import SERVE_CLUSTER_COMMAND, ClusterOptions, run_cluster
 from .._exceptions import StorageError
 from .._gateway._options import ServeOptions
 from .._gateway._serve import Worker, drain, serve
@@ -34,7 +34,7 @@ from .._runtime import Runtime, RuntimeOptions, open_runtime
 from .._storage._sqlite import SqliteBackend
 from ._common import Commands, UsageError, configure_logging, load_app, prepare_data_dir, url
 from ._metrics import serve_metrics
-from ._options import CONFIG_NAME, SETTINGS, Config, add_settings, resolve
+from ._options import CONFIG_NAME, SETTINGS, Config, add_settings, resolve, settings_of
 
 __all__ = [
     "WORKER_OPTIONS_FLAG",
@@ -140,8 +140,6 @@ WORKER_OPTIONS_FLAG = "--options"
 
 #: The settings a cluster's workers take from their supervisor (the rest are the command's).
 _WORKER_TARGETS = frozenset({"serve", "runtime", "tls", "import", "backend"})
-#: The ``command`` of the options ``td.serve_cluster`` gives its workers (see worker_config).
-SERVE_CLUSTER = "serve_cluster"
 
 
 def worker_args(config: Config) -> tuple[str, ...]:
@@ -162,63 +160,73 @@ def worker_args(config: Config) -> tuple[str, ...]:
 
 
 def worker_config(text: str) -> Config:
-    """The settings a cluster's worker was given in its ``--options``, checked.
+    """The settings a cluster's worker was given in its ``--options``, their names checked.
 
     ``text`` is what :meth:`Config.to_json` wrote (``serve --workers N``), or
     the same form with only the options given (``td.serve_cluster(...,
     **options)``): the others take their defaults.
 
     Raises:
-        UsageError: an option is unknown, or refused by ``open_runtime``,
-            ``serve`` or the storage (the message names it).
+        UsageError: an option is unknown, or not one a worker takes from
+            ``td.serve_cluster`` (the message names it); values are checked
+            by :func:`worker_options`.
     """
     data = json.loads(text)
     values: dict[str, Any] = data["values"]
-    known = {s.name: s for s in SETTINGS if "serve" in s.commands}
+    known = {s.name: s for s in settings_of("serve")}
     unknown = sorted(name for name in values if name not in known)
     if unknown:
         raise UsageError(
             f"unknown option {unknown[0]!r} for a cluster's workers (the options are the "
             "keyword arguments of open_runtime() and serve(), and durability and max_open_sql)"
         )
-    if data["command"] == SERVE_CLUSTER:
+    if data["command"] == SERVE_CLUSTER_COMMAND:
         for name in values:
             if known[name].target not in _WORKER_TARGETS or name in ("host", "port"):
                 raise UsageError(f"{name} is not an option of a cluster's workers")
-    config = Config(
+    return Config(
         "serve",
         {**{name: s.default for name, s in known.items()}, **values},
         frozenset(data["given"]),
     )
-    try:
-        RuntimeOptions(**config.runtime_kwargs())
-        ServeOptions(host="127.0.0.1", port=0, **config.serve_kwargs())
-        SqliteBackend(None, **config.backend_kwargs())  # checks only: no file, no thread
-    except (TypeError, ValueError) as exc:
-        raise UsageError(str(exc)) from None
-    return config
 
 
-def worker_options(text: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """What a cluster's worker passes to ``open_runtime`` and ``serve``, from its ``--options``.
+def worker_options(
+    text: str | None,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """What a cluster's worker passes to ``open_runtime``, ``serve`` and its storage.
+
+    Each is built once (a TLS certificate is loaded, ``authenticate``
+    imported) and checked by the record that owns it, before anything starts.
 
     Args:
         text: The JSON its supervisor passed (:func:`worker_config`), or
             ``None`` when none was passed.
 
     Returns:
-        ``(open_runtime keyword arguments, serve keyword arguments)``; the
-        serve ones have the TLS context built and ``authenticate`` imported,
-        and never ``host`` or ``port``.
+        ``(open_runtime keyword arguments, serve keyword arguments,
+        SqliteBackend keyword arguments)``; the serve ones never have
+        ``host`` or ``port``.
 
     Raises:
         UsageError: an option is unknown or refused, a certificate cannot be
             loaded, or ``authenticate`` cannot be imported.
     """
     if text is None:
-        return {"tune_gc": True}, {}
+        return {"tune_gc": True}, {}, {}
     config = worker_config(text)
-    return config.runtime_kwargs(), config.serve_kwargs()
+    runtime, serving, backend = (
+        config.runtime_kwargs(),
+        config.serve_kwargs(),
+        config.backend_kwargs(),
+    )
+    try:
+        RuntimeOptions(**runtime)
+        ServeOptions(host="127.0.0.1", port=0, **serving)
+        SqliteBackend(None, **backend)  # checks only: no file, no thread
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    return runtime, serving, backend
 
 
 def _target(name: str) -> str:
@@ -279,12 +287,8 @@ async def serve_app(
                 logger.info("serving %s on %s (data in %s)", spec, base_url, data_dir)
                 if metrics_url is not None:
                     logger.info("metrics on %s", metrics_url)
-                async for signum in signals:
-                    if signum == signal.SIGHUP:
-                        _ignore_sighup()
-                        continue
-                    logger.debug("got %s", signal.Signals(signum).name)
-                    break
+                signum = await _stop_signal(signals)
+                logger.debug("got %s", signal.Signals(signum).name)
                 # Requests in flight are answered; a second signal stops at once.
                 with trio.move_on_after(DRAIN_SECONDS):
                     async with trio.open_nursery() as draining:
@@ -363,13 +367,18 @@ def _check_database(database: str) -> None:
         raise UsageError(str(exc)) from None
 
 
-async def _cancel_on_signal(signals: Any, scope: trio.CancelScope) -> None:
+async def _stop_signal(signals: Any) -> int:
+    """The next signal that stops the server (SIGHUP is logged and ignored)."""
     async for signum in signals:
-        if signum == signal.SIGHUP:
-            _ignore_sighup()
-            continue
-        scope.cancel()
-        return
+        if signum != signal.SIGHUP:
+            return int(signum)
+        _ignore_sighup()
+    raise AssertionError("the signal stream never ends")
+
+
+async def _cancel_on_signal(signals: Any, scope: trio.CancelScope) -> None:
+    await _stop_signal(signals)
+    scope.cancel()
 
 
 def _ignore_sighup() -> None:

@@ -32,15 +32,12 @@ from .._gateway._serve import drain, serve
 from .._runtime import open_runtime
 from .._storage._sqlite import SqliteBackend
 from ._common import LOG_LEVELS, Commands, UsageError, load_app
-from ._options import backend_options
-from ._serve import WORKER_OPTIONS_FLAG, logged_worker, worker_options
+from ._serve import DRAIN_SECONDS, WORKER_OPTIONS_FLAG, logged_worker, worker_options
 
 __all__ = ["add_parser", "run", "run_worker"]
 
 logger = logging.getLogger("trio_durable.cli")
 
-#: Seconds a stopping worker gives the HTTP requests in flight to be answered.
-DRAIN_SECONDS = 10.0
 #: Seconds a stopping worker gives the other workers' calls in flight to be answered.
 LINKS_SECONDS = 10.0
 
@@ -77,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     """
     try:
         app = load_app(args.app)
-        runtime_options, serve_options = worker_options(args.options)
+        runtime_options, serve_options, backend_options = worker_options(args.options)
     except UsageError as exc:
         _refuse(args.control_fd, str(exc))
         raise
@@ -92,9 +89,7 @@ def run(args: argparse.Namespace) -> int:
     if database is not None:
         storage: dict[str, Any] = {"database": database}
     else:
-        backend = SqliteBackend(
-            args.data_dir, lock_fd=args.lock_fd, **backend_options(args.options)
-        )
+        backend = SqliteBackend(args.data_dir, lock_fd=args.lock_fd, **backend_options)
         storage = {"backend": backend}
     trio.run(
         functools.partial(

@@ -43,7 +43,11 @@ from .._storage._lock import DataDirLock
 from ._control import ControlChannel
 from ._leases import LeaseStore, SqliteLeaseStore
 
-__all__ = ["ClusterOptions", "run_cluster", "serve_cluster"]
+__all__ = ["SERVE_CLUSTER_COMMAND", "ClusterOptions", "run_cluster", "serve_cluster"]
+
+#: The ``command`` of the options ``serve_cluster`` gives its workers: only
+#: the options of a worker's runtime, server and storage are allowed in it.
+SERVE_CLUSTER_COMMAND = "serve_cluster"
 
 logger: Final = logging.getLogger("trio_durable.cluster")
 
@@ -428,7 +432,7 @@ async def serve_cluster(
         try:
             # The form trio-durable worker reads (_cli/_serve.py worker_config).
             text = json.dumps(
-                {"command": "serve_cluster", "values": options, "given": sorted(options)}
+                {"command": SERVE_CLUSTER_COMMAND, "values": options, "given": sorted(options)}
             )
         except TypeError:
             raise TypeError(
