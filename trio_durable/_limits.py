@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import math
-from typing import Final
+from typing import Any, Final
 
 __all__ = [
     "ALARM_FIRST_BACKOFF",
@@ -48,6 +48,10 @@ __all__ = [
     "CloseCode",
     "check_positive_int",
     "check_seconds",
+    "optional_seconds_option",
+    "positive_int_option",
+    "seconds_option",
+    "seconds_or_zero_option",
 ]
 
 # ------------------------------------------------------------ objects
@@ -188,3 +192,28 @@ def check_positive_int(name: str, value: object) -> int:
     if value <= 0:
         raise ValueError(f"{name} must be positive, got {value!r}")
     return value
+
+
+# attrs validators of an options record: each error names the option (the
+# attribute), with the same checks as above.
+
+
+def seconds_option(instance: object, attribute: Any, value: object) -> None:
+    """An option of positive, finite seconds."""
+    check_seconds(attribute.name, value)
+
+
+def seconds_or_zero_option(instance: object, attribute: Any, value: object) -> None:
+    """An option of non-negative, finite seconds."""
+    check_seconds(attribute.name, value, allow_zero=True)
+
+
+def optional_seconds_option(instance: object, attribute: Any, value: object) -> None:
+    """An option of positive, finite seconds, or ``None``."""
+    if value is not None:
+        check_seconds(attribute.name, value)
+
+
+def positive_int_option(instance: object, attribute: Any, value: object) -> None:
+    """An option that is a positive int."""
+    check_positive_int(attribute.name, value)

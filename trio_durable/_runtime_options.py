@@ -23,27 +23,12 @@ from ._limits import (
     STORAGE_CACHE_BYTES,
     WATCHDOG_RESET_AFTER,
     WATCHDOG_WARN_AFTER,
-    check_positive_int,
-    check_seconds,
+    optional_seconds_option,
+    positive_int_option,
+    seconds_option,
 )
 
 __all__ = ["RuntimeOptions"]
-
-
-# attrs validators: each error names the option (the attribute).
-
-
-def _optional_seconds(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is not None:
-        check_seconds(attribute.name, value)
-
-
-def _seconds(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    check_seconds(attribute.name, value)
-
-
-def _size(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    check_positive_int(attribute.name, value)
 
 
 def _flag(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -59,16 +44,22 @@ class RuntimeOptions:
     the option), before anything is opened.
     """
 
-    hibernate_after: float = attrs.field(default=HIBERNATE_AFTER, validator=_seconds)
-    evict_after: float = attrs.field(default=EVICT_AFTER, validator=_seconds)
-    max_value_bytes: int = attrs.field(default=MAX_VALUE_BYTES, validator=_size)
-    storage_cache_bytes: int = attrs.field(default=STORAGE_CACHE_BYTES, validator=_size)
-    max_websockets_per_object: int = attrs.field(default=MAX_WEBSOCKETS_PER_OBJECT, validator=_size)
-    max_attachment_bytes: int = attrs.field(default=MAX_ATTACHMENT_BYTES, validator=_size)
+    hibernate_after: float = attrs.field(default=HIBERNATE_AFTER, validator=seconds_option)
+    evict_after: float = attrs.field(default=EVICT_AFTER, validator=seconds_option)
+    max_value_bytes: int = attrs.field(default=MAX_VALUE_BYTES, validator=positive_int_option)
+    storage_cache_bytes: int = attrs.field(
+        default=STORAGE_CACHE_BYTES, validator=positive_int_option
+    )
+    max_websockets_per_object: int = attrs.field(
+        default=MAX_WEBSOCKETS_PER_OBJECT, validator=positive_int_option
+    )
+    max_attachment_bytes: int = attrs.field(
+        default=MAX_ATTACHMENT_BYTES, validator=positive_int_option
+    )
     blocking_warning_after: float | None = attrs.field(
-        default=WATCHDOG_WARN_AFTER, validator=_optional_seconds
+        default=WATCHDOG_WARN_AFTER, validator=optional_seconds_option
     )
     blocking_reset_after: float | None = attrs.field(
-        default=WATCHDOG_RESET_AFTER, validator=_optional_seconds
+        default=WATCHDOG_RESET_AFTER, validator=optional_seconds_option
     )
     tune_gc: bool = attrs.field(default=False, validator=_flag)

@@ -34,7 +34,7 @@ import trio
 from .._core._live import LiveObject
 from .._exceptions import StorageError, TrioDurableError
 from .._ids import SHARD_COUNT, shard_of
-from .._limits import check_seconds
+from .._limits import seconds_option
 from ._leases import Fence, LeaseState, LeaseStore
 from ._link import (
     CALLS,
@@ -70,9 +70,6 @@ class ShardNotHeldError(TrioDurableError):
     """This process does not hold the object's shard (any more): route the event elsewhere."""
 
 
-def _positive_seconds(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    check_seconds(attribute.name, value)
-
 
 @attrs.frozen
 class ClusterSpec:
@@ -99,8 +96,8 @@ class ClusterSpec:
 
     slot: int = attrs.field(validator=attrs.validators.ge(0))
     run_dir: str
-    lease_seconds: float = attrs.field(default=4.0, validator=_positive_seconds)
-    call_timeout: float = attrs.field(default=10.0, validator=_positive_seconds)
+    lease_seconds: float = attrs.field(default=4.0, validator=seconds_option)
+    call_timeout: float = attrs.field(default=10.0, validator=seconds_option)
     node: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
     link_host: str | None = None
 

@@ -29,8 +29,9 @@ from .._limits import (
     PARK_AFTER,
     SEND_BUFFER_LIMIT,
     WRITE_TIMEOUT,
-    check_positive_int,
-    check_seconds,
+    positive_int_option,
+    seconds_option,
+    seconds_or_zero_option,
 )
 
 __all__ = ["Authenticator", "ServeOptions", "Worker"]
@@ -41,16 +42,7 @@ Worker = Callable[[Request, Any], Awaitable[Response]]
 Authenticator = Callable[[Request], Awaitable[Response | None]]
 
 
-def _seconds(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    check_seconds(attribute.name, value)
 
-
-def _seconds_or_zero(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    check_seconds(attribute.name, value, allow_zero=True)
-
-
-def _positive_int(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    check_positive_int(attribute.name, value)
 
 
 def _host(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -114,16 +106,16 @@ class ServeOptions:
     host: str = attrs.field(validator=_host)
     port: int = attrs.field(validator=_port)
     ssl_context: ssl.SSLContext | None = attrs.field(default=None, validator=_ssl_context)
-    handshake_timeout: float = attrs.field(default=HANDSHAKE_TIMEOUT, validator=_seconds)
-    max_connections: int = attrs.field(default=MAX_CONNECTIONS, validator=_positive_int)
-    max_header_bytes: int = attrs.field(default=MAX_HEADER_BYTES, validator=_positive_int)
-    max_body_bytes: int = attrs.field(default=MAX_BODY_BYTES, validator=_positive_int)
-    park_after: float = attrs.field(default=PARK_AFTER, validator=_seconds_or_zero)
-    send_buffer_limit: int = attrs.field(default=SEND_BUFFER_LIMIT, validator=_positive_int)
-    max_message_size: int = attrs.field(default=MAX_MESSAGE_SIZE, validator=_positive_int)
-    close_timeout: float = attrs.field(default=CLOSE_TIMEOUT, validator=_seconds)
-    write_timeout: float = attrs.field(default=WRITE_TIMEOUT, validator=_seconds)
-    frame_timeout: float = attrs.field(default=FRAME_TIMEOUT, validator=_seconds)
+    handshake_timeout: float = attrs.field(default=HANDSHAKE_TIMEOUT, validator=seconds_option)
+    max_connections: int = attrs.field(default=MAX_CONNECTIONS, validator=positive_int_option)
+    max_header_bytes: int = attrs.field(default=MAX_HEADER_BYTES, validator=positive_int_option)
+    max_body_bytes: int = attrs.field(default=MAX_BODY_BYTES, validator=positive_int_option)
+    park_after: float = attrs.field(default=PARK_AFTER, validator=seconds_or_zero_option)
+    send_buffer_limit: int = attrs.field(default=SEND_BUFFER_LIMIT, validator=positive_int_option)
+    max_message_size: int = attrs.field(default=MAX_MESSAGE_SIZE, validator=positive_int_option)
+    close_timeout: float = attrs.field(default=CLOSE_TIMEOUT, validator=seconds_option)
+    write_timeout: float = attrs.field(default=WRITE_TIMEOUT, validator=seconds_option)
+    frame_timeout: float = attrs.field(default=FRAME_TIMEOUT, validator=seconds_option)
     max_messages_per_second: float | None = attrs.field(default=None, validator=_rate)
     allowed_origins: frozenset[str | None] | None = attrs.field(default=None, converter=_origins)
     authenticate: Authenticator | None = attrs.field(default=None, validator=_callable_or_none)
