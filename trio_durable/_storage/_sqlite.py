@@ -286,8 +286,11 @@ class SqliteBackend:
             else:
                 fn()
 
-    def _transaction(self, body: Callable[[sqlite3.Connection], None]) -> None:
-        db = self.db
+    def _transaction(
+        self, body: Callable[[sqlite3.Connection], None], db: sqlite3.Connection | None = None
+    ) -> None:
+        """Run ``body`` in a write transaction on ``db`` (default: the main connection)."""
+        db = self.db if db is None else db
         db.execute("BEGIN IMMEDIATE")
         try:
             body(db)
@@ -404,16 +407,15 @@ class SqliteBackend:
                 databases committed before the failure stay committed (as
                 after a crash at that point: the batch was not acknowledged).
         """
-        db = self._fenced_connection()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        refused: frozenset[int] = frozenset()
+
+        def apply(db: sqlite3.Connection) -> None:
+            nonlocal refused
             refused = _refused_shards(db, writes, fence)
             accepted = [w for w in writes if shard_of(w.hex_id) not in refused and commit_sql(w)]
             _apply(db, accepted)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+
+        self._transaction(apply, self._fenced_connection())
         return refused
 
     def _fenced_connection(self) -> sqlite3.Connection:
